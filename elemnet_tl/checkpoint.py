@@ -1,0 +1,198 @@
+"""Self-describing checkpoints: safetensors weights (no pickle) whose metadata holds the architecture,
+the element list and the target scaler; plus the resumable training state of a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .elements import ELEMENTS
+from .errors import InputError
+from .io import atomic_path
+from .model import ElemNet
+from .training import EpochLog, TrainState
+
+MODEL_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+STATE_FILE = "train_state.safetensors"
+FORMAT = "elemnet_tl/1"
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
+BUNDLED_MODELS = {"formation-energy": "mp_eform"}
+"""``--from bundled`` (= ``bundled:formation-energy``) and other bundled sources, by name."""
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about its model."""
+
+    arch: str
+    dropout: float
+    target_mean: float
+    target_std: float
+    target: str = "target"
+    unit: str = ""
+    inputs: str = "element fractions"
+
+    def to_metadata(self) -> dict[str, str]:
+        meta = {"format": FORMAT, "arch": self.arch, "dropout": repr(self.dropout),
+                "target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
+                "target": self.target, "unit": self.unit, "inputs": self.inputs,
+                "elements": " ".join(ELEMENTS)}
+        return meta
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict: network, scaler and card."""
+
+    model: ElemNet
+    info: ModelInfo
+    card: dict
+    path: Path
+
+    def predict(self, fractions: torch.Tensor) -> torch.Tensor:
+        """Predictions in target units."""
+        from .training import predict_tensor
+
+        return predict_tensor(self.model, fractions) * self.info.target_std + self.info.target_mean
+
+
+def resolve_model_path(source: str | Path) -> Path:
+    """``bundled``, ``bundled:NAME``, a run directory or a ``.safetensors`` file -> the weights file."""
+    text = str(source)
+    if text == "bundled" or text.startswith("bundled:"):
+        name = text.partition(":")[2] or "formation-energy"
+        if name not in BUNDLED_MODELS:
+            raise InputError(f"--from {text}: no bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+        path = BUNDLED_DIR / BUNDLED_MODELS[name] / MODEL_FILE
+        if not path.is_file():
+            raise InputError(f"bundled model {name!r} is missing from the installation ({path})")
+        return path
+    path = Path(text)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise InputError(f"{text}: no model here (expected a run directory with {MODEL_FILE}, or 'bundled')")
+    return path
+
+
+def save_model(path: str | Path, model: ElemNet, info: ModelInfo) -> None:
+    """Write weights + metadata atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=info.to_metadata())
+
+
+def load_model(source: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint; checks format, element list, architecture, keys and shapes.
+
+    Raises :class:`InputError` (one line) on a corrupted file or a mismatch.
+    """
+    from safetensors import safe_open
+
+    path = resolve_model_path(source)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises several types on corrupted files
+        raise InputError(f"{path}: not a readable safetensors model ({str(exc).splitlines()[0][:120]})") from None
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path}: not an elemnet_tl model (metadata format {meta.get('format')!r})")
+    if meta.get("elements", "").split() != list(ELEMENTS):
+        raise InputError(f"{path}: the model's input elements differ from ElemNet's 86 elements")
+    try:
+        info = ModelInfo(arch=meta["arch"], dropout=float(meta["dropout"]), target_mean=float(meta["target_mean"]),
+                         target_std=float(meta["target_std"]), target=meta.get("target", "target"),
+                         unit=meta.get("unit", ""), inputs=meta.get("inputs", "element fractions"))
+        model = ElemNet(info.arch, dropout=info.dropout)
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{path}: bad model metadata: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:
+        diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
+        raise InputError(f"{path}: weights do not match architecture {info.arch!r} (first differences: {diff})")
+    if not all(torch.isfinite(v).all() for v in tensors.values()):
+        raise InputError(f"{path}: weights contain NaN or infinite values")
+    model.load_state_dict(tensors)
+    model.to(device)
+    card_path = path.parent / CARD_FILE
+    card: dict = {}
+    if card_path.is_file():
+        try:
+            card = json.loads(card_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{card_path}: corrupted card ({exc})") from None
+        card_arch = card.get("model", {}).get("arch")
+        if card_arch is not None and card_arch != info.arch:
+            raise InputError(f"{path}: card says architecture {card_arch!r} but weights are {info.arch!r}")
+    return LoadedModel(model, info, card, path)
+
+
+def save_state(path: str | Path, state: TrainState) -> None:
+    """Write a resumable training state (weights, best weights, optimizer, RNG, history) atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in state.model.items():
+        tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+    for k, v in state.best_model.items():
+        tensors[f"best.{k}"] = v.detach().cpu().contiguous()
+    opt_scalars: dict = {}
+    for pid, pstate in state.optimizer.get("state", {}).items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                opt_scalars[f"{pid}.{key}"] = value
+    if state.rng is not None:
+        tensors["rng"] = state.rng.cpu().contiguous()
+    meta = {
+        "epoch": state.epoch, "best_val": state.best_val if math.isfinite(state.best_val) else None,
+        "best_epoch": state.best_epoch, "seconds": state.seconds, "done": state.done,
+        "history": [vars(h) for h in state.history],
+        "param_groups": state.optimizer.get("param_groups", []), "opt_scalars": opt_scalars,
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+
+
+def load_state(path: str | Path) -> TrainState:
+    """Read what :func:`save_state` wrote."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})["state"])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # corrupted or foreign file
+        raise InputError(f"{path}: cannot resume from this training state ({str(exc).splitlines()[0][:120]})") from None
+    opt_state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["opt_scalars"].items():
+        pid, name = key.split(".", 1)
+        opt_state.setdefault(int(pid), {})[name] = value
+    best_val = meta["best_val"]
+    return TrainState(
+        epoch=meta["epoch"],
+        model={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+        best_model={k[5:]: v for k, v in tensors.items() if k.startswith("best.")},
+        optimizer={"state": opt_state, "param_groups": meta["param_groups"]},
+        rng=tensors.get("rng"),
+        best_val=math.inf if best_val is None else best_val,
+        best_epoch=meta["best_epoch"],
+        history=[EpochLog(**h) for h in meta["history"]],
+        seconds=meta["seconds"],
+        done=meta["done"],
+    )

@@ -1,0 +1,190 @@
+"""Load a table of formulas and targets from a file or a named dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+FORMULA_COLUMNS = ("formula", "composition", "formula_pretty", "pretty_formula", "compound")
+"""Column names recognised as the formula column (case-insensitive)."""
+
+_FORMATION_RE = re.compile(r"e_?form|formation|enthalpy|delta_?e\b|\bdh\b|\bhf\b", re.IGNORECASE)
+_STABILITY_RE = re.compile(
+    r"e_?above_?hull|energy_above_hull|\be_?hull\b|e_?form|formation_energy|formation_enthalpy",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Table:
+    """Rows read from one source, before parsing.
+
+    ``frame`` has columns ``line`` (line number in the input file, or 1-based row number for
+    non-text formats), ``formula``, ``target`` (float, NaN where missing or not a number; absent when
+    the table has no target) and every other input column.
+    """
+
+    frame: pd.DataFrame
+    source: str
+    """File path or dataset name, as the user gave it."""
+    formula_col: str
+    target_col: str | None
+    provenance: dict = field(default_factory=dict)
+    """``source``, ``sha256``, ``rows`` and, for named datasets, ``target``/``unit``."""
+    raw_target: pd.Series | None = None
+    """Target cells as read (to name bad values in rejection reasons)."""
+
+    @property
+    def has_target(self) -> bool:
+        return self.target_col is not None
+
+    def looks_like_formation_energy(self) -> bool:
+        """True when the target's name (or the dataset/file name) says formation energy/enthalpy."""
+        names = [self.target_col or "", str(self.provenance.get("target", "")), Path(self.source).name]
+        return any(_FORMATION_RE.search(n.replace("-", "_")) for n in names)
+
+    def stability_column(self) -> str | None:
+        """A column other than the target that names stability (formation energy, energy above hull)."""
+        for col in self.frame.columns:
+            if col in ("line", "formula", "target") or col == self.target_col:
+                continue
+            if _STABILITY_RE.search(str(col)) and pd.api.types.is_numeric_dtype(self.frame[col]):
+                return str(col)
+        return None
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_file(path: Path) -> tuple[pd.DataFrame, bool]:
+    """Read CSV / CSV.gz / TSV / parquet / JSON; returns the frame and whether it is line-based text."""
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path), False
+        if name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz")):
+            lines = ".jsonl" in name
+            return pd.read_json(path, lines=lines), lines
+        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+        return pd.read_csv(path, sep=sep, skip_blank_lines=False), True
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot read as a table: {reason}") from None
+
+
+def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], what: str,
+                 source: str) -> str:
+    columns = [str(c) for c in frame.columns]
+    if wanted is not None:
+        if wanted in columns:
+            return wanted
+        lower = {c.lower(): c for c in columns}
+        if wanted.lower() in lower:
+            return lower[wanted.lower()]
+        raise InputError(f"{source}: no column {wanted!r}; columns are {', '.join(columns)}")
+    found = [c for c in columns if c.lower() in candidates]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputError(
+            f"{source}: no {what} column (looked for {', '.join(candidates)}); "
+            f"columns are {', '.join(columns)}; name it with --{what}-col"
+        )
+    raise InputError(f"{source}: ambiguous {what} column ({', '.join(found)}); choose one with --{what}-col")
+
+
+def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, source: str,
+                 required: bool, exclude: tuple[str, ...] = ()) -> str | None:
+    if wanted is not None:
+        return _find_column(frame, wanted, (), "target", source)
+    columns = [str(c) for c in frame.columns if str(c) != formula_col]
+    named = [c for c in columns if c.lower() == "target"]
+    if len(named) == 1:
+        return named[0]
+    numeric = [
+        c for c in columns
+        if c not in exclude and c.lower() not in ("line", "id", "index")
+        and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+    if len(numeric) == 1:
+        return numeric[0]
+    if not required:
+        return None
+    if not numeric:
+        raise InputError(f"{source}: no numeric target column; columns are {', '.join(map(str, frame.columns))}; "
+                         "name it with --target-col")
+    raise InputError(f"{source}: ambiguous target column ({', '.join(numeric)}); choose one with --target-col")
+
+
+def _is_named(name: str) -> bool:
+    from . import named
+
+    return named.is_named_dataset(name)
+
+
+def load_table(
+    source: str | Path,
+    formula_col: str | None = None,
+    target_col: str | None = None,
+    require_target: bool = True,
+    exclude_from_target: tuple[str, ...] = (),
+) -> Table:
+    """Read a file (CSV, CSV.gz, TSV, parquet, JSON) or a named dataset into a :class:`Table`.
+
+    The formula column is found by name (``formula``, ``composition``, ``formula_pretty``,
+    ``pretty_formula``, ``compound``; case-insensitive) unless ``formula_col`` names it. The target is
+    ``target_col``, else a column named ``target``, else the only other numeric column.
+    With ``require_target=False`` a table without a target loads (for prediction).
+    Raises :class:`InputError` with a one-line reason on a missing file, column or an empty table.
+    """
+    text = str(source)
+    path = Path(text)
+    provenance: dict = {"source": text}
+    if path.exists() and path.is_dir():
+        raise InputError(f"{text}: is a directory, not a table file")
+    if path.is_file():
+        frame, line_based = _read_file(path)
+        provenance.update(path=str(path.resolve()), sha256=sha256_of(path))
+        # line numbers as in the input file: header is line 1
+        lines = np.arange(len(frame)) + (2 if line_based else 1)
+    elif _is_named(text):
+        from . import named
+
+        frame, info = named.load_named_dataset(text, target_col=target_col)
+        provenance.update({k: v for k, v in info.items() if k != "source"}, citation=info.get("source"))
+        if target_col is not None and "target" in frame.columns:
+            target_col = "target"
+        lines = np.arange(len(frame)) + 1
+    else:
+        raise InputError(f"{text}: no such file or named dataset (see `elemtl datasets`)")
+    if len(frame) == 0:
+        raise InputError(f"{text}: the table has no rows")
+    fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
+    tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)
+    out = frame.copy()
+    raw_target = None
+    out.insert(0, "line", lines)
+    formulas = out.pop(fcol)
+    out.insert(1, "formula", formulas.map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v))))
+    if tcol is not None:
+        raw_target = out[tcol].copy()
+        values = pd.to_numeric(raw_target, errors="coerce").astype(np.float64)
+        out = out.drop(columns=list({tcol, "target"} & set(out.columns)))
+        out.insert(2, "target", values.to_numpy())
+    provenance["rows"] = int(len(out))
+    return Table(out, text, fcol, tcol, provenance, raw_target)

@@ -1,0 +1,10 @@
+"""Errors a user can fix: the CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input (missing file, missing column, empty table, unwritable output...).
+
+    The message is one line naming the file, column or row and the reason.
+    """

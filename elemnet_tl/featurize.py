@@ -1,0 +1,211 @@
+"""Table -> parsed, checked, deduplicated rows with element fractions (and physical attributes)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .compositions import DUPLICATE_RULES, dedup, parse_formulas
+from .datasets import Table, load_table
+from .elements import ELEMENTS
+from .errors import InputError
+from .io import check_table_suffix, table_stem, write_table
+
+REJECTED_COLUMNS = ["line", "formula", "reason"]
+
+
+@dataclass
+class Featurized:
+    """The rows a command trains or predicts on, and what happened to the others."""
+
+    table: Table
+    frame: pd.DataFrame
+    """Kept rows: ``line``, ``formula``, ``target`` (if any) and the other input columns."""
+    fractions: np.ndarray
+    """(n_kept, 86) float32 element fractions, aligned with ``frame``."""
+    rejected: pd.DataFrame
+    """``line, formula, reason`` of every rejected row."""
+    n_read: int
+    n_merged: int
+    rule: str
+    rule_reason: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejected)
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.frame)
+
+    @property
+    def target(self) -> np.ndarray:
+        """Targets of the kept rows (float64)."""
+        return self.frame["target"].to_numpy(dtype=np.float64)
+
+    def summary(self) -> str:
+        """One line: rows read, rejected, merged, kept and the duplicate rule."""
+        return (
+            f"{self.table.source}: {self.n_read} rows read, {self.n_rejected} rejected, "
+            f"{self.n_merged} merged, {self.n_kept} kept (duplicates: {self.rule} — {self.rule_reason})"
+        )
+
+    def counts(self) -> dict:
+        return {"read": self.n_read, "rejected": self.n_rejected, "merged": self.n_merged, "kept": self.n_kept,
+                "duplicates": self.rule, "duplicates_reason": self.rule_reason}
+
+
+def _target_reasons(table: Table) -> list[str | None]:
+    values = table.frame["target"].to_numpy(dtype=np.float64)
+    raw = table.raw_target.to_numpy() if table.raw_target is not None else values
+    reasons: list[str | None] = []
+    for value, cell in zip(values, raw):
+        if math.isfinite(value):
+            reasons.append(None)
+        elif math.isinf(value):
+            reasons.append("infinite target")
+        elif cell is None or (isinstance(cell, float) and math.isnan(cell)) or str(cell).strip() == "":
+            reasons.append("missing target")
+        elif str(cell).strip().lower() == "nan":
+            reasons.append("target is NaN")
+        else:
+            reasons.append(f"target is not a number: {str(cell)[:40]!r}")
+    return reasons
+
+
+def resolve_rule(table: Table, duplicates: str, stability_col: str | None) -> tuple[str, str | None, str]:
+    """Turn ``--duplicates`` into a concrete rule; returns (rule, stability column, reason in words)."""
+    if duplicates not in DUPLICATE_RULES:
+        raise InputError(f"--duplicates {duplicates!r}: choose from {', '.join(DUPLICATE_RULES)}")
+    if stability_col is not None and stability_col not in table.frame.columns:
+        raise InputError(f"{table.source}: no stability column {stability_col!r}; "
+                         f"columns are {', '.join(map(str, table.frame.columns))}")
+    if duplicates == "keep":
+        return "keep", None, "every row kept"
+    if duplicates == "mean":
+        return "mean", None, "duplicates averaged"
+    col = stability_col or table.stability_column()
+    if col is not None:
+        return "most-stable", col, f"lowest {col} per composition"
+    if duplicates == "most-stable":
+        return "most-stable", None, "lowest target per composition"
+    if table.looks_like_formation_energy():
+        return "most-stable", None, "target is a formation energy: lowest per composition"
+    return "mean", None, "stability unknown: duplicates averaged"
+
+
+def prepare(
+    table: Table,
+    duplicates: str = "auto",
+    stability_col: str | None = None,
+    require_target: bool = True,
+) -> Featurized:
+    """Parse formulas, reject bad rows with reasons, and apply the duplicate rule.
+
+    Held-out test sets use ``duplicates="keep"``: every test row is scored.
+    """
+    frame = table.frame
+    if require_target and not table.has_target:
+        raise InputError(f"{table.source}: no target column")
+    parsed = parse_formulas(frame["formula"].tolist())
+    reasons = list(parsed.reasons)
+    if table.has_target and require_target:
+        for i, reason in enumerate(_target_reasons(table)):
+            if reasons[i] is None and reason is not None:
+                reasons[i] = reason
+    bad = np.array([r is not None for r in reasons], dtype=bool)
+    rejected = pd.DataFrame({
+        "line": frame["line"].to_numpy()[bad],
+        "formula": frame["formula"].to_numpy()[bad],
+        "reason": [r for r in reasons if r is not None],
+    }, columns=REJECTED_COLUMNS)
+    good = np.flatnonzero(~bad)
+    kept_frame = frame.iloc[good].reset_index(drop=True)
+    fractions = parsed.fractions[good]
+    rule, col, why = resolve_rule(table, duplicates, stability_col) if table.has_target else ("keep", None, "no target")
+    n_merged = 0
+    if rule != "keep" and len(good):
+        stability = kept_frame[col].to_numpy(dtype=np.float64) if col else None
+        result = dedup(fractions, kept_frame["target"].to_numpy(), rule, stability)
+        n_merged = len(result.merged)
+        kept_frame = kept_frame.iloc[result.keep].reset_index(drop=True)
+        kept_frame["target"] = result.target
+        fractions = fractions[result.keep]
+    return Featurized(table, kept_frame, fractions.astype(np.float32), rejected, len(frame), n_merged, rule, why)
+
+
+def load_and_prepare(
+    source: str | Path,
+    formula_col: str | None = None,
+    target_col: str | None = None,
+    duplicates: str = "auto",
+    stability_col: str | None = None,
+    require_target: bool = True,
+) -> Featurized:
+    """:func:`load_table` then :func:`prepare`: the path every command's input takes."""
+    exclude = (stability_col,) if stability_col else ()
+    table = load_table(source, formula_col, target_col, require_target=require_target, exclude_from_target=exclude)
+    featurized = prepare(table, duplicates, stability_col, require_target=require_target)
+    if featurized.n_kept == 0:
+        raise InputError(f"{source}: no usable rows ({featurized.n_rejected} rejected; "
+                         f"first reason: {featurized.rejected['reason'].iloc[0] if featurized.n_rejected else 'none'})")
+    return featurized
+
+
+def rejected_path(output: str | Path) -> Path:
+    """``out.csv.gz`` -> ``out.rejected.csv``."""
+    stem = table_stem(output)
+    return stem.with_name(stem.name + ".rejected.csv")
+
+
+def write_rejected(featurized: Featurized, path: str | Path) -> Path | None:
+    """Write the rejection report if any row was rejected; returns its path."""
+    if featurized.n_rejected == 0:
+        return None
+    write_table(featurized.rejected, path)
+    return Path(path)
+
+
+def feature_frame(featurized: Featurized, pa: bool = False) -> pd.DataFrame:
+    """``formula, target, H ... Pu`` (+ ``pa_*``) for the kept rows."""
+    cols = {"formula": featurized.frame["formula"].to_numpy()}
+    if "target" in featurized.frame:
+        cols["target"] = featurized.frame["target"].to_numpy()
+    out = pd.concat(
+        [pd.DataFrame(cols), pd.DataFrame(featurized.fractions.astype(np.float64), columns=list(ELEMENTS))],
+        axis=1,
+    )
+    if pa:
+        from .physical import physical_attributes_frame
+
+        out = pd.concat([out, physical_attributes_frame(featurized.fractions.astype(np.float64))], axis=1)
+    return out
+
+
+def featurize(
+    source: str | Path,
+    output: str | Path | None = None,
+    duplicates: str = "auto",
+    stability_col: str | None = None,
+    pa: bool = False,
+    formula_col: str | None = None,
+    target_col: str | None = None,
+) -> tuple[pd.DataFrame, Featurized]:
+    """Featurize a table: element fractions (and physical attributes), one row per composition.
+
+    With ``output`` the features are written there (csv, csv.gz or parquet) and rejected rows to
+    ``<output stem>.rejected.csv``. Returns the feature frame and the :class:`Featurized` record.
+    """
+    if output is not None:
+        check_table_suffix(output)
+    featurized = load_and_prepare(source, formula_col, target_col, duplicates, stability_col)
+    frame = feature_frame(featurized, pa=pa)
+    if output is not None:
+        write_table(frame, output)
+        write_rejected(featurized, rejected_path(output))
+    return frame, featurized

@@ -1,0 +1,73 @@
+"""Atomic file writes: a temp file in the target's folder, then a rename."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from .errors import InputError
+
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here: {exc.strerror or exc}") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """Write JSON (indented, NaN as null-safe floats) atomically."""
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def check_table_suffix(path: str | Path) -> None:
+    """Raise :class:`InputError` unless ``path`` ends in a table format we write."""
+    if not str(path).lower().endswith(TABLE_SUFFIXES):
+        raise InputError(f"{path}: output must end in {', '.join(TABLE_SUFFIXES)}")
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a frame as CSV, CSV.gz or parquet (by extension), atomically."""
+    check_table_suffix(path)
+    name = str(path).lower()
+    with atomic_path(path) as tmp:
+        if name.endswith(".parquet"):
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, compression="gzip" if name.endswith(".gz") else None)
+
+
+def table_stem(path: str | Path) -> Path:
+    """``out.csv.gz`` -> ``out`` (in the same folder)."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".csv.gz", ".csv", ".parquet", ".json", ".tsv.gz", ".tsv"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)])
+    return path.with_suffix("")

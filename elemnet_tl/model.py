@@ -1,0 +1,122 @@
+"""ElemNet: a deep fully connected network on element fractions, with named layers."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from .elements import N_ELEMENTS
+
+DEFAULT_ARCH = "1024x4-512x3-256x3-128x3-64x2-32x1"
+"""ElemNet's hidden layers: 86 -> 1024x4 -> 512x3 -> 256x3 -> 128x3 -> 64x2 -> 32 -> 1 (17 weight layers)."""
+
+_ARCH_RE = re.compile(r"^\d+x\d+(-\d+x\d+)*$")
+
+
+def parse_arch(arch: str) -> list[int]:
+    """``"1024x2-32x1"`` -> ``[1024, 1024, 32]`` (hidden widths; the output layer is implicit).
+
+    A trailing ``-1`` (the output layer, as the study writes it) is accepted and ignored.
+    """
+    text = arch.strip().replace(" ", "")
+    if text.endswith("-1"):
+        text = text[:-2]
+    if not _ARCH_RE.match(text):
+        raise ValueError(f"architecture {arch!r} must look like '1024x4-512x3-...-32x1' (width x count, dash-separated)")
+    widths: list[int] = []
+    for part in text.split("-"):
+        width, count = (int(v) for v in part.split("x"))
+        if width < 1 or count < 1:
+            raise ValueError(f"architecture {arch!r}: widths and counts must be positive")
+        widths.extend([width] * count)
+    return widths
+
+
+class ElemNet(nn.Module):
+    """Element fractions in, one value out; ReLU between fully connected layers.
+
+    Hidden layers are named ``fc1`` ... ``fcN`` and the output layer ``out``; freezing and feature
+    extraction address layers by these names. :attr:`groups` gathers consecutive layers of one width
+    (``g1`` = the four 1024-wide layers, ..., last group ``head`` = ``out``).
+    """
+
+    def __init__(self, arch: str = DEFAULT_ARCH, n_inputs: int = N_ELEMENTS, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.arch = arch
+        self.n_inputs = n_inputs
+        self.dropout = float(dropout)
+        widths = parse_arch(arch)
+        layers: dict[str, nn.Linear] = {}
+        fan_in = n_inputs
+        for i, width in enumerate(widths, start=1):
+            layers[f"fc{i}"] = nn.Linear(fan_in, width)
+            fan_in = width
+        layers["out"] = nn.Linear(fan_in, 1)
+        self.layers = nn.ModuleDict(layers)
+        self.widths = widths
+        self.drop = nn.Dropout(self.dropout) if self.dropout > 0 else nn.Identity()
+        self.reset_parameters()
+
+    @property
+    def layer_names(self) -> list[str]:
+        """``fc1`` ... ``fcN``, ``out`` in forward order."""
+        return list(self.layers.keys())
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """Consecutive hidden layers of equal width form a group; the output layer is ``head``."""
+        groups: dict[str, list[str]] = {}
+        previous = None
+        for name, width in zip(self.layer_names[:-1], self.widths):
+            if width != previous:
+                groups[f"g{len(groups) + 1}"] = []
+                previous = width
+            groups[list(groups)[-1]].append(name)
+        groups["head"] = ["out"]
+        return groups
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) normal weights for ReLU layers, zero biases: keeps the signal alive through depth."""
+        for name, layer in self.layers.items():
+            if name == "out":
+                nn.init.xavier_normal_(layer.weight)
+            else:
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+
+    def reset_head(self) -> None:
+        """Fresh output layer (a new target)."""
+        nn.init.xavier_normal_(self.layers["out"].weight)
+        nn.init.zeros_(self.layers["out"].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name, layer in self.layers.items():
+            x = layer(x)
+            if name != "out":
+                x = self.drop(torch.relu(x))
+        return x.squeeze(-1)
+
+    @torch.no_grad()
+    def activations(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        """Post-ReLU activations of the named hidden layers (``out`` gives the raw output)."""
+        wanted = set(names)
+        unknown = wanted - set(self.layer_names)
+        if unknown:
+            raise ValueError(f"unknown layer(s) {sorted(unknown)}; layers are {self.layer_names}")
+        found: dict[str, torch.Tensor] = {}
+        for name, layer in self.layers.items():
+            x = layer(x)
+            if name != "out":
+                x = torch.relu(x)
+            if name in wanted:
+                found[name] = x
+            if len(found) == len(wanted):
+                break
+        return found
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,49 @@
+"""Pretrain ElemNet on a large DFT set (formation energy by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .model import DEFAULT_ARCH, ElemNet
+from .training import FitConfig
+from .workflow import RunResult, load_training_inputs, run_training
+
+PRETRAIN_DEFAULTS = FitConfig(epochs=100, batch_size=512, lr=1e-3, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
+                              patience=25, seed=0)
+"""The pretraining recipe (see docs/benchmarks.md for how it was chosen)."""
+
+
+def pretrain(
+    data: str | Path,
+    run_dir: str | Path,
+    *,
+    val: str | Path | None = None,
+    test: str | Path | None = None,
+    val_fraction: float = 0.1,
+    arch: str = DEFAULT_ARCH,
+    dropout: float = 0.0,
+    config: FitConfig | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    duplicates: str = "most-stable",
+    formula_col: str | None = None,
+    target_col: str | None = None,
+    stability_col: str | None = None,
+    show_progress: bool = True,
+) -> RunResult:
+    """Train ElemNet from scratch on ``data`` and write a run directory.
+
+    Duplicates default to ``most-stable`` (lowest value per composition: pretraining data is a
+    formation energy). Returns the :class:`RunResult` (card with ``metrics``).
+    """
+    config = config or PRETRAIN_DEFAULTS
+    inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
+                                  duplicates=duplicates, formula_col=formula_col, target_col=target_col,
+                                  stability_col=stability_col)
+    torch.manual_seed(config.seed)
+    model = ElemNet(arch, dropout=dropout)
+    return run_training(run_dir, model, inputs, config, command="pretrain", device=device, resume=resume,
+                        overwrite=overwrite, show_progress=show_progress)

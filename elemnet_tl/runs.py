@@ -1,0 +1,182 @@
+"""Run directories: provenance, per-epoch metrics, the card, plots, and resumable training."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import CARD_FILE, MODEL_FILE, STATE_FILE, ModelInfo, load_state, save_model, save_state
+from .errors import InputError
+from .io import atomic_path, write_json, write_table
+from .model import ElemNet, count_parameters
+from .training import EpochLog, FitConfig, FitResult, TrainState, fit
+
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "learning_curve.png"
+RUN_FILE = "run.json"
+PACKAGES = ("elemnet_tl", "torch", "numpy", "pandas", "pymatgen", "matminer", "scikit-learn", "safetensors")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape results."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance(seed: int | None, device: str) -> dict:
+    """Command line, versions, time, seed and device: what produced a directory."""
+    return {
+        "command": " ".join(shlex.quote(a) for a in ["elemtl", *sys.argv[1:]]) if sys.argv else "",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "host": platform.node(),
+        "seed": seed,
+        "device": device,
+    }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R² (R² is NaN for fewer than two rows or a constant target)."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    err = y_pred - y_true
+    ss_tot = float(((y_true - y_true.mean()) ** 2).sum()) if len(y_true) else 0.0
+    r2 = 1.0 - float((err ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())), "r2": r2}
+
+
+def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Create ``run_dir``; refuse to clobber a finished or running run unless told."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: exists and is not a directory")
+    used = run_dir.is_dir() and any((run_dir / f).exists() for f in (MODEL_FILE, STATE_FILE, CARD_FILE))
+    if used and not (resume or overwrite):
+        raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if overwrite and not resume:
+        for f in (MODEL_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, CURVE_FILE, RUN_FILE):
+            (run_dir / f).unlink(missing_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{run_dir}: cannot create the run directory: {exc.strerror or exc}") from None
+    return run_dir
+
+
+def write_metrics(run_dir: Path, history: list[EpochLog]) -> None:
+    write_table(pd.DataFrame([vars(h) for h in history]), run_dir / METRICS_FILE)
+
+
+def plot_learning_curve(run_dir: Path, history: list[EpochLog], best_epoch: int, unit: str = "") -> None:
+    """Train loss and validation MAE per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h.val_mae for h in history], label=f"validation MAE ({unit})" if unit else "validation MAE")
+    ax.axvline(best_epoch, color="grey", ls=":", label=f"best epoch {best_epoch}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation MAE")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h.train_loss for h in history], color="tab:orange", alpha=0.6, label="train loss (scaled)")
+    ax2.set_ylabel("train loss (standardized target)")
+    ax2.set_yscale("log")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(run_dir / CURVE_FILE) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class TrainedRun:
+    """The outcome of :func:`train_in_run_dir`."""
+
+    model: ElemNet
+    fit: FitResult
+    run_dir: Path
+
+
+def train_in_run_dir(
+    run_dir: Path,
+    model: ElemNet,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    config: FitConfig,
+    run_record: dict,
+    *,
+    device: torch.device,
+    y_scale: float,
+    resume: bool,
+    param_groups: list[dict] | None = None,
+    on_epoch: Callable[[EpochLog, TrainState], None] | None = None,
+    save_every: float = 15.0,
+    checkpoint: bool = True,
+) -> TrainedRun:
+    """Fit with per-epoch metrics and a resumable state file in ``run_dir``.
+
+    ``run_record`` (data hashes, options) is written to ``run.json``; ``--resume`` refuses to continue a
+    run whose record differs. The state file is removed once the run has finished.
+    """
+    state = None
+    state_path = run_dir / STATE_FILE
+    record_path = run_dir / RUN_FILE
+    if resume and state_path.is_file():
+        previous = json.loads(record_path.read_text()) if record_path.is_file() else None
+        if previous is not None and previous != json.loads(json.dumps(run_record, default=str)):
+            raise InputError(f"{run_dir}: --resume with different data or options than the interrupted run")
+        state = load_state(state_path)
+    write_json(record_path, run_record)
+    last_save = [time.perf_counter()]
+
+    def _on_epoch(log: EpochLog, st: TrainState) -> None:
+        if on_epoch is not None:
+            on_epoch(log, st)
+        now = time.perf_counter()
+        if checkpoint and not st.done and now - last_save[0] >= save_every:
+            save_state(state_path, st)
+            write_metrics(run_dir, st.history)
+            last_save[0] = now
+
+    x_tr, y_tr, x_va, y_va = data
+    result = fit(model, x_tr, y_tr, x_va, y_va, config, device=device, param_groups=param_groups,
+                 y_scale=y_scale, state=state, on_epoch=_on_epoch)
+    write_metrics(run_dir, result.history)
+    return TrainedRun(model, result, run_dir)
+
+
+def finish_run(run_dir: Path, model: ElemNet, info: ModelInfo, card: dict, history: list[EpochLog],
+               best_epoch: int) -> None:
+    """Write the model, the card and the learning curve; drop the resume state."""
+    model_cpu = model.to("cpu")
+    save_model(run_dir / MODEL_FILE, model_cpu, info)
+    card.setdefault("model", {}).update({"arch": info.arch, "dropout": info.dropout,
+                                         "parameters": count_parameters(model_cpu),
+                                         "inputs": info.inputs})
+    card["target"] = {"name": info.target, "unit": info.unit, "mean": info.target_mean, "std": info.target_std}
+    write_json(run_dir / CARD_FILE, card)
+    if history:
+        plot_learning_curve(run_dir, history, best_epoch, info.unit)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)

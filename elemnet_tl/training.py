@@ -1,0 +1,228 @@
+"""One training loop for pretraining, fine-tuning and training from scratch.
+
+Data stay on the device as tensors for the whole run; a batch is an index slice of a per-epoch
+permutation (seeded by ``seed`` and the epoch, so a resumed run replays the same batches). Metrics
+are accumulated on the device and read once per epoch. Nothing here touches files or globals: the
+caller passes the device, the data (or its shard) and callbacks for logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class FitConfig:
+    """Options of :func:`fit` (the resolved values are written into every run's card)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.05
+    """Fraction of all steps spent warming the learning rate up linearly."""
+    final_lr: float = 0.01
+    """Learning rate at the last step, as a fraction of ``lr`` (cosine decay in between)."""
+    patience: int = 30
+    """Stop after this many epochs without a better validation MAE (0: never stop early)."""
+    seed: int = 0
+    loss: str = "l1"
+    """``l1`` (MAE) or ``mse``."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochLog:
+    """What one epoch did (validation MAE in target units)."""
+
+    epoch: int
+    train_loss: float
+    val_mae: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly where it stopped."""
+
+    epoch: int = 0
+    """Epochs completed."""
+    model: dict = field(default_factory=dict)
+    best_model: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
+    rng: torch.Tensor | None = None
+    best_val: float = math.inf
+    best_epoch: int = 0
+    history: list[EpochLog] = field(default_factory=list)
+    seconds: float = 0.0
+    done: bool = False
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_mae: float
+    history: list[EpochLog]
+    stopped_early: bool
+    seconds: float
+
+
+def lr_factor(step: int, total_steps: int, warmup: float, final_lr: float) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up, then cosine decay to ``final_lr``."""
+    warm = max(1, int(round(warmup * total_steps)))
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+    return final_lr + (1.0 - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 16384) -> torch.Tensor:
+    """Model output for ``x`` (same device as the model), in eval mode, float32."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for start in range(0, len(x), batch_size):
+        with _autocast(device):
+            outs.append(model(x[start:start + batch_size].to(device)).float())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0, device=device)
+
+
+def _clone_state(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    config: FitConfig,
+    *,
+    device: torch.device | str = "cpu",
+    param_groups: list[dict] | None = None,
+    y_scale: float = 1.0,
+    state: TrainState | None = None,
+    on_epoch: Callable[[EpochLog, TrainState], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on standardized targets; keep the weights with the best validation MAE.
+
+    ``param_groups``: optimizer groups (``{"params": [...], "lr_scale": s}``); default all trainable
+    parameters at ``config.lr``. ``y_scale`` converts standardized errors to target units for
+    reporting. ``state`` resumes a run; ``on_epoch(log, state)`` is called after every epoch with the
+    full state (for progress bars, metrics files and resumable checkpoints). On return the model holds
+    the best weights.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model.to(device)
+    x_train, y_train = x_train.to(device), y_train.to(device).float()
+    x_val, y_val = x_val.to(device), y_val.to(device).float()
+    n = len(x_train)
+    if n == 0:
+        raise ValueError("no training rows")
+    if param_groups is None:
+        param_groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    groups = [{"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0),
+               "base_lr": config.lr * g.get("lr_scale", 1.0)} for g in param_groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
+    batch = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: stable steps on tiny sets
+    total_steps = steps_per_epoch * config.epochs
+
+    state = state or TrainState()
+    if state.epoch > 0:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        if state.rng is not None:
+            torch.set_rng_state(state.rng)
+    else:
+        state.best_model = _clone_state(model)
+    model.train()
+    stopped_early = False
+    start_time = time.perf_counter() - state.seconds
+    for epoch in range(state.epoch, config.epochs):
+        if state.done:
+            break
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(steps_per_epoch):
+            factor = lr_factor(epoch * steps_per_epoch + i, total_steps, config.warmup, config.final_lr)
+            for g in optimizer.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            idx = perm[i * batch:(i + 1) * batch]
+            with _autocast(device):
+                loss = loss_fn(model(x_train[idx]).float(), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+        val_pred = predict_tensor(model, x_val)
+        val_mae = float((val_pred - y_val).abs().mean()) * y_scale if len(y_val) else float(loss_sum) / steps_per_epoch
+        log = EpochLog(epoch + 1, float(loss_sum) / steps_per_epoch, val_mae,
+                       optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+        state.history.append(log)
+        if val_mae < state.best_val:
+            state.best_val, state.best_epoch = val_mae, epoch + 1
+            state.best_model = _clone_state(model)
+        state.epoch = epoch + 1
+        if config.patience and state.epoch - state.best_epoch >= config.patience:
+            state.done = stopped_early = True
+        if state.epoch >= config.epochs:
+            state.done = True
+        state.seconds = time.perf_counter() - start_time
+        if on_epoch is not None:
+            state.model = model.state_dict()
+            state.optimizer = optimizer.state_dict()
+            state.rng = torch.get_rng_state()
+            on_epoch(log, state)
+    model.load_state_dict(state.best_model)
+    return FitResult(state.best_epoch, state.best_val, state.history, stopped_early,
+                     time.perf_counter() - start_time)
+
+
+def standardize(y: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation for the target scaler (std 1 for a constant target)."""
+    y = np.asarray(y, dtype=np.float64)
+    mean = float(y.mean()) if len(y) else 0.0
+    std = float(y.std()) if len(y) > 1 else 1.0
+    return mean, (std if std > 1e-12 else 1.0)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy (for strategies that try several starts)."""
+    return copy.deepcopy(model)

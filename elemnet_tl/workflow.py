@@ -1,0 +1,175 @@
+"""Shared steps of every command that trains: inputs, split, scaler, fit, test, run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import ModelInfo
+from .featurize import Featurized, load_and_prepare, write_rejected
+from .model import ElemNet
+from .progress import console, epoch_bar
+from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
+from .training import FitConfig, predict_tensor, resolve_device, standardize
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded shuffle split into (train, validation) indices; at least one row each when n >= 2."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(n - 1, max(1, int(round(val_fraction * n)))) if n >= 2 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class TrainingInputs:
+    """Featurized train (and optional validation / test) data plus the split."""
+
+    train: Featurized
+    val: Featurized | None
+    test: Featurized | None
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    target_name: str = "target"
+    unit: str = ""
+    records: dict = field(default_factory=dict)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x_train, y_train, x_val, y_val) as numpy arrays in target units."""
+        x, y = self.train.fractions, self.train.target
+        if self.val is not None:
+            return x, y, self.val.fractions, self.val.target
+        return x[self.train_idx], y[self.train_idx], x[self.val_idx], y[self.val_idx]
+
+
+def _record(f: Featurized) -> dict:
+    prov = {k: v for k, v in f.table.provenance.items() if k in ("source", "path", "sha256", "name", "citation")}
+    return {**prov, **f.counts()}
+
+
+def load_training_inputs(
+    data: str | Path,
+    *,
+    val: str | Path | None = None,
+    test: str | Path | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    duplicates: str = "auto",
+    formula_col: str | None = None,
+    target_col: str | None = None,
+    stability_col: str | None = None,
+) -> TrainingInputs:
+    """Load and featurize the training data (deduplicated), a validation file or split, and a test file
+    (never deduplicated: every test row is scored)."""
+    train = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
+    val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col) if val else None
+    test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
+    if val_f is None:
+        train_idx, val_idx = split_indices(train.n_kept, val_fraction, seed)
+    else:
+        train_idx, val_idx = np.arange(train.n_kept), np.array([], dtype=int)
+    prov = train.table.provenance
+    records = {"train": _record(train)}
+    if val_f is not None:
+        records["val"] = _record(val_f)
+    if test_f is not None:
+        records["test"] = _record(test_f)
+    return TrainingInputs(train, val_f, test_f, train_idx, val_idx,
+                          target_name=str(prov.get("target") or train.table.target_col or "target"),
+                          unit=str(prov.get("unit", "")), records=records)
+
+
+def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
+    """Rejected rows of each input, beside the run; returns one message per file written."""
+    notes = []
+    for name, f in (("train", inputs.train), ("val", inputs.val), ("test", inputs.test)):
+        if f is None:
+            continue
+        path = write_rejected(f, run_dir / f"{name}.rejected.csv")
+        if path is not None:
+            notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")
+    return notes
+
+
+@dataclass
+class RunResult:
+    """What a training command returns: the run directory, its card and the trained model."""
+
+    run_dir: Path
+    card: dict
+    model: ElemNet
+    info: ModelInfo
+
+    @property
+    def metrics(self) -> dict:
+        return self.card["metrics"]
+
+
+def run_training(
+    run_dir: str | Path,
+    model: ElemNet,
+    inputs: TrainingInputs,
+    config: FitConfig,
+    *,
+    command: str,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    param_groups_fn: Callable[[ElemNet], list[dict]] | None = None,
+    extra_card: dict | None = None,
+    show_progress: bool = True,
+    checkpoint: bool = True,
+) -> RunResult:
+    """Standardize the target, fit with early stopping, score the test file, write the run directory."""
+    run_dir = prepare_run_dir(run_dir, resume, overwrite)
+    for note in write_rejections(run_dir, inputs):
+        if show_progress:
+            console.print(note)
+    dev = resolve_device(device)
+    x_tr, y_tr, x_va, y_va = inputs.arrays()
+    mean, std = standardize(y_tr)
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor((y - mean) / std, dtype=torch.float32)
+
+    data = (*tensors(x_tr, y_tr), *tensors(x_va, y_va))
+    record = {"command": command, "config": config.to_dict(), "arch": model.arch, "data": inputs.records,
+              "n_train": int(len(y_tr)), "n_val": int(len(y_va)), **(extra_card or {})}
+    model.to(dev)
+    groups = param_groups_fn(model) if param_groups_fn else None
+    with epoch_bar(f"{command} ({dev.type})", config.epochs, show_progress, inputs.unit) as on_epoch:
+        trained = train_in_run_dir(run_dir, model, data, config, record, device=dev, y_scale=std, resume=resume,
+                                   param_groups=groups, on_epoch=on_epoch, checkpoint=checkpoint)
+    fit_result = trained.fit
+    metrics = {"val_mae": fit_result.best_val_mae, "test_mae": None, "test_rmse": None, "test_r2": None}
+    if inputs.test is not None:
+        pred = predict_tensor(model, torch.as_tensor(inputs.test.fractions).to(dev)).cpu().numpy() * std + mean
+        scores = regression_metrics(inputs.test.target, pred)
+        metrics.update(test_mae=scores["mae"], test_rmse=scores["rmse"], test_r2=scores["r2"])
+        from .io import write_table
+
+        write_table(pd.DataFrame({"line": inputs.test.frame["line"], "formula": inputs.test.frame["formula"],
+                                  "target": inputs.test.target, "prediction": pred}),
+                    run_dir / "test_predictions.csv")
+    info = ModelInfo(arch=model.arch, dropout=model.dropout, target_mean=mean, target_std=std,
+                     target=inputs.target_name, unit=inputs.unit)
+    card = {
+        **provenance(config.seed, str(dev)),
+        "command_kind": command,
+        "data": inputs.records,
+        "split": {"n_train": int(len(y_tr)), "n_val": int(len(y_va)),
+                  "validation": "file" if inputs.val is not None else f"seeded {len(y_va)}-row hold-out of the data",
+                  "n_test": inputs.test.n_kept if inputs.test is not None else 0},
+        "training": {**config.to_dict(), "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history),
+                     "stopped_early": fit_result.stopped_early, "wall_seconds": round(fit_result.seconds, 2)},
+        "metrics": metrics,
+        **(extra_card or {}),
+    }
+    finish_run(run_dir, model, info, card, fit_result.history, fit_result.best_epoch)
+    return RunResult(run_dir, card, model, info)

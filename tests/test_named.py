@@ -1,0 +1,236 @@
+"""Named datasets (elemnet_tl.named): offline, no network."""
+
+from __future__ import annotations
+
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from elemnet_tl import named
+from elemnet_tl.errors import InputError
+
+PROVENANCE_KEYS = {"name", "source", "target", "unit", "path", "sha256"}
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path, monkeypatch):
+    """Every test sees an empty user cache, so nothing depends on what this machine downloaded."""
+    monkeypatch.setenv("ELEMTL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+# ---------------------------------------------------------------- expt-formation-enthalpy
+
+def test_expt_al2o3_in_ev_per_atom():
+    frame, info = named.load_named_dataset("expt-formation-enthalpy")
+    row = frame[frame["formula"] == "Al2O3"]
+    assert len(row) == 1
+    # file: -17.289 eV per formula unit Al2O3 (5 atoms)
+    assert row["exp_energy_per_fu"].iloc[0] == pytest.approx(-17.289, abs=1e-6)
+    assert row["target"].iloc[0] == pytest.approx(-3.458, abs=1e-3)
+    assert info["unit"] == "eV/atom"
+
+
+def test_expt_unit_is_ev_per_formula_unit():
+    """NaCl: dHf = -411.2 kJ/mol = -4.262 eV per NaCl -> -2.131 eV/atom (the file is not in kJ/mol)."""
+    frame, _ = named.load_named_dataset("expt-formation-enthalpy")
+    nacl = frame.loc[frame["formula"] == "NaCl", "target"].iloc[0]
+    assert nacl == pytest.approx(-411.2 / 96.485 / 2, abs=0.01)
+
+
+def test_expt_rows_and_provenance():
+    frame, info = named.load_named_dataset("expt-formation-enthalpy")
+    assert 2100 <= len(frame) <= 2200  # 2,135 compounds in pymatgen's file
+    assert frame["target"].dtype == np.float64
+    assert frame["target"].map(math.isfinite).all()
+    assert frame["target"].between(-5, 1).all()  # eV/atom, not eV/f.u. (Mo1000O2889 is -7557 eV/f.u.)
+    assert frame["formula"].map(lambda f: isinstance(f, str) and f != "").all()
+    assert PROVENANCE_KEYS <= set(info)
+    assert info["name"] == "expt-formation-enthalpy"
+    assert info["target"] == "formation_enthalpy"
+    assert Path(info["path"]).name == "exp_compounds.json.gz" and Path(info["path"]).is_file()
+    assert len(info["sha256"]) == 64
+    assert info["duplicates_dropped"] == 0
+
+
+def test_expt_returns_a_copy():
+    frame, _ = named.load_named_dataset("expt-formation-enthalpy")
+    frame.loc[0, "target"] = 99.0
+    again, _ = named.load_named_dataset("expt-formation-enthalpy")
+    assert again.loc[0, "target"] != 99.0
+
+
+def test_expt_wrong_target():
+    assert named.load_named_dataset("expt-formation-enthalpy", "formation_enthalpy")[0]["target"].notna().all()
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("expt-formation-enthalpy", target_col="band_gap")
+    message = _one_line(exc)
+    assert "band_gap" in message and "formation_enthalpy" in message
+
+
+# ---------------------------------------------------------------- mp-transport
+
+def test_transport_needs_a_target():
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("mp-transport")
+    message = _one_line(exc)
+    for column in ("sigma_p", "S_p", "S_n", "kappa_n", "PF_p", "m_n"):
+        assert column in message
+
+
+def test_transport_wrong_target():
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("mp-transport", target_col="band_gap")
+    message = _one_line(exc)
+    assert "band_gap" in message and "S_p" in message
+
+
+def test_transport_target_selection():
+    frame, info = named.load_named_dataset("mp-transport", target_col="S_n")
+    assert 47000 <= len(frame) <= 48500  # 47,737 compounds
+    assert list(frame.columns[:2]) == ["formula", "target"]
+    assert "pretty_formula" not in frame.columns  # one formula column only
+    assert frame["target"].dtype == np.float64
+    np.testing.assert_array_equal(frame["target"].to_numpy(), frame["S_n"].to_numpy())
+    assert info["target"] == "S_n" and info["unit"] == "uV/K"
+    assert Path(info["path"]).name == "transport_database.tar.xz"
+    assert PROVENANCE_KEYS <= set(info)
+
+
+# ---------------------------------------------------------------- names and listing
+
+def test_is_named_dataset():
+    assert named.is_named_dataset("expt-formation-enthalpy")
+    assert named.is_named_dataset("mp-transport")
+    assert named.is_named_dataset("matbench_expt_gap")
+    assert named.is_named_dataset("expt_formation_enthalpy_kingsbury")
+    assert not named.is_named_dataset("no-such-dataset")
+    assert not named.is_named_dataset("data/train.csv")
+
+
+def test_unknown_name():
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("no-such-dataset")
+    message = _one_line(exc)
+    assert "no-such-dataset" in message
+    assert "expt-formation-enthalpy" in message and "mp-transport" in message and "matbench_steels" in message
+
+
+def test_list_datasets(empty_cache):
+    rows = {d["name"]: d for d in named.list_datasets()}
+    for d in rows.values():
+        assert {"name", "description", "rows", "target", "unit", "offline"} <= set(d)
+        assert "\n" not in d["description"]
+    expt = rows["expt-formation-enthalpy"]
+    assert expt["rows"] == len(named.load_named_dataset("expt-formation-enthalpy")[0])
+    assert (expt["target"], expt["unit"], expt["offline"]) == ("formation_enthalpy", "eV/atom", True)
+    transport = rows["mp-transport"]
+    assert transport["offline"] is True and transport["target"] is None and "S_p" in transport["targets"]
+    steels = rows["matbench_steels"]
+    assert (steels["rows"], steels["target"], steels["unit"]) == (312, "yield strength", "MPa")
+    assert steels["offline"] is False  # empty cache
+    empty_cache.mkdir(parents=True)
+    (empty_cache / "matbench_steels.json.gz").write_bytes(b"")
+    assert {d["name"]: d for d in named.list_datasets()}["matbench_steels"]["offline"] is True
+
+
+def test_cache_dir(monkeypatch):
+    monkeypatch.setenv("ELEMTL_CACHE", "/some/where")
+    assert named.cache_dir() == Path("/some/where")
+    monkeypatch.delenv("ELEMTL_CACHE")
+    assert named.cache_dir() == Path.home() / ".cache" / "elemnet_tl" / "matminer"
+
+
+# ---------------------------------------------------------------- matminer downloads (mocked)
+
+def test_download_offline_connection_error(monkeypatch):
+    import matminer.datasets
+    import requests
+
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError(
+            "HTTPSConnectionPool(host='ml.materialsproject.org', port=443): Max retries exceeded "
+            "(Caused by NameResolutionError(\"Failed to resolve: [Errno -2] Name or service not known\"))"
+        )
+
+    monkeypatch.setattr(named, "_check_reachable", lambda *a: None)
+    monkeypatch.setattr(matminer.datasets, "load_dataset", offline)
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("matbench_steels")
+    message = _one_line(exc)
+    assert "matbench_steels" in message and "could not be downloaded" in message
+    assert "Name or service not known" in message
+
+
+def test_download_unreachable_fails_before_matminer(monkeypatch):
+    import matminer.datasets
+
+    def refuse(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("load_dataset called although the server is unreachable")
+
+    monkeypatch.setattr(named, "_proxied", lambda url: False)
+    monkeypatch.setattr(named.socket, "create_connection", refuse)
+    monkeypatch.setattr(matminer.datasets, "load_dataset", must_not_run)
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("matbench_expt_gap")
+    message = _one_line(exc)
+    assert "matbench_expt_gap" in message and "could not be downloaded" in message
+
+
+def _fake_download(monkeypatch, frame: pd.DataFrame):
+    """matminer's load_dataset replaced by one that 'downloads' a file and returns ``frame``."""
+    import matminer.datasets
+
+    def fake(name, data_home=None, **kwargs):
+        Path(data_home).mkdir(parents=True, exist_ok=True)
+        (Path(data_home) / f"{name}.json.gz").write_bytes(b"fake")
+        return frame
+
+    real_attr = named._matminer_attr
+    monkeypatch.setattr(named, "_matminer_attr", lambda n, k, d=None: None if k == "hash" else real_attr(n, k, d))
+    monkeypatch.setattr(named, "_check_reachable", lambda *a: None)
+    monkeypatch.setattr(matminer.datasets, "load_dataset", fake)
+
+
+def test_matminer_composition_and_target(monkeypatch, empty_cache):
+    from pymatgen.core import Composition
+
+    frame = pd.DataFrame({
+        "composition": [Composition("Fe2O3"), Composition({"Fe": 0.62, "C": 0.00095})],
+        "yield strength": [1.5, 2.5],
+    })
+    _fake_download(monkeypatch, frame)
+    out, info = named.load_named_dataset("matbench_steels")
+    assert list(out["formula"]) == ["Fe2O3", "Fe0.62C0.00095"]
+    assert out["target"].tolist() == [1.5, 2.5]
+    assert "composition" not in out.columns
+    assert info["target"] == "yield strength" and info["unit"] == "MPa"
+    assert info["path"] == str(empty_cache / "matbench_steels.json.gz")
+    assert PROVENANCE_KEYS <= set(info) and len(info["sha256"]) == 64
+
+
+def test_matminer_several_numeric_columns(monkeypatch):
+    frame = pd.DataFrame({"formula": ["NaCl", "KCl"], "expt_form_e": [-2.1, -2.2], "uncertainty": [0.1, 0.1]})
+    _fake_download(monkeypatch, frame)
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("expt_formation_enthalpy_kingsbury")
+    message = _one_line(exc)
+    assert "expt_form_e" in message and "uncertainty" in message
+    out, info = named.load_named_dataset("expt_formation_enthalpy_kingsbury", target_col="expt_form_e")
+    assert out["target"].tolist() == [-2.1, -2.2] and info["target"] == "expt_form_e"
+    with pytest.raises(InputError) as exc:
+        named.load_named_dataset("expt_formation_enthalpy_kingsbury", target_col="nope")
+    assert "expt_form_e" in _one_line(exc)
