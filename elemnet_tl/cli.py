@@ -150,11 +150,13 @@ def pretrain(
     val: Optional[Path] = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val."),
     test: Optional[Path] = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs [default: 100]."),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", help="Instead of --test: hold out this seeded "
+                                        "fraction of the data as the test set."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs [default: 120]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: 512]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW [default: 1e-3]."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs "
-                                           "[default: 25]; 0 disables."),
+                                           "[default: 30]; 0 disables."),
     arch: str = typer.Option("1024x4-512x3-256x3-128x3-64x2-32x1", "--arch", help="Hidden layers, width x count."),
     dropout: float = typer.Option(0.0, "--dropout", help="Dropout after each hidden layer (ElemNet study: none)."),
     duplicates: str = typer.Option("most-stable", "--duplicates", help="most-stable | mean | keep | auto."),
@@ -175,7 +177,7 @@ def pretrain(
     from .pretrain import PRETRAIN_DEFAULTS, pretrain as run
 
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
-    result = run(data, output, val=val, test=test, val_fraction=val_fraction, arch=arch, dropout=dropout,
+    result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction, arch=arch, dropout=dropout,
                  config=config, device=device, resume=resume, overwrite=overwrite, duplicates=duplicates,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet)

@@ -10,8 +10,8 @@ from .model import DEFAULT_ARCH, ElemNet
 from .training import FitConfig
 from .workflow import RunResult, load_training_inputs, run_training
 
-PRETRAIN_DEFAULTS = FitConfig(epochs=100, batch_size=512, lr=1e-3, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
-                              patience=25, seed=0)
+PRETRAIN_DEFAULTS = FitConfig(epochs=120, batch_size=512, lr=1e-3, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
+                              patience=30, seed=0)
 """The pretraining recipe (see docs/benchmarks.md for how it was chosen)."""
 
 
@@ -22,6 +22,7 @@ def pretrain(
     val: str | Path | None = None,
     test: str | Path | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
     arch: str = DEFAULT_ARCH,
     dropout: float = 0.0,
     config: FitConfig | None = None,
@@ -40,7 +41,8 @@ def pretrain(
     formation energy). Returns the :class:`RunResult` (card with ``metrics``).
     """
     config = config or PRETRAIN_DEFAULTS
-    inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
+    inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction,
+                                  test_fraction=test_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,
                                   stability_col=stability_col)
     torch.manual_seed(config.seed)

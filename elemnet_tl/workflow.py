@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import ModelInfo
+from .errors import InputError
 from .featurize import Featurized, load_and_prepare, write_rejected
 from .model import ElemNet
 from .progress import console, epoch_bar
@@ -48,6 +49,11 @@ class TrainingInputs:
         return x[self.train_idx], y[self.train_idx], x[self.val_idx], y[self.val_idx]
 
 
+def subset(f: Featurized, idx: np.ndarray) -> Featurized:
+    """The same record restricted to the kept rows ``idx`` (a held-out part of one file)."""
+    return replace(f, frame=f.frame.iloc[idx].reset_index(drop=True), fractions=f.fractions[idx])
+
+
 def _record(f: Featurized) -> dict:
     prov = {k: v for k, v in f.table.provenance.items() if k in ("source", "path", "sha256", "name", "citation")}
     return {**prov, **f.counts()}
@@ -59,6 +65,7 @@ def load_training_inputs(
     val: str | Path | None = None,
     test: str | Path | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
     seed: int = 0,
     duplicates: str = "auto",
     formula_col: str | None = None,
@@ -66,10 +73,16 @@ def load_training_inputs(
     stability_col: str | None = None,
 ) -> TrainingInputs:
     """Load and featurize the training data (deduplicated), a validation file or split, and a test file
-    (never deduplicated: every test row is scored)."""
+    (never deduplicated: every test row is scored) or a seeded ``test_fraction`` of the data."""
+    if test and test_fraction:
+        raise InputError("give either --test or --test-fraction, not both")
     train = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
     val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col) if val else None
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
+    if test_fraction:
+        keep_idx, test_idx = split_indices(train.n_kept, test_fraction, seed + 1)
+        test_f = subset(train, test_idx)
+        train = subset(train, keep_idx)
     if val_f is None:
         train_idx, val_idx = split_indices(train.n_kept, val_fraction, seed)
     else:
@@ -80,6 +93,10 @@ def load_training_inputs(
         records["val"] = _record(val_f)
     if test_f is not None:
         records["test"] = _record(test_f)
+        if test_fraction:
+            records["test"] = {"source": f"seeded {test_fraction:g} hold-out of {train.table.source}",
+                               "kept": test_f.n_kept, "seed": seed + 1}
+        records["train"]["kept_for_training"] = train.n_kept
     return TrainingInputs(train, val_f, test_f, train_idx, val_idx,
                           target_name=str(prov.get("target") or train.table.target_col or "target"),
                           unit=str(prov.get("unit", "")), records=records)
