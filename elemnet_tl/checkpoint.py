@@ -62,6 +62,12 @@ class LoadedModel:
         return predict_tensor(self.model, fractions) * self.info.target_std + self.info.target_mean
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
 def resolve_model_path(source: str | Path) -> Path:
     """``bundled``, ``bundled:NAME``, a run directory or a ``.safetensors`` file -> the weights file."""
     text = str(source)
@@ -103,7 +109,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Loaded
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises several types on corrupted files
-        raise InputError(f"{path}: not a readable safetensors model ({str(exc).splitlines()[0][:120]})") from None
+        raise InputError(f"{path}: not a readable safetensors model ({_first_line(exc)})") from None
     if meta.get("format") != FORMAT:
         raise InputError(f"{path}: not an elemnet_tl model (metadata format {meta.get('format')!r})")
     if meta.get("elements", "").split() != list(ELEMENTS):
@@ -146,6 +152,8 @@ def save_state(path: str | Path, state: TrainState) -> None:
         tensors[f"model.{k}"] = v.detach().cpu().contiguous()
     for k, v in state.best_model.items():
         tensors[f"best.{k}"] = v.detach().cpu().contiguous()
+    for k, v in state.ema.items():
+        tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
     opt_scalars: dict = {}
     for pid, pstate in state.optimizer.get("state", {}).items():
         for key, value in pstate.items():
@@ -174,7 +182,7 @@ def load_state(path: str | Path) -> TrainState:
             meta = json.loads((fh.metadata() or {})["state"])
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # corrupted or foreign file
-        raise InputError(f"{path}: cannot resume from this training state ({str(exc).splitlines()[0][:120]})") from None
+        raise InputError(f"{path}: cannot resume from this training state ({_first_line(exc)})") from None
     opt_state: dict = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
@@ -188,6 +196,7 @@ def load_state(path: str | Path) -> TrainState:
         epoch=meta["epoch"],
         model={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
         best_model={k[5:]: v for k, v in tensors.items() if k.startswith("best.")},
+        ema={k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
         optimizer={"state": opt_state, "param_groups": meta["param_groups"]},
         rng=tensors.get("rng"),
         best_val=math.inf if best_val is None else best_val,

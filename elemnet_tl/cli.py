@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
@@ -117,7 +118,8 @@ def featurize(
 
     Example: elemtl featurize expt-formation-enthalpy -o features.csv --pa
     """
-    from .featurize import featurize as run, rejected_path
+    from .featurize import featurize as run
+    from .featurize import rejected_path
 
     frame, result = run(data, output, duplicates=duplicates, stability_col=stability_col, pa=pa,
                         formula_col=formula_col, target_col=target_col)
@@ -174,14 +176,59 @@ def pretrain(
 
     Example: elemtl pretrain ../shared/data/source/matbench_mp_e_form.csv.gz -o runs/mp --epochs 100
     """
-    from .pretrain import PRETRAIN_DEFAULTS, pretrain as run
+    from .pretrain import PRETRAIN_DEFAULTS
+    from .pretrain import pretrain as run
 
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
-    result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction, arch=arch, dropout=dropout,
-                 config=config, device=device, resume=resume, overwrite=overwrite, duplicates=duplicates,
+    result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
+                 arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite, duplicates=duplicates,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet)
     _print_run(result)
+
+
+@app.command()
+@handles_errors
+def finetune(
+    data: str = typer.Argument(..., help="Training table or named dataset of the target property."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory to create."),
+    source: str = typer.Option("bundled", "--from", help="Pretrained model: 'bundled' (ElemNet on Materials "
+                               "Project formation energies) or a run directory."),
+    strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual. "
+                                 "auto tries full, gradual and freeze:4 on the validation split and keeps the best."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated)."),
+    keep_head: bool = typer.Option(False, "--keep-head", help="Keep the pretrained output layer (same property)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs [default: from the data size, "
+                                         "about 2,000 steps]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: rows/40, 32..256]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 5e-4]."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs [default: 20]."),
+    duplicates: str = typer.Option("auto", "--duplicates", help="auto | most-stable | mean | keep."),
+    stability_col: Optional[str] = typer.Option(None, "--stability-col", help="Column marking the most stable "
+                                                "polymorph."),
+    seed: int = Seed,
+    device: str = Device,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUTPUT."),
+    formula_col: Optional[str] = FormulaCol,
+    target_col: Optional[str] = TargetCol,
+    quiet: bool = Quiet,
+) -> None:
+    """Fine-tune the pretrained ElemNet on a small target property.
+
+    Example: elemtl finetune my_property.csv -o runs/ft --test my_test.csv
+    """
+    from .finetune import FINETUNE_DEFAULTS
+    from .finetune import finetune as run
+
+    config = _fit_config(FINETUNE_DEFAULTS, epochs, batch_size, lr, patience, seed)
+    result = run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
+                 keep_head=keep_head, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
+                 formula_col=formula_col, target_col=target_col, stability_col=stability_col,
+                 show_progress=not quiet)
+    chosen = result.card["strategy"]
+    _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}"])
 
 
 @app.command()
@@ -209,6 +256,65 @@ def predict(
     if featurized.n_rejected:
         lines.append(f"rejected rows: {rejected_path(output)}")
     _echo_summary(lines)
+
+
+@app.command("compare-scratch")
+@handles_errors
+def compare_scratch(
+    data: str = typer.Argument("expt-formation-enthalpy", help="Table or named dataset [default: the bundled "
+                               "experimental formation enthalpies]."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output directory (results.json, report.md, plots)."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Held-out test file (default: a seeded hold-out "
+                                        "per seed)."),
+    methods: str = typer.Option(",".join(("tl-finetune", "tl-features", "sc-ef", "sc-pa", "pa-rf", "mean")),
+                                "--methods", help="Comma-separated methods to compare."),
+    seeds: int = typer.Option(3, "--seeds", help="Repeats of each method (different seeds; with no --test, "
+                              "different splits)."),
+    train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Learning curve: comma-separated "
+                                              "training fractions, e.g. 0.1,0.25,0.5,1.0."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Hold-out fraction when no --test."),
+    source: str = typer.Option("bundled", "--from", help="Pretrained model for the transfer methods."),
+    strategy: str = typer.Option("auto", "--strategy", help="Fine-tuning strategy for tl-finetune."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch budget of every network "
+                                         "[default: from the data size]."),
+    device: str = Device,
+    resume: bool = typer.Option(False, "--resume", help="Skip method/seed pairs already finished in OUTPUT."),
+    formula_col: Optional[str] = FormulaCol,
+    target_col: Optional[str] = TargetCol,
+    quiet: bool = Quiet,
+) -> None:
+    """Transfer vs from-scratch on one split, several seeds: a table, plots and report.md.
+
+    Example: elemtl compare-scratch my.csv --test my_test.csv -o out --seeds 3
+    """
+    from dataclasses import replace
+
+    from rich.table import Table as RichTable
+
+    from .compare import compare_scratch as run
+    from .finetune import FINETUNE_DEFAULTS
+
+    config = replace(FINETUNE_DEFAULTS, epochs=epochs) if epochs else FINETUNE_DEFAULTS
+    sizes = [float(v) for v in train_sizes.split(",")] if train_sizes else None
+    results = run(data, output, test=test, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                  seeds=seeds, train_sizes=sizes, test_fraction=test_fraction, source=source, strategy=strategy,
+                  config=config, device=device, resume=resume, formula_col=formula_col, target_col=target_col,
+                  show_progress=not quiet)
+    table = RichTable(title=f"test MAE, {seeds} seed(s)")
+    for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):
+        table.add_column(col)
+    for name, e in results["methods"].items():
+        if e["test_mae_mean"] is None:
+            table.add_row(name, "failed", str(e.get("error"))[:60], "", "", f"{e['seconds']:.0f}")
+        else:
+            table.add_row(name, f"{e['test_mae_mean']:.4g}", f"{e['test_mae_std']:.2g}", f"{e['test_rmse_mean']:.4g}",
+                          f"{e['test_r2_mean']:.3f}", f"{e['seconds']:.0f}")
+    console.print(table)
+    v = results["verdict"]
+    if v.get("best_transfer") and v.get("best_scratch"):
+        word = "beats" if v["transfer_wins"] else "does not beat"
+        console.print(f"transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}) "
+                      f"by {v['transfer_gain_percent']:.1f} %; report: {output / 'report.md'}", highlight=False)
 
 
 def main() -> None:

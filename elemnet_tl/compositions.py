@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,7 @@ def parse_formulas(formulas: Iterable[object]) -> Parsed:
     out = np.zeros((len(formulas), N_ELEMENTS))
     reasons: list[str | None] = []
     for i, f in enumerate(formulas):
-        key = f if isinstance(f, str) else repr(f)
+        key = f if isinstance(f, str) else (type(f).__name__, repr(f))  # NaN must not share "nan"'s entry
         if key not in cache:
             cache[key] = _parse_one(f)
         row, reason = cache[key]

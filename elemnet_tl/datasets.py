@@ -69,17 +69,21 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_file(path: Path) -> tuple[pd.DataFrame, bool]:
-    """Read CSV / CSV.gz / TSV / parquet / JSON; returns the frame and whether it is line-based text."""
+def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
+    """Read CSV / CSV.gz / TSV / parquet / JSON; returns the frame and the number of its first row.
+
+    That number is the row's line in the file for CSV/TSV (2: the header is line 1) and JSON lines
+    (1: no header), and its 1-based position for parquet and JSON.
+    """
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path), False
+            return pd.read_parquet(path), 1
         if name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz")):
             lines = ".jsonl" in name
-            return pd.read_json(path, lines=lines), lines
+            return pd.read_json(path, lines=lines), 1
         sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-        return pd.read_csv(path, sep=sep, skip_blank_lines=False), True
+        return pd.read_csv(path, sep=sep, skip_blank_lines=False), 2
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
@@ -108,6 +112,24 @@ def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str,
     raise InputError(f"{source}: ambiguous {what} column ({', '.join(found)}); choose one with --{what}-col")
 
 
+def _numeric_like(column: pd.Series) -> bool:
+    """A numeric column, or a text column whose filled cells are mostly numbers.
+
+    One bad cell (``-0.95 eV``, ``unknown``) makes pandas read a column as text; it is still the
+    target, and the bad cells are rejected row by row with a reason.
+    """
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    if not pd.api.types.is_object_dtype(column) and not pd.api.types.is_string_dtype(column):
+        return False
+    filled = column[column.notna() & (column.astype(str).str.strip() != "")]
+    if filled.empty:
+        return False
+    return bool(pd.to_numeric(filled, errors="coerce").notna().mean() > 0.5)
+
+
 def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, source: str,
                  required: bool, exclude: tuple[str, ...] = ()) -> str | None:
     if wanted is not None:
@@ -119,7 +141,7 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
     numeric = [
         c for c in columns
         if c not in exclude and c.lower() not in ("line", "id", "index")
-        and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        and _numeric_like(frame[c])
     ]
     if len(numeric) == 1:
         return numeric[0]
@@ -158,10 +180,10 @@ def load_table(
     if path.exists() and path.is_dir():
         raise InputError(f"{text}: is a directory, not a table file")
     if path.is_file():
-        frame, line_based = _read_file(path)
+        frame, first_line = _read_file(path)
         provenance.update(path=str(path.resolve()), sha256=sha256_of(path))
-        # line numbers as in the input file: header is line 1
-        lines = np.arange(len(frame)) + (2 if line_based else 1)
+        # line numbers as in the input file: a CSV header is line 1
+        lines = np.arange(len(frame)) + first_line
     elif _is_named(text):
         from . import named
 

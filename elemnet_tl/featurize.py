@@ -130,7 +130,8 @@ def prepare(
     rule, col, why = resolve_rule(table, duplicates, stability_col) if table.has_target else ("keep", None, "no target")
     n_merged = 0
     if rule != "keep" and len(good):
-        stability = kept_frame[col].to_numpy(dtype=np.float64) if col else None
+        # a text cell in the stability column counts as unknown stability (NaN sorts last)
+        stability = pd.to_numeric(kept_frame[col], errors="coerce").to_numpy(dtype=np.float64) if col else None
         result = dedup(fractions, kept_frame["target"].to_numpy(), rule, stability)
         n_merged = len(result.merged)
         kept_frame = kept_frame.iloc[result.keep].reset_index(drop=True)
@@ -164,8 +165,12 @@ def rejected_path(output: str | Path) -> Path:
 
 
 def write_rejected(featurized: Featurized, path: str | Path) -> Path | None:
-    """Write the rejection report if any row was rejected; returns its path."""
+    """Write the rejection report if any row was rejected; returns its path.
+
+    With no rejected row, a report left at ``path`` by an earlier run is removed (it would be stale).
+    """
     if featurized.n_rejected == 0:
+        Path(path).unlink(missing_ok=True)
         return None
     write_table(featurized.rejected, path)
     return Path(path)

@@ -6,14 +6,24 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
 from .errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)  # the only portable way to read the umask (once, at import)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+"""Mode of a file made by ``open(path, "w")`` in this process."""
 
 
 @contextlib.contextmanager
@@ -29,7 +39,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp (and safetensors) make the file private (0600): give it the mode a plain open() would
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
+    except OSError as exc:  # disk full, quota, path is a folder...: the user's to fix, named in one line
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

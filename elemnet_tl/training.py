@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ class FitConfig:
     seed: int = 0
     loss: str = "l1"
     """``l1`` (MAE) or ``mse``."""
+    ema_epochs: float = 0.0
+    """Validate and keep an exponential moving average of the weights over about this many epochs
+    (0: off). Smooths the noisy path of small-data fine-tuning."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +63,7 @@ class TrainState:
     """Epochs completed."""
     model: dict = field(default_factory=dict)
     best_model: dict = field(default_factory=dict)
+    ema: dict = field(default_factory=dict)
     optimizer: dict = field(default_factory=dict)
     rng: torch.Tensor | None = None
     best_val: float = math.inf
@@ -116,6 +120,14 @@ def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 16384) -
     return torch.cat(outs) if outs else torch.empty(0, device=device)
 
 
+def make_optimizer(groups: list[dict], config: FitConfig) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel where this torch has it (2-3x faster steps at small batches on CPU)."""
+    try:
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def _clone_state(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -156,7 +168,7 @@ def fit(
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
     groups = [{"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0),
                "base_lr": config.lr * g.get("lr_scale", 1.0)} for g in param_groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(groups, config)
     loss_fn = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
     batch = min(config.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: stable steps on tiny sets
@@ -170,6 +182,15 @@ def fit(
             torch.set_rng_state(state.rng)
     else:
         state.best_model = _clone_state(model)
+    ema_model = None
+    if config.ema_epochs > 0:
+        ema_model = copy.deepcopy(model)
+        if state.ema:
+            ema_model.load_state_dict(state.ema)
+        ema_decay = 1.0 - 1.0 / max(1.0, config.ema_epochs * steps_per_epoch)
+        live = [p for p in model.parameters()]
+        shadow = [p for p in ema_model.parameters()]
+    scored = ema_model if ema_model is not None else model
     model.train()
     stopped_early = False
     start_time = time.perf_counter() - state.seconds
@@ -190,15 +211,18 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema_model is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(shadow, live, 1.0 - ema_decay)
             loss_sum += loss.detach()
-        val_pred = predict_tensor(model, x_val)
+        val_pred = predict_tensor(scored, x_val)
         val_mae = float((val_pred - y_val).abs().mean()) * y_scale if len(y_val) else float(loss_sum) / steps_per_epoch
         log = EpochLog(epoch + 1, float(loss_sum) / steps_per_epoch, val_mae,
                        optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
         state.history.append(log)
         if val_mae < state.best_val:
             state.best_val, state.best_epoch = val_mae, epoch + 1
-            state.best_model = _clone_state(model)
+            state.best_model = _clone_state(scored)
         state.epoch = epoch + 1
         if config.patience and state.epoch - state.best_epoch >= config.patience:
             state.done = stopped_early = True
@@ -207,6 +231,7 @@ def fit(
         state.seconds = time.perf_counter() - start_time
         if on_epoch is not None:
             state.model = model.state_dict()
+            state.ema = ema_model.state_dict() if ema_model is not None else {}
             state.optimizer = optimizer.state_dict()
             state.rng = torch.get_rng_state()
             on_epoch(log, state)

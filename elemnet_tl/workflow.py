@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -13,10 +13,11 @@ import torch
 from .checkpoint import ModelInfo
 from .errors import InputError
 from .featurize import Featurized, load_and_prepare, write_rejected
+from .io import write_table
 from .model import ElemNet
 from .progress import console, epoch_bar
 from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
-from .training import FitConfig, predict_tensor, resolve_device, standardize
+from .training import FitConfig, FitResult, predict_tensor, resolve_device, standardize
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,22 +129,78 @@ class RunResult:
         return self.card["metrics"]
 
 
+def run_phases(
+    run_dir: Path,
+    model: ElemNet,
+    data: tuple[torch.Tensor, ...],
+    phases: list,
+    record: dict,
+    *,
+    device: torch.device,
+    y_scale: float,
+    resume: bool,
+    show: bool,
+    label: str,
+    unit: str,
+    checkpoint: bool,
+) -> tuple[FitResult, list[dict]]:
+    """Run each phase's fit in turn (one progress bar each); keep the weights of the best phase.
+
+    Only a one-phase plan saves a resumable state. Returns the combined result and a per-phase summary.
+    """
+    history, summaries, best = [], [], None
+    seconds = 0.0
+    for phase in phases:
+        groups = phase.param_groups(model) if phase.param_groups else None
+        with epoch_bar(f"{label} {phase.name} ({device.type})", phase.config.epochs, show, unit) as on_epoch:
+            trained = train_in_run_dir(run_dir, model, data, phase.config, {**record, "phase": phase.name},
+                                       device=device, y_scale=y_scale, resume=resume and len(phases) == 1,
+                                       param_groups=groups, on_epoch=on_epoch,
+                                       checkpoint=checkpoint and len(phases) == 1)
+        result = trained.fit
+        offset = len(history)
+        history += [replace(h, epoch=h.epoch + offset) for h in result.history]
+        seconds += result.seconds
+        summaries.append({"phase": phase.name, **phase.config.to_dict(), "best_epoch": result.best_epoch,
+                          "epochs_run": len(result.history), "best_val_mae": result.best_val_mae})
+        if best is None or result.best_val_mae <= best[0]:
+            best = (result.best_val_mae, result.best_epoch + offset, copy_state(model), result.stopped_early)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.load_state_dict(best[2])
+    return FitResult(best[1], best[0], history, best[3], seconds), summaries
+
+
+def copy_state(model: ElemNet) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def run_training(
     run_dir: str | Path,
     model: ElemNet,
     inputs: TrainingInputs,
-    config: FitConfig,
+    plan: FitConfig | list,
     *,
     command: str,
     device: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
-    param_groups_fn: Callable[[ElemNet], list[dict]] | None = None,
     extra_card: dict | None = None,
+    describe: Callable[[dict, str], dict] | None = None,
     show_progress: bool = True,
     checkpoint: bool = True,
 ) -> RunResult:
-    """Standardize the target, fit with early stopping, score the test file, write the run directory."""
+    """Standardize the target, fit with early stopping, score the test file, write the run directory.
+
+    ``plan`` is a :class:`FitConfig`, a list of ``transfer.Phase``, or candidates
+    ``{name: model -> list[Phase]}``: each candidate starts from the same weights and the one with the
+    best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card).
+    """
+    from .transfer import Phase, layers_groups
+
+    if isinstance(plan, FitConfig):
+        plan = [Phase(command, plan, layers_groups(model.layer_names))]
+    candidates = plan if isinstance(plan, dict) else {"": lambda m, phases=plan: phases}
     run_dir = prepare_run_dir(run_dir, resume, overwrite)
     for note in write_rejections(run_dir, inputs):
         if show_progress:
@@ -156,21 +213,33 @@ def run_training(
         return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor((y - mean) / std, dtype=torch.float32)
 
     data = (*tensors(x_tr, y_tr), *tensors(x_va, y_va))
-    record = {"command": command, "config": config.to_dict(), "arch": model.arch, "data": inputs.records,
-              "n_train": int(len(y_tr)), "n_val": int(len(y_va)), **(extra_card or {})}
     model.to(dev)
-    groups = param_groups_fn(model) if param_groups_fn else None
-    with epoch_bar(f"{command} ({dev.type})", config.epochs, show_progress, inputs.unit) as on_epoch:
-        trained = train_in_run_dir(run_dir, model, data, config, record, device=dev, y_scale=std, resume=resume,
-                                   param_groups=groups, on_epoch=on_epoch, checkpoint=checkpoint)
-    fit_result = trained.fit
+    start = copy_state(model)
+    tried: dict[str, tuple] = {}
+    for name, make_phases in candidates.items():
+        model.load_state_dict(start)
+        phases = make_phases(model)
+        record = {"command": command, "arch": model.arch, "data": inputs.records, "candidate": name,
+                  "phases": [{"name": p.name, **p.config.to_dict()} for p in phases],
+                  "n_train": int(len(y_tr)), "n_val": int(len(y_va))}
+        where = run_dir / "candidates" / name.replace(":", "_") if len(candidates) > 1 else run_dir
+        where.mkdir(parents=True, exist_ok=True)
+        result, summaries = run_phases(where, model, data, phases, record, device=dev, y_scale=std,
+                                       resume=resume and len(candidates) == 1, show=show_progress,
+                                       label=f"{command} {name}".strip(), unit=inputs.unit, checkpoint=checkpoint)
+        tried[name] = (result, summaries, copy_state(model), phases[-1].config)
+    chosen = min(tried, key=lambda k: tried[k][0].best_val_mae)
+    fit_result, summaries, best_state, config = tried[chosen]
+    model.load_state_dict(best_state)
+    if len(candidates) > 1:
+        extra_card = {**(extra_card or {}), **(describe(tried, chosen) if describe else {}),
+                      "candidates": {k: {"val_mae": v[0].best_val_mae, "seconds": round(v[0].seconds, 2)}
+                                     for k, v in tried.items()}}
     metrics = {"val_mae": fit_result.best_val_mae, "test_mae": None, "test_rmse": None, "test_r2": None}
     if inputs.test is not None:
         pred = predict_tensor(model, torch.as_tensor(inputs.test.fractions).to(dev)).cpu().numpy() * std + mean
         scores = regression_metrics(inputs.test.target, pred)
         metrics.update(test_mae=scores["mae"], test_rmse=scores["rmse"], test_r2=scores["r2"])
-        from .io import write_table
-
         write_table(pd.DataFrame({"line": inputs.test.frame["line"], "formula": inputs.test.frame["formula"],
                                   "target": inputs.test.target, "prediction": pred}),
                     run_dir / "test_predictions.csv")
@@ -184,7 +253,8 @@ def run_training(
                   "validation": "file" if inputs.val is not None else f"seeded {len(y_va)}-row hold-out of the data",
                   "n_test": inputs.test.n_kept if inputs.test is not None else 0},
         "training": {**config.to_dict(), "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history),
-                     "stopped_early": fit_result.stopped_early, "wall_seconds": round(fit_result.seconds, 2)},
+                     "stopped_early": fit_result.stopped_early, "wall_seconds": round(fit_result.seconds, 2),
+                     "phases": summaries},
         "metrics": metrics,
         **(extra_card or {}),
     }

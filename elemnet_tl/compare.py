@@ -1,0 +1,274 @@
+"""compare-scratch: transfer learning vs training from scratch, on one split, several seeds.
+
+Methods (all see the same train/test rows for a given seed and training size):
+  * ``tl-finetune``  fine-tune the pretrained ElemNet (strategy ``auto`` unless told);
+  * ``tl-features``  pretrained activations + the best-validating scikit-learn regressor;
+  * ``sc-ef``        ElemNet from scratch on element fractions;
+  * ``sc-pa``        the same network from scratch on Magpie physical attributes;
+  * ``pa-rf``        a random forest on physical attributes;
+  * ``mean``         the training mean (the study's "base").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import InputError
+from .featurize import Featurized, load_and_prepare
+from .io import write_json, write_table, write_text
+from .model import ElemNet
+from .progress import console
+from .runs import provenance, regression_metrics
+from .training import FitConfig, fit, predict_tensor, resolve_device, standardize
+from .workflow import split_indices, subset
+
+METHODS = ("tl-finetune", "tl-features", "sc-ef", "sc-pa", "pa-rf", "mean")
+SCRATCH_LR = 1e-3
+"""From-scratch networks start at a larger learning rate than fine-tuning."""
+
+STUDY_TEST_MAE = {
+    # Gupta et al., Nat. Commun. 12, 6595 (2021): base, best from scratch, best transfer (EF)
+    "slme": (9.439, 7.193, 6.42), "spillage": (0.501, 0.41, 0.373), "mbj_bandgap": (1.911, 0.555, 0.534),
+    "bulkmoduluskv": (49.11, 11.83, 11.28), "meps": (4.905, 1.784, 1.776), "pseebeck": (163.3, 56.49, 60.25),
+    "magmom_outcar": (1.176, 0.393, 0.376), "piezo_max_dij": (46.47, 26.46, 23.46),
+}
+
+
+@dataclass
+class Split:
+    """Training and test rows for one seed (and training size)."""
+
+    train: Featurized
+    test: Featurized
+    seed: int
+    size: float
+
+
+@dataclass
+class MethodOutcome:
+    method: str
+    seed: int
+    size: float
+    metrics: dict | None
+    seconds: float
+    error: str | None = None
+    predictions: np.ndarray | None = None
+
+
+# -- the methods ----------------------------------------------------------------------------------
+
+def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: str, seed: int, device: str,
+                 config: FitConfig) -> np.ndarray:
+    """Train ElemNet from fresh weights on (standardized) inputs with a seeded validation hold-out."""
+    from .finetune import sized_config
+
+    tr, va = split_indices(len(y_tr), 0.1, seed)
+    mean, std = standardize(y_tr[tr])
+    cfg = sized_config(replace(config, lr=SCRATCH_LR, seed=seed), len(tr))
+    torch.manual_seed(seed)
+    model = ElemNet(arch, n_inputs=x_tr.shape[1])
+    dev = resolve_device(device)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float32))
+
+    fit(model, t(x_tr[tr]), t((y_tr[tr] - mean) / std), t(x_tr[va]), t((y_tr[va] - mean) / std), cfg,
+        device=dev, y_scale=std)
+    return predict_tensor(model, t(x_te).to(dev)).cpu().numpy() * std + mean
+
+
+def _pa(train: Featurized, test: Featurized) -> tuple[np.ndarray, np.ndarray]:
+    """Physical attributes, NaN filled with the training median, standardized on the training rows."""
+    from .physical import physical_attributes
+
+    a = physical_attributes(train.fractions.astype(np.float64))
+    b = physical_attributes(test.fractions.astype(np.float64))
+    med = np.nanmedian(a, axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+    a = np.where(np.isfinite(a), a, med)
+    b = np.where(np.isfinite(b), b, med)
+    mu, sd = a.mean(0), a.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    return (a - mu) / sd, (b - mu) / sd
+
+
+def _write_split(split: Split, where: Path) -> tuple[Path, Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, f in (("train", split.train), ("test", split.test)):
+        path = where / f"{name}.csv"
+        write_table(pd.DataFrame({"formula": f.frame["formula"], "target": f.target}), path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def run_method(method: str, split: Split, where: Path, *, source: str, strategy: str, device: str,
+               config: FitConfig, show_progress: bool) -> np.ndarray:
+    """Test-set predictions of one method on one split (run files kept under ``where``)."""
+    y_tr = split.train.target
+    if method == "mean":
+        return np.full(split.test.n_kept, float(np.mean(y_tr)))
+    if method == "sc-ef":
+        return _scratch_net(split.train.fractions, y_tr, split.test.fractions, arch=_source_arch(source),
+                            seed=split.seed, device=device, config=config)
+    if method == "sc-pa":
+        a, b = _pa(split.train, split.test)
+        return _scratch_net(a, y_tr, b, arch=_source_arch(source), seed=split.seed, device=device, config=config)
+    if method == "pa-rf":
+        from sklearn.ensemble import RandomForestRegressor
+
+        a, b = _pa(split.train, split.test)
+        rf = RandomForestRegressor(n_estimators=300, min_samples_leaf=1, max_features=1 / 3, n_jobs=-1,
+                                   random_state=split.seed)
+        return rf.fit(a, y_tr).predict(b)
+    train_csv, test_csv = _write_split(split, where / "data")
+    if method == "tl-finetune":
+        from .finetune import finetune
+        from .predict import predict_fractions
+
+        result = finetune(train_csv, where, source=source, strategy=strategy, duplicates="keep",
+                          config=replace(config, seed=split.seed), device=device, overwrite=True,
+                          show_progress=show_progress)
+        return predict_fractions(result.run_dir, split.test.fractions, device)
+    if method == "tl-features":
+        from .features import extract_features, load_feature_model
+
+        extract_features(train_csv, where, source=source, regressor="auto", seed=split.seed, duplicates="keep",
+                         device=device, show_progress=show_progress)
+        return load_feature_model(where).predict(split.test.fractions)
+    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _source_arch(source: str) -> str:
+    from .checkpoint import load_model
+
+    return load_model(source).info.arch
+
+
+# -- the experiment -------------------------------------------------------------------------------
+
+def make_splits(data: Featurized, test: Featurized | None, seeds: int, sizes: list[float],
+                test_fraction: float) -> list[Split]:
+    """Per seed: the test set (file, or a seeded hold-out), then nested training subsets per size."""
+    splits = []
+    for seed in range(seeds):
+        if test is None:
+            tr_idx, te_idx = split_indices(data.n_kept, test_fraction, 1000 + seed)
+            train, test_f = subset(data, tr_idx), subset(data, te_idx)
+        else:
+            train, test_f = data, test
+        order = np.random.default_rng(2000 + seed).permutation(train.n_kept)
+        for size in sizes:
+            n = max(10, int(round(size * train.n_kept)))
+            splits.append(Split(subset(train, np.sort(order[:n])), test_f, seed, size))
+    return splits
+
+
+def _outcome_path(out_dir: Path, method: str, split: Split) -> Path:
+    size = f"size{split.size:g}" if split.size != 1.0 else "full"
+    return out_dir / "runs" / method / size / f"seed{split.seed}"
+
+
+def compare_scratch(
+    data: str | Path = "expt-formation-enthalpy",
+    out_dir: str | Path = "results",
+    *,
+    test: str | Path | None = None,
+    methods: tuple[str, ...] = METHODS,
+    seeds: int = 3,
+    train_sizes: list[float] | None = None,
+    test_fraction: float = 0.2,
+    source: str = "bundled",
+    strategy: str = "auto",
+    config: FitConfig | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    formula_col: str | None = None,
+    target_col: str | None = None,
+    duplicates: str = "auto",
+    show_progress: bool = True,
+    on_result: Callable[[MethodOutcome], None] | None = None,
+) -> dict:
+    """Run every method on the same split(s) and write results.json/csv, report.md and plots to ``out_dir``."""
+    from .finetune import FINETUNE_DEFAULTS
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if seeds < 1:
+        raise InputError("--seeds must be at least 1")
+    sizes = sorted(set(train_sizes or [1.0]))
+    if any(not 0 < s <= 1 for s in sizes):
+        raise InputError("--train-sizes must be fractions in (0, 1]")
+    if 1.0 not in sizes:
+        sizes.append(1.0)
+    config = config or FINETUNE_DEFAULTS
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full = load_and_prepare(data, formula_col, target_col, duplicates)
+    test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
+    splits = make_splits(full, test_f, seeds, sizes, test_fraction)
+    outcomes: list[MethodOutcome] = []
+    for split in splits:
+        for method in methods:
+            where = _outcome_path(out_dir, method, split)
+            done = where / "result.json"
+            if resume and done.is_file():
+                saved = json.loads(done.read_text())
+                pred = np.asarray(saved.pop("predictions"), dtype=np.float64) if saved.get("predictions") else None
+                outcomes.append(MethodOutcome(**saved, predictions=pred))
+                continue
+            t0 = time.perf_counter()
+            try:
+                pred = run_method(method, split, where, source=source, strategy=strategy, device=device,
+                                  config=config, show_progress=False)
+                metrics = regression_metrics(split.test.target, pred)
+                outcome = MethodOutcome(method, split.seed, split.size, metrics, time.perf_counter() - t0,
+                                        predictions=pred)
+            except Exception as exc:  # one failing method must not lose the others
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                (where).mkdir(parents=True, exist_ok=True)
+                write_text(where / "error.txt", traceback.format_exc())
+                outcome = MethodOutcome(method, split.seed, split.size, None, time.perf_counter() - t0,
+                                        error=f"{type(exc).__name__}: {reason}")
+            write_json(done, {"method": outcome.method, "seed": outcome.seed, "size": outcome.size,
+                              "metrics": outcome.metrics, "seconds": outcome.seconds, "error": outcome.error,
+                              "predictions": None if outcome.predictions is None else outcome.predictions.tolist()})
+            outcomes.append(outcome)
+            if on_result is not None:
+                on_result(outcome)
+            elif show_progress:
+                msg = (f"MAE {outcome.metrics['mae']:.4g}" if outcome.metrics else f"failed: {outcome.error}")
+                console.print(f"{method:12s} seed {split.seed} size {split.size:g}: {msg} ({outcome.seconds:.0f} s)",
+                              highlight=False)
+    from .report import write_report
+
+    setup = {
+        "data": {**{k: v for k, v in full.table.provenance.items() if k in ("source", "sha256", "name", "unit")},
+                 **full.counts()},
+        "split": (f"test file {test} ({test_f.n_kept} rows, every row scored)" if test_f is not None else
+                  f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "
+                  "a different split for each seed"),
+        "seeds": seeds, "train_sizes": sizes, "methods": list(methods), "source": source, "strategy": strategy,
+        "n_train": splits[-1].train.n_kept if splits else 0,
+        "unit": str(full.table.provenance.get("unit", "")),
+        "provenance": provenance(None, str(resolve_device(device))),
+    }
+    return write_report(out_dir, outcomes, splits, setup, study_key(full.table.source, test))
+
+
+def study_key(data: str, test: str | Path | None) -> str | None:
+    """The study's property name when the data is one of its JARVIS sets."""
+    for part in Path(str(data)).parts + (Path(str(test)).parts if test else ()):
+        if part in STUDY_TEST_MAE:
+            return part
+    return None

@@ -1,0 +1,120 @@
+"""Fine-tune a pretrained ElemNet on a small target property."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .training import FitConfig, predict_tensor
+from .transfer import Strategy, parse_strategy, strategy_phases
+from .workflow import RunResult, load_training_inputs, run_training
+
+FINETUNE_DEFAULTS = FitConfig(epochs=0, batch_size=0, lr=5e-4, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
+                              patience=20, seed=0)
+"""epochs=0 and batch_size=0 mean "from the data size" (:func:`sized_config`)."""
+
+STEP_BUDGET = 2000
+"""Optimizer steps per fine-tune when epochs are chosen from the data size."""
+
+
+def sized_config(config: FitConfig, n_train: int) -> FitConfig:
+    """Fill ``batch_size``/``epochs`` left at 0: batch ~ n/40 (32..256), ~2,000 steps (30..200 epochs)."""
+    batch = config.batch_size or int(min(256, max(32, 2 ** round(math.log2(max(1, n_train) / 40)))))
+    steps = max(1, n_train // min(batch, max(1, n_train)))
+    epochs = config.epochs or int(min(200, max(30, round(STEP_BUDGET / steps))))
+    return replace(config, batch_size=batch, epochs=epochs)
+
+
+def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
+    """Strategies ``auto`` tries on the validation split (all start from the pretrained weights)."""
+    first_group = len(next(iter(groups.values())))
+    names = ["full", "gradual", f"freeze:{first_group}"]
+    if n_train < 300:
+        names.append("head")
+    return names
+
+
+def source_correlation(model, fractions: np.ndarray, target: np.ndarray) -> float:
+    """Pearson r between the pretrained model's predictions and the target (how close the properties are)."""
+    pred = predict_tensor(model, torch.as_tensor(fractions)).cpu().numpy().astype(np.float64)
+    if len(target) < 3 or pred.std() < 1e-12 or np.std(target) < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(pred, target)[0, 1])
+
+
+def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str) -> str:
+    """One line: which strategy, why (validation MAE of each candidate), and the context."""
+    ranked = sorted(tried.items(), key=lambda kv: kv[1][0].best_val_mae)
+    parts = ", ".join(f"{k} {v[0].best_val_mae:.4g}" for k, v in ranked)
+    sim = f"r = {r:.2f}" if math.isfinite(r) else "r undefined"
+    return (f"{chosen}: lowest validation MAE{' (' + unit + ')' if unit else ''} among {parts}; "
+            f"{n_train} training rows, source predictions vs target {sim}")
+
+
+def finetune(
+    data: str | Path,
+    run_dir: str | Path,
+    *,
+    source: str | Path = "bundled",
+    strategy: str = "auto",
+    val: str | Path | None = None,
+    test: str | Path | None = None,
+    val_fraction: float = 0.1,
+    keep_head: bool = False,
+    config: FitConfig | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    duplicates: str = "auto",
+    formula_col: str | None = None,
+    target_col: str | None = None,
+    stability_col: str | None = None,
+    show_progress: bool = True,
+) -> RunResult:
+    """Start from a pretrained ElemNet (``source``: run directory or ``bundled``) and fit ``data``.
+
+    ``strategy``: ``full``, ``freeze:K``, ``head``, ``reinit``, ``gradual`` or ``auto`` (tries the
+    candidates of :func:`auto_candidates` on the validation split and keeps the best; the card's
+    ``strategy`` says which and why). The output layer is re-initialised unless ``keep_head``.
+    """
+    config = config or FINETUNE_DEFAULTS
+    loaded = load_model(source)
+    model = loaded.model
+    strat = parse_strategy(strategy, len(model.layer_names))
+    inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
+                                  duplicates=duplicates, formula_col=formula_col, target_col=target_col,
+                                  stability_col=stability_col)
+    x_tr, y_tr, _, _ = inputs.arrays()
+    config = sized_config(config, len(y_tr))
+    r = source_correlation(model, x_tr, y_tr)
+    torch.manual_seed(config.seed)
+    if not keep_head:
+        model.reset_head()
+
+    def phases_for(name: str):
+        return lambda m: strategy_phases(parse_strategy(name, len(m.layer_names)), m, config)
+
+    source_record = {"source": str(source), "path": str(loaded.path), "target": loaded.info.target,
+                     "card_metrics": loaded.card.get("metrics")}
+    if strat.name == "auto":
+        names = auto_candidates(len(y_tr), model.groups)
+        plan: object = {name: phases_for(name) for name in names}
+
+        def describe(tried: dict, chosen: str) -> dict:
+            return {"strategy": {"name": chosen, "reason": explain_choice(tried, chosen, len(y_tr), r, inputs.unit),
+                                 "auto": True, "candidates": names}}
+        extra = {"source_model": source_record, "source_correlation": r}
+    else:
+        plan = strategy_phases(strat, model, config)
+        describe = None
+        extra = {"source_model": source_record, "source_correlation": r,
+                 "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
+    return run_training(run_dir, model, inputs, plan, command="finetune", device=device, overwrite=overwrite,
+                        extra_card=extra, describe=describe, show_progress=show_progress, checkpoint=False)
+
+
+__all__ = ["FINETUNE_DEFAULTS", "Strategy", "finetune", "sized_config"]

@@ -1,0 +1,200 @@
+"""compare-scratch outputs: results.json / results.csv, report.md and the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_path, write_json, write_table, write_text
+
+TL_METHODS = ("tl-finetune", "tl-features")
+SCRATCH_METHODS = ("sc-ef", "sc-pa", "pa-rf")
+DESCRIPTIONS = {
+    "tl-finetune": "fine-tuned pretrained ElemNet (element fractions)",
+    "tl-features": "pretrained ElemNet activations + scikit-learn regressor",
+    "sc-ef": "ElemNet from scratch on element fractions",
+    "sc-pa": "ElemNet from scratch on Magpie physical attributes",
+    "pa-rf": "random forest on Magpie physical attributes",
+    "mean": "training mean (base)",
+}
+
+
+def summarize(outcomes: list, size: float = 1.0) -> dict:
+    """Per method at one training size: mean ± std of test MAE, RMSE, R², per-seed values, seconds."""
+    out: dict = {}
+    methods = list(dict.fromkeys(o.method for o in outcomes))
+    for method in methods:
+        rows = [o for o in outcomes if o.method == method and o.size == size]
+        ok = [o for o in rows if o.metrics is not None]
+        entry: dict = {"per_seed": [{"seed": o.seed, **(o.metrics or {}), "error": o.error,
+                                     "seconds": round(o.seconds, 2)} for o in rows],
+                       "seconds": round(float(sum(o.seconds for o in rows)), 2),
+                       "description": DESCRIPTIONS.get(method, method)}
+        if ok:
+            mae = np.array([o.metrics["mae"] for o in ok])
+            entry.update(test_mae_mean=float(mae.mean()), test_mae_std=float(mae.std(ddof=1)) if len(mae) > 1 else 0.0,
+                         test_rmse_mean=float(np.mean([o.metrics["rmse"] for o in ok])),
+                         test_r2_mean=float(np.nanmean([o.metrics["r2"] for o in ok])))
+        else:
+            entry.update(test_mae_mean=None, test_mae_std=None, test_rmse_mean=None, test_r2_mean=None,
+                         error=rows[0].error if rows else "not run")
+        out[method] = entry
+    return out
+
+
+def verdict(summary: dict) -> dict:
+    """Best transfer vs best from-scratch method, and the margin."""
+    def best(names):
+        have = [(summary[m]["test_mae_mean"], m) for m in names if m in summary and summary[m]["test_mae_mean"] is not None]
+        return min(have) if have else None
+
+    tl, sc = best(TL_METHODS), best(SCRATCH_METHODS)
+    winner = best(list(summary))
+    out = {"winner": winner[1] if winner else None, "best_transfer": tl[1] if tl else None,
+           "best_scratch": sc[1] if sc else None}
+    if tl and sc:
+        out["transfer_gain_percent"] = 100.0 * (sc[0] - tl[0]) / sc[0]
+        out["transfer_wins"] = bool(tl[0] < sc[0])
+    return out
+
+
+def _plots(out_dir: Path, outcomes: list, splits: list, summary: dict, sizes: list[float], unit: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    methods = [m for m in summary if summary[m]["test_mae_mean"] is not None]
+    # parity: seed 0, full size
+    first = [o for o in outcomes if o.seed == 0 and o.size == 1.0 and o.predictions is not None]
+    split0 = next((s for s in splits if s.seed == 0 and s.size == 1.0), None)
+    if first and split0 is not None:
+        n = len(first)
+        cols = min(3, n)
+        rows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+        y = split0.test.target
+        lo, hi = float(np.min(y)), float(np.max(y))
+        for ax, o in zip(axes.flat, first):
+            ax.scatter(y, o.predictions, s=6, alpha=0.5)
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+            ax.set_title(f"{o.method}: MAE {o.metrics['mae']:.3g}", fontsize=9)
+            ax.set_xlabel(f"true {unit}".strip(), fontsize=8)
+            ax.set_ylabel("predicted", fontsize=8)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        fig.tight_layout()
+        with atomic_path(out_dir / "parity.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        made.append("parity.png")
+    if methods:
+        fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2, 3.5))
+        means = [summary[m]["test_mae_mean"] for m in methods]
+        stds = [summary[m]["test_mae_std"] or 0.0 for m in methods]
+        colors = ["tab:green" if m in TL_METHODS else "tab:blue" if m in SCRATCH_METHODS else "tab:grey"
+                  for m in methods]
+        ax.bar(methods, means, yerr=stds, capsize=4, color=colors)
+        ax.set_ylabel(f"test MAE {unit}".strip())
+        ax.set_title("test MAE (mean ± std over seeds)")
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+        fig.tight_layout()
+        with atomic_path(out_dir / "mae_bars.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        made.append("mae_bars.png")
+    if len(sizes) > 1:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for m in methods:
+            pts = []
+            for size in sizes:
+                ok = [o.metrics["mae"] for o in outcomes if o.method == m and o.size == size and o.metrics]
+                n = [s.train.n_kept for s in splits if s.size == size]
+                if ok:
+                    pts.append((np.mean(n), np.mean(ok), np.std(ok)))
+            if pts:
+                x, yv, e = zip(*pts)
+                ax.errorbar(x, yv, yerr=e, marker="o", capsize=3, label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("training rows")
+        ax.set_ylabel(f"test MAE {unit}".strip())
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        with atomic_path(out_dir / "learning_curve.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        made.append("learning_curve.png")
+    return made
+
+
+def _fmt(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "failed"
+    return f"{v:.4g} ± {std:.2g}" if std is not None else f"{v:.4g}"
+
+
+def markdown_table(summary: dict) -> str:
+    lines = ["| method | what it is | test MAE (mean ± std) | RMSE | R² | seconds |", "|---|---|---|---|---|---|"]
+    for m, e in summary.items():
+        if e["test_mae_mean"] is None:
+            lines.append(f"| {m} | {e['description']} | failed: {e.get('error')} | | | {e['seconds']:.0f} |")
+        else:
+            lines.append(f"| {m} | {e['description']} | {_fmt(e['test_mae_mean'], e['test_mae_std'])} | "
+                         f"{e['test_rmse_mean']:.4g} | {e['test_r2_mean']:.3f} | {e['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study: str | None) -> dict:
+    """Write every output file; returns the results dict (also results.json)."""
+    sizes = sorted({o.size for o in outcomes})
+    summary = summarize(outcomes, 1.0)
+    curve = {f"{s:g}": summarize(outcomes, s) for s in sizes} if len(sizes) > 1 else None
+    results = {"methods": summary, "verdict": verdict(summary), "split": setup["split"], "data": setup["data"],
+               "setup": setup}
+    if curve:
+        results["learning_curve"] = {k: {m: {"test_mae_mean": v["test_mae_mean"], "test_mae_std": v["test_mae_std"]}
+                                         for m, v in c.items()} for k, c in curve.items()}
+    if study:
+        from .compare import STUDY_TEST_MAE
+
+        base, sc, tl = STUDY_TEST_MAE[study]
+        results["study"] = {"property": study, "base": base, "best_scratch": sc, "best_transfer": tl}
+    write_json(out_dir / "results.json", results)
+    rows = [{"method": o.method, "seed": o.seed, "train_size": o.size, **(o.metrics or {}), "seconds": o.seconds,
+             "error": o.error} for o in outcomes]
+    write_table(pd.DataFrame(rows), out_dir / "results.csv")
+    plots = _plots(out_dir, outcomes, splits, summary, sizes, setup.get("unit", ""))
+    v = results["verdict"]
+    unit = setup.get("unit", "")
+    lines = [f"# Transfer learning vs training from scratch: {setup['data'].get('source')}", ""]
+    if v.get("best_transfer") and v.get("best_scratch"):
+        word = "beats" if v["transfer_wins"] else "does NOT beat"
+        lines += [f"**Transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}): "
+                  f"{abs(v['transfer_gain_percent']):.1f} % {'lower' if v['transfer_wins'] else 'higher'} test MAE.** "
+                  f"Winner overall: {v['winner']}.", ""]
+    lines += [markdown_table(summary), "",
+              f"Test MAE in {unit}." if unit else "", "", "## Setup", "",
+              f"- Data: {setup['data'].get('source')} — {setup['data'].get('read')} rows read, "
+              f"{setup['data'].get('rejected')} rejected, {setup['data'].get('merged')} merged as duplicates "
+              f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions.",
+              f"- Split: {setup['split']}; {setup['n_train']} training rows. Every method sees the same rows.",
+              f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
+              f"- Pretrained source: {setup['source']}; fine-tuning strategy: {setup['strategy']}.",
+              "- Fine-tuned and from-scratch networks hold out 10 % of their training rows for early stopping; "
+              "the test rows are used once, for the scores above."]
+    if study:
+        s = results["study"]
+        lines += ["", "## The study's numbers (Gupta et al., Nat. Commun. 12, 6595, 2021; same JARVIS split)", "",
+                  f"base (mean) {s['base']}, best from scratch {s['best_scratch']}, best transfer {s['best_transfer']}."]
+    if curve:
+        lines += ["", "## Learning curve (test MAE by training fraction)", "",
+                  "| fraction | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
+        for k, c in curve.items():
+            lines.append(f"| {k} | " + " | ".join(_fmt(c[m]["test_mae_mean"]) if m in c else "" for m in summary) + " |")
+    lines += ["", "## Files", ""] + [f"- ![{p}]({p})" for p in plots] + [
+        "- results.json, results.csv: every number above, per seed", "- runs/: each method's run directory"]
+    write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    return results

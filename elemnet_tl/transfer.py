@@ -1,0 +1,112 @@
+"""Transfer strategies: which layers train, at which learning rates, in which phases.
+
+Strategies, as users know them:
+  * ``full``      all layers from the pretrained weights, small learning rate;
+  * ``freeze:K``  the first K weight layers frozen, the rest trained;
+  * ``head``      only the output layer trained;
+  * ``reinit``    architecture only, fresh weights (the from-scratch control);
+  * ``gradual``   head first, then everything with discriminative learning rates (lower for early
+                  layers), as fastai's ``fine_tune`` does; the optimizer state is reset between phases.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from .model import ElemNet
+from .training import FitConfig
+
+STRATEGY_NAMES = ("auto", "full", "freeze:K", "head", "reinit", "gradual")
+LR_MULT = 10.0
+"""gradual: the first layer group learns LR_MULT times slower than the head."""
+HEAD_LR_SCALE = 5.0
+"""head-only training uses a larger learning rate: few parameters, nothing to preserve."""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    k: int = 0
+
+    def __str__(self) -> str:
+        return f"freeze:{self.k}" if self.name == "freeze" else self.name
+
+
+def parse_strategy(text: str, n_layers: int = 17) -> Strategy:
+    """``full`` | ``freeze:K`` | ``head`` | ``reinit`` | ``gradual`` | ``auto``."""
+    text = text.strip().lower()
+    match = re.fullmatch(r"freeze:(\d+)", text)
+    if match:
+        k = int(match.group(1))
+        if not 0 < k < n_layers:
+            raise ValueError(f"--strategy {text}: K must be between 1 and {n_layers - 1} (the model has "
+                             f"{n_layers} weight layers)")
+        return Strategy("freeze", k)
+    if text in ("auto", "full", "head", "reinit", "gradual"):
+        return Strategy(text)
+    raise ValueError(f"--strategy {text!r}: choose from {', '.join(STRATEGY_NAMES)}")
+
+
+@dataclass
+class Phase:
+    """One fit with a given set of trainable layers and learning-rate scales."""
+
+    name: str
+    config: FitConfig
+    param_groups: Callable[[ElemNet], list[dict]]
+
+
+def set_trainable(model: ElemNet, layers: list[str]) -> None:
+    """Only the named layers train."""
+    wanted = set(layers)
+    for name, layer in model.layers.items():
+        for p in layer.parameters():
+            p.requires_grad_(name in wanted)
+
+
+def layers_groups(layers: list[str], scale: float = 1.0) -> Callable[[ElemNet], list[dict]]:
+    """Train ``layers`` at ``scale`` x the base learning rate; freeze the rest."""
+
+    def build(model: ElemNet) -> list[dict]:
+        set_trainable(model, layers)
+        params = [p for name in layers for p in model.layers[name].parameters()]
+        return [{"params": params, "lr_scale": scale}]
+
+    return build
+
+
+def discriminative_groups(lr_mult: float = LR_MULT) -> Callable[[ElemNet], list[dict]]:
+    """All layers train; group ``i`` of ``G`` gets ``lr_mult ** (-(G-1-i)/(G-1))`` x the base rate."""
+
+    def build(model: ElemNet) -> list[dict]:
+        set_trainable(model, model.layer_names)
+        groups = list(model.groups.values())
+        last = max(1, len(groups) - 1)
+        return [{"params": [p for name in names for p in model.layers[name].parameters()],
+                 "lr_scale": lr_mult ** (-(last - i) / last)} for i, names in enumerate(groups)]
+
+    return build
+
+
+def strategy_phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list[Phase]:
+    """The fits a strategy runs, starting from ``model``'s current (pretrained) weights.
+
+    ``reinit`` re-initialises every layer here.
+    """
+    names = model.layer_names
+    if strategy.name in ("full", "reinit"):
+        if strategy.name == "reinit":
+            model.reset_parameters()
+        return [Phase(strategy.name, base, layers_groups(names))]
+    if strategy.name == "freeze":
+        return [Phase(str(strategy), base, layers_groups(names[strategy.k:]))]
+    if strategy.name == "head":
+        return [Phase("head", base, layers_groups(["out"], HEAD_LR_SCALE))]
+    if strategy.name == "gradual":
+        head_epochs = max(2, base.epochs // 10)
+        head = replace(base, epochs=head_epochs, patience=0, warmup=0.1)
+        return [Phase("gradual/head", head, layers_groups(["out"], HEAD_LR_SCALE)),
+                Phase("gradual/all", base, discriminative_groups())]
+    raise ValueError(f"strategy {strategy} has no phases (auto is resolved before training)")
