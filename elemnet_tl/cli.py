@@ -34,7 +34,10 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -73,7 +76,7 @@ Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 def _echo_summary(lines: list[str]) -> None:
     for line in lines:
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -181,7 +184,8 @@ def pretrain(
 
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
     result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
-                 arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite, duplicates=duplicates,
+                 arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite,
+                 duplicates=duplicates,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet)
     _print_run(result)

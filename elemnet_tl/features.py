@@ -56,12 +56,16 @@ SVR_C = (1.0, 10.0)
 SVR_EPSILON = 0.1
 """On the standardized target."""
 RF_TREES = 100
-RF_MAX_FEATURES = ("sqrt", 0.33)
+RF_MAX_FEATURES = ("sqrt",)
 RF_MIN_LEAF = 2
-GBR_STAGES = (100, 200, 400)
-GBR_DEPTH = (3, 5)
-GBR_LEARNING_RATE = 0.05
+GBR_STAGES = (100, 200, 300)
+GBR_DEPTH = (5,)
+GBR_LEARNING_RATE = 0.1
 GBR_SUBSAMPLE = 0.8
+SVR_AUTO_MAX_ROWS = 10_000
+"""``auto`` leaves svr out above this many training rows (its kernel grows as rows squared)."""
+SVR_KERNEL_MAX_ROWS = 12_000
+"""Up to this many rows, svr's CV uses one BLAS-computed kernel matrix per fold; above, libsvm's own."""
 BATCH = 4096
 
 
@@ -69,17 +73,16 @@ BATCH = 4096
 
 
 def candidate_layers(model) -> list[str]:
-    """Layers ``auto`` compares: the last layer of each width group, plus ``fc1`` while there is room
-    (at most :data:`MAX_CANDIDATE_LAYERS`; evenly spaced groups when there are more)."""
-    lasts = [names[-1] for key, names in model.groups.items() if key != "head"]
-    if len(lasts) > MAX_CANDIDATE_LAYERS:
-        picks = np.unique(np.round(np.linspace(0, len(lasts) - 1, MAX_CANDIDATE_LAYERS)).astype(int))
-        lasts = [lasts[i] for i in picks]
-    first = model.layer_names[0]
-    if first not in lasts and len(lasts) < MAX_CANDIDATE_LAYERS:
-        lasts.insert(0, first)
-    order = {name: i for i, name in enumerate(model.layer_names)}
-    return sorted(lasts, key=order.__getitem__)
+    """Layers ``auto`` compares: the first hidden layer and the last layer of each width group, at most
+    :data:`MAX_CANDIDATE_LAYERS` (group ends next to the last hidden layer are dropped first; the last
+    hidden layer stays). Default ElemNet: fc1, fc4, fc7, fc10, fc13, fc16."""
+    hidden = model.layer_names[:-1]
+    if not hidden:
+        return list(model.layer_names)
+    cands = list(dict.fromkeys([hidden[0], *(names[-1] for key, names in model.groups.items() if key != "head")]))
+    while len(cands) > MAX_CANDIDATE_LAYERS:
+        del cands[-2]
+    return cands
 
 
 def parse_layers(spec: str | list[str] | tuple[str, ...], model) -> list[str] | None:
@@ -429,10 +432,24 @@ def cv_regressor(kind: str, x: np.ndarray, y: np.ndarray, folds, seed: int = 0) 
                     per[(k, w)].append(np.abs(pred - y[va]).mean())
         grid = [({"n_neighbors": k, "weights": w}, np.asarray(v)) for (k, w), v in per.items()]
     elif kind == "svr":
+        from sklearn.svm import SVR
+
         gamma = 1.0 / x.shape[1]  # = sklearn's gamma="scale" on standardized features
-        for c in SVR_C:
-            params = {"C": c, "gamma": gamma, "epsilon": SVR_EPSILON}
-            grid.append((params, _fold_maes("svr", params, x, y, folds, seed)))
+        per = {c: [] for c in SVR_C}
+        if max(len(tr) for tr, _ in folds) > SVR_KERNEL_MAX_ROWS:
+            for c in SVR_C:
+                per[c] = list(_fold_maes("svr", {"C": c, "gamma": gamma, "epsilon": SVR_EPSILON}, x, y, folds, seed))
+            folds = []
+        for tr, va in folds:  # one BLAS kernel per fold, shared by every C (same fit as kernel="rbf")
+            xt, xv = _standardize(x[tr], x[va])
+            y_mean, y_scale = y[tr].mean(), y[tr].std() or 1.0
+            sq = (xt * xt).sum(axis=1)
+            k_tr = np.exp(-gamma * _sq_dists(xt, xt, sq))
+            k_va = np.exp(-gamma * _sq_dists(xv, xt, sq))
+            for c in SVR_C:
+                svr = SVR(kernel="precomputed", C=c, epsilon=SVR_EPSILON).fit(k_tr, (y[tr] - y_mean) / y_scale)
+                per[c].append(np.abs(svr.predict(k_va) * y_scale + y_mean - y[va]).mean())
+        grid = [({"C": c, "gamma": gamma, "epsilon": SVR_EPSILON}, np.asarray(v)) for c, v in per.items()]
     elif kind == "rf":
         for mf in RF_MAX_FEATURES:
             params = {"n_estimators": RF_TREES, "max_features": mf, "min_samples_leaf": RF_MIN_LEAF}
@@ -865,7 +882,10 @@ def extract_features(
     if need_target:
         folds = cv_folds(len(x), seed)  # fails early on too few rows
 
-    out = prepare_run_dir(out_dir, resume=False, overwrite=overwrite)
+    target_dir = Path(out_dir)
+    if not overwrite and target_dir.is_dir() and any((target_dir / f).exists() for f in (CARD_FILE, FEATURES_FILE)):
+        raise InputError(f"{target_dir}: already holds an extraction or a run; pass --overwrite to replace it")
+    out = prepare_run_dir(target_dir, resume=False, overwrite=overwrite)
     if overwrite:
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
@@ -881,6 +901,8 @@ def extract_features(
     if auto_layers:
         say(f"choosing a layer: ridge probe, {describe_cv(len(x))} ...")
     transformer.fit(x, y)
+    for row in transformer.cv_table_:
+        say(f"  {row['candidate']}: CV MAE {row['cv_mae']:.4g} ({row['varying_units']} varying units)")
     timings["layer_selection_s"] = round(time.perf_counter() - t0, 2)
     layer_rows = list(transformer.cv_table_)
     t0 = time.perf_counter()
@@ -891,7 +913,6 @@ def extract_features(
     dropped = [n for n, keep in zip(names_all, transformer.mask_) if not keep]
     write_table(_feature_frame(train, names_all, raw), out / FEATURES_FILE)
     layer_reason = (_reason(layer_rows, _best(layer_rows), "ridge probe") if auto_layers else "given (--layers)")
-    say(f"layer {','.join(transformer.layers_)}: {layer_reason}; {feats.shape[1]} of {raw.shape[1]} columns vary")
 
     reg_rows: list[dict] = []
     chosen_kind, chosen_row, predictor, test_pred = "none", None, None, None
@@ -902,6 +923,9 @@ def extract_features(
             raise InputError(f"layer(s) {','.join(transformer.layers_)}: no unit varies on the training data; "
                              "choose other --layers")
         kinds = REGRESSORS if regressor == "auto" else (regressor,)
+        if regressor == "auto" and len(x) > SVR_AUTO_MAX_ROWS:
+            kinds = tuple(k for k in kinds if k != "svr")
+            say(f"svr left out: more than {SVR_AUTO_MAX_ROWS} training rows (ask for it with --regressor svr)")
         t0 = time.perf_counter()
         for kind in kinds:
             say(f"cross-validating {kind} ...")
@@ -934,7 +958,6 @@ def extract_features(
                       "files": [REGRESSOR_JSON, REGRESSOR_NPZ], "format": FORMAT,
                       "serialization": "JSON scalars + npz arrays (allow_pickle=False); numpy predictions",
                       "roundtrip_max_abs_diff": roundtrip}
-        say(f"regressor {chosen_kind}: {reason}")
         if test_f is not None:
             t0 = time.perf_counter()
             test_raw = transformer.transform_all(test_f.fractions)
@@ -971,7 +994,7 @@ def extract_features(
             "cv": cv_text,
             "layer": {"mode": "auto" if auto_layers else "given", "chosen": transformer.layers_,
                       "candidates": [r["candidate"] for r in layer_rows],
-                      "probe": "ridge on standardized activations (alpha chosen per layer from "
+                      "probe": "ridge on the standardized activations alone (alpha chosen per layer from "
                                f"{len(RIDGE_ALPHAS)} values)" if auto_layers else None,
                       "reason": layer_reason},
             "regressor": {"mode": regressor, "chosen": chosen_kind,

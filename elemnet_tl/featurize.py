@@ -13,7 +13,7 @@ from .compositions import DUPLICATE_RULES, dedup, parse_formulas
 from .datasets import Table, load_table
 from .elements import ELEMENTS
 from .errors import InputError
-from .io import check_table_suffix, table_stem, write_table
+from .io import check_output, table_stem, write_table
 
 REJECTED_COLUMNS = ["line", "formula", "reason"]
 
@@ -207,7 +207,7 @@ def featurize(
     ``<output stem>.rejected.csv``. Returns the feature frame and the :class:`Featurized` record.
     """
     if output is not None:
-        check_table_suffix(output)
+        check_output(output, source)
     featurized = load_and_prepare(source, formula_col, target_col, duplicates, stability_col)
     frame = feature_frame(featurized, pa=pa)
     if output is not None:

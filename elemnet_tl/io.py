@@ -66,6 +66,14 @@ def check_table_suffix(path: str | Path) -> None:
         raise InputError(f"{path}: output must end in {', '.join(TABLE_SUFFIXES)}")
 
 
+def check_output(output: str | Path, source: str | Path) -> None:
+    """Raise :class:`InputError` unless ``output`` is a table format we write and not the input file itself."""
+    check_table_suffix(output)
+    out = Path(output)
+    if out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve():
+        raise InputError(f"{output}: is the input file; choose another output (the input would be overwritten)")
+
+
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a frame as CSV, CSV.gz or parquet (by extension), atomically."""
     check_table_suffix(path)

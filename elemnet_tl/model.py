@@ -24,7 +24,8 @@ def parse_arch(arch: str) -> list[int]:
     if text.endswith("-1"):
         text = text[:-2]
     if not _ARCH_RE.match(text):
-        raise ValueError(f"architecture {arch!r} must look like '1024x4-512x3-...-32x1' (width x count, dash-separated)")
+        raise ValueError(f"architecture {arch!r} must look like '1024x4-512x3-...-32x1' "
+                         "(width x count, dash-separated)")
     widths: list[int] = []
     for part in text.split("-"):
         width, count = (int(v) for v in part.split("x"))

@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import load_model
 from .featurize import Featurized, load_and_prepare, rejected_path, write_rejected
-from .io import check_table_suffix, write_table
+from .io import check_output, write_table
 from .training import resolve_device
 
 
@@ -36,7 +36,7 @@ def predict(
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
     if output is not None:
-        check_table_suffix(output)
+        check_output(output, data)
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)
     pred = predict_fractions(model, featurized.fractions, device)
     table = featurized.table.frame

@@ -47,7 +47,8 @@ def summarize(outcomes: list, size: float = 1.0) -> dict:
 def verdict(summary: dict) -> dict:
     """Best transfer vs best from-scratch method, and the margin."""
     def best(names):
-        have = [(summary[m]["test_mae_mean"], m) for m in names if m in summary and summary[m]["test_mae_mean"] is not None]
+        have = [(summary[m]["test_mae_mean"], m) for m in names
+                if m in summary and summary[m]["test_mae_mean"] is not None]
         return min(have) if have else None
 
     tl, sc = best(TL_METHODS), best(SCRATCH_METHODS)
@@ -188,12 +189,14 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     if study:
         s = results["study"]
         lines += ["", "## The study's numbers (Gupta et al., Nat. Commun. 12, 6595, 2021; same JARVIS split)", "",
-                  f"base (mean) {s['base']}, best from scratch {s['best_scratch']}, best transfer {s['best_transfer']}."]
+                  f"base (mean) {s['base']}, best from scratch {s['best_scratch']}, "
+                  f"best transfer {s['best_transfer']}."]
     if curve:
         lines += ["", "## Learning curve (test MAE by training fraction)", "",
                   "| fraction | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
         for k, c in curve.items():
-            lines.append(f"| {k} | " + " | ".join(_fmt(c[m]["test_mae_mean"]) if m in c else "" for m in summary) + " |")
+            cells = [_fmt(c[m]["test_mae_mean"]) if m in c else "" for m in summary]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "## Files", ""] + [f"- ![{p}]({p})" for p in plots] + [
         "- results.json, results.csv: every number above, per seed", "- runs/: each method's run directory"]
     write_text(out_dir / "report.md", "\n".join(lines) + "\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
+import os
 import platform
 import shlex
 import sys
@@ -62,6 +64,20 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())), "r2": r2}
 
 
+def default_save_every() -> float:
+    """Seconds between resumable saves: ``$ELEMTL_SAVE_EVERY`` (0 = every epoch), default 15."""
+    text = os.environ.get("ELEMTL_SAVE_EVERY", "").strip()
+    if not text:
+        return 15.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"ELEMTL_SAVE_EVERY={text!r}: seconds between resume saves (0 = every epoch)")
+    return value
+
+
 def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     """Create ``run_dir``; refuse to clobber a finished or running run unless told."""
     run_dir = Path(run_dir)
@@ -70,9 +86,16 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     used = run_dir.is_dir() and any((run_dir / f).exists() for f in (MODEL_FILE, STATE_FILE, CARD_FILE))
     if used and not (resume or overwrite):
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if resume and used and not (run_dir / STATE_FILE).exists() and (run_dir / MODEL_FILE).exists():
+        raise InputError(f"{run_dir}: this run already finished; use --overwrite to train it again")
     if overwrite and not resume:
-        for f in (MODEL_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, CURVE_FILE, RUN_FILE):
+        for f in (MODEL_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, CURVE_FILE, RUN_FILE, "test_predictions.csv"):
             (run_dir / f).unlink(missing_ok=True)
+        for f in run_dir.glob("*.rejected.csv"):
+            f.unlink()
+    if run_dir.is_dir():
+        for f in run_dir.glob(".*.tmp"):  # left by a killed write
+            f.unlink()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -132,7 +155,7 @@ def train_in_run_dir(
     resume: bool,
     param_groups: list[dict] | None = None,
     on_epoch: Callable[[EpochLog, TrainState], None] | None = None,
-    save_every: float = 15.0,
+    save_every: float | None = None,
     checkpoint: bool = True,
 ) -> TrainedRun:
     """Fit with per-epoch metrics and a resumable state file in ``run_dir``.
@@ -140,6 +163,8 @@ def train_in_run_dir(
     ``run_record`` (data hashes, options) is written to ``run.json``; ``--resume`` refuses to continue a
     run whose record differs. The state file is removed once the run has finished.
     """
+    if save_every is None:
+        save_every = default_save_every()
     state = None
     state_path = run_dir / STATE_FILE
     record_path = run_dir / RUN_FILE

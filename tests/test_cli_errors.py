@@ -1,0 +1,194 @@
+"""User errors: exit code 2, one line naming the file / column and the reason, no traceback, no partial output."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from conftest import BAND_GAPS
+from typer.testing import CliRunner
+
+from elemnet_tl.cli import app
+
+runner = CliRunner()
+
+
+def one_line_error(args: list[str], *must_name: str) -> str:
+    """Run the CLI, expect exit 2 and a single 'error: ...' line containing every ``must_name``."""
+    result = runner.invoke(app, args)
+    output = result.output.strip()
+    assert result.exit_code == 2, (result.exit_code, output)
+    assert "Traceback" not in output
+    assert len(output.splitlines()) == 1, output
+    assert output.startswith("error: "), output
+    for text in must_name:
+        assert str(text) in output, (text, output)
+    return output
+
+
+def only_files(folder, *names: str) -> None:
+    """``folder`` holds exactly ``names``: no output, rejected report or temp file was left behind."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+@pytest.fixture
+def good_csv(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("formula,band_gap\nNaCl,8.5\nMgO,7.8\n")
+    return path
+
+
+def test_missing_input_file(tmp_path):
+    missing = tmp_path / "nope.csv"
+    out = one_line_error(["featurize", str(missing), "-o", str(tmp_path / "o.csv")], missing, "no such file")
+    assert "named dataset" in out
+    only_files(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "empty")
+    only_files(tmp_path, "empty.csv")
+
+
+def test_header_only(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("formula,target\n")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "no rows")
+    only_files(tmp_path, "header.csv")
+
+
+def test_missing_formula_column(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("material,target\nNaCl,1.0\n")
+    out = one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "no formula column",
+                         "material", "--formula-col")
+    assert "formula" in out
+
+
+def test_formula_col_option_fixes_it(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("material,target\nNaCl,1.0\n")
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "o.csv"), "--formula-col", "material"])
+    assert result.exit_code == 0, result.output
+
+
+def test_ambiguous_target_column(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("formula,band_gap,density\nNaCl,8.5,2.16\n")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "ambiguous target column",
+                   "band_gap", "density", "--target-col")
+
+
+def test_no_numeric_target_column(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("formula,notes\nNaCl,rock salt\n")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "no numeric target column")
+
+
+def test_target_col_not_present(tmp_path, good_csv):
+    one_line_error(["featurize", str(good_csv), "-o", str(tmp_path / "o.csv"), "--target-col", "e_form"],
+                   good_csv, "no column 'e_form'", "band_gap")
+
+
+def test_all_rows_rejected(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("formula,target\nHeF2,1.0\nXx2O3,2.0\n,3.0\n")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "no usable rows", "3 rejected",
+                   "He")
+    only_files(tmp_path, "bad.csv")
+
+
+def test_output_inside_a_file(tmp_path, good_csv):
+    blocker = tmp_path / "afile.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "out.csv"
+    one_line_error(["featurize", str(good_csv), "-o", str(out)], out, "cannot write")
+    only_files(tmp_path, "in.csv", "afile.txt")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder(tmp_path, good_csv):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        one_line_error(["featurize", str(good_csv), "-o", str(folder / "o.csv")], folder / "o.csv", "cannot write")
+        only_files(folder)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_output_is_a_directory(tmp_path, good_csv):
+    folder = tmp_path / "features.csv"
+    folder.mkdir()
+    one_line_error(["featurize", str(good_csv), "-o", str(folder)], folder, "cannot write")
+    only_files(folder)
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out.xlsx", "out", "out.json"])
+def test_bad_output_extension(tmp_path, good_csv, name):
+    one_line_error(["featurize", str(good_csv), "-o", str(tmp_path / name)], name, ".csv", ".parquet")
+    only_files(tmp_path, "in.csv")
+
+
+def test_input_is_a_directory(tmp_path):
+    one_line_error(["featurize", str(tmp_path), "-o", str(tmp_path / "o.csv")], tmp_path, "directory")
+
+
+def test_unknown_duplicates_rule(tmp_path, good_csv):
+    one_line_error(["featurize", str(good_csv), "-o", str(tmp_path / "o.csv"), "--duplicates", "lowest"],
+                   "lowest", "most-stable")
+
+
+def test_failed_write_leaves_nothing(tmp_path, good_csv, monkeypatch):
+    """The disk fills up half-way through writing: no output, no temp file, no rejected report."""
+
+    def half_write(self, path, *args, **kwargs):
+        with open(path, "w") as fh:
+            fh.write("formula,target,H")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_write)
+    out = tmp_path / "out" / "features.csv"
+    one_line_error(["featurize", str(good_csv), "-o", str(out)], out, "cannot write", "No space left on device")
+    assert not out.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_overwrite_keeps_old_output_on_failure(tmp_path):
+    """An existing output is replaced only by a complete new one."""
+    out = tmp_path / "features.csv"
+    result = runner.invoke(app, ["featurize", str(BAND_GAPS), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    before = out.read_bytes()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("formula,target\nHeF2,1.0\n")
+    one_line_error(["featurize", str(bad), "-o", str(out)], "no usable rows")
+    assert out.read_bytes() == before
+    only_files(tmp_path, "features.csv", "bad.csv")
+
+
+def test_error_message_keeps_square_brackets(tmp_path):
+    missing = tmp_path / "[data]" / "nope.csv"
+    one_line_error(["featurize", str(missing), "-o", str(tmp_path / "o.csv")], missing)
+
+
+def test_output_is_the_input(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("formula,target\nNaCl,1.0\nMgO,2.0\n")
+    before = path.read_bytes()
+    one_line_error(["featurize", str(path), "-o", str(path)], path, "is the input file")
+    one_line_error(["predict", str(path), "-o", str(path)], path, "is the input file")
+    assert path.read_bytes() == before
+    only_files(tmp_path, "data.csv")
+
+
+def test_text_cell_in_target_does_not_silently_switch_target(tmp_path):
+    """'-3.1 eV' makes e_form a text column; band_gap must not silently become the target."""
+    path = tmp_path / "t.csv"
+    path.write_text("formula,e_form,band_gap\nNaCl,-2.13,8.5\nMgO,-3.1 eV,7.8\nLiF,-3.19,13.6\n")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], "ambiguous target column", "e_form",
+                   "band_gap")

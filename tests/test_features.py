@@ -1,0 +1,283 @@
+"""Tests of elemnet_tl.features: pretrained activations as features, CV selection, regressor export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import binary_table
+
+from elemnet_tl import features as F
+from elemnet_tl.checkpoint import ModelInfo, save_model
+from elemnet_tl.errors import InputError
+from elemnet_tl.featurize import load_and_prepare
+from elemnet_tl.model import ElemNet
+
+ARCH = "16x2-8x1"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> str:
+    """A tiny 'pretrained' network; fc1 unit 3 is dead (always 0) so constant columns get dropped."""
+    torch.manual_seed(0)
+    model = ElemNet(ARCH)
+    with torch.no_grad():
+        model.layers["fc1"].weight[3] = 0.0
+        model.layers["fc1"].bias[3] = -1.0
+    path = tmp_path_factory.mktemp("src") / "tiny.safetensors"
+    save_model(path, model, ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict:
+    where = tmp_path_factory.mktemp("data")
+    paths = {"train": where / "train.csv", "test": where / "test.csv", "no_target": where / "formulas.csv"}
+    binary_table(90, seed=1).to_csv(paths["train"], index=False)
+    binary_table(30, seed=2).to_csv(paths["test"], index=False)
+    binary_table(10, seed=3)[["formula"]].to_csv(paths["no_target"], index=False)
+    return paths
+
+
+@pytest.fixture
+def small_grids(monkeypatch):
+    """Smaller grids and ensembles: the selection logic is the same, the tests stay fast."""
+    monkeypatch.setattr(F, "RF_TREES", 10)
+    monkeypatch.setattr(F, "GBR_STAGES", (10, 20))
+    monkeypatch.setattr(F, "N_REPEATS_SMALL", 1)
+
+
+def _xy(path):
+    f = load_and_prepare(path)
+    return f.fractions, f.target
+
+
+def test_feature_shapes_names_and_dead_units(source, tables):
+    x, _ = _xy(tables["train"])
+    pf = F.PretrainedFeatures(source=source, layers="fc1,fc3").fit(x)
+    assert pf.layers_ == ["fc1", "fc3"]
+    assert pf.feature_names_all_[:2] == ["fc1_0000", "fc1_0001"] and pf.feature_names_all_[-1] == "fc3_0007"
+    assert len(pf.feature_names_all_) == 16 + 8
+    assert "fc1_0003" not in pf.feature_names_out_  # dead unit dropped
+    out = pf.transform(x)
+    assert out.shape == (len(x), len(pf.feature_names_out_)) and out.dtype == np.float64
+    assert (np.ptp(out, axis=0) > 0).all()
+    assert list(pf.get_feature_names_out()) == pf.feature_names_out_
+    assert pf.transform_all(x).shape == (len(x), 24)
+    # same as the network's own activations (float32 forward pass) to float32 precision
+    net = ElemNet(ARCH)
+    from safetensors.torch import load_file
+
+    net.load_state_dict(load_file(source))
+    ref = net.activations(torch.as_tensor(x), ["fc3"])["fc3"].numpy()
+    np.testing.assert_allclose(pf.transform_all(x)[:, 16:], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_with_pa_appends_physical_attributes(source, tables):
+    from elemnet_tl.physical import feature_labels
+
+    x, _ = _xy(tables["train"])
+    pf = F.PretrainedFeatures(source=source, layers="fc2", with_pa=True).fit(x)
+    assert pf.feature_names_all_[16:] == feature_labels()
+    assert pf.pa_medians_.shape == (len(feature_labels()),)
+    assert np.isfinite(pf.transform(x)).all()
+
+
+def test_auto_layer_is_a_candidate_with_cv_table(source, tables):
+    x, y = _xy(tables["train"])
+    pf = F.PretrainedFeatures(source=source, layers="auto", seed=0).fit(x, y)
+    candidates = F.candidate_layers(ElemNet(ARCH))
+    assert candidates == ["fc1", "fc2", "fc3"]
+    assert [r["candidate"] for r in pf.cv_table_] == candidates
+    assert all(np.isfinite(r["cv_mae"]) and r["stage"] == "layer" for r in pf.cv_table_)
+    best = min(pf.cv_table_, key=lambda r: r["cv_mae"])["candidate"]
+    assert pf.layers_ == [best]
+    with pytest.raises(InputError):
+        F.PretrainedFeatures(source=source, layers="auto").fit(x)  # auto needs targets
+    with pytest.raises(InputError):
+        F.PretrainedFeatures(source=source, layers="fc9").fit(x, y)
+
+
+def test_candidate_layers_of_default_elemnet():
+    assert F.candidate_layers(ElemNet()) == ["fc1", "fc4", "fc7", "fc10", "fc13", "fc16"]
+
+
+def test_cv_folds_cover_every_row_and_follow_the_seed():
+    folds = F.cv_folds(50, seed=3)
+    assert len(folds) == F.N_FOLDS * F.N_REPEATS_SMALL
+    counts = np.bincount(np.concatenate([va for _, va in folds]), minlength=50)
+    assert (counts == F.N_REPEATS_SMALL).all()
+    again = F.cv_folds(50, seed=3)
+    assert all((a[1] == b[1]).all() for a, b in zip(folds, again))
+    assert len(F.cv_folds(2000, seed=0)) == F.N_FOLDS
+    with pytest.raises(InputError):
+        F.cv_folds(5, seed=0)
+
+
+def test_ridge_cv_matches_sklearn():
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    for p in (5, 60):  # primal and dual solutions
+        x, y = rng.normal(size=(40, p)), rng.normal(size=40)
+        folds = F.cv_folds(40, 0)[:2]
+        maes = F.ridge_cv(x, y, folds, alphas=(0.5, 20.0))
+        for j, alpha in enumerate((0.5, 20.0)):
+            for k, (tr, va) in enumerate(folds):
+                est = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x[tr], y[tr])
+                assert maes[k, j] == pytest.approx(np.abs(est.predict(x[va]) - y[va]).mean(), rel=1e-9)
+
+
+ROUNDTRIP = [
+    ("ridge", {"alpha": 0.3}),
+    ("knn", {"n_neighbors": 4, "weights": "uniform"}),
+    ("knn", {"n_neighbors": 4, "weights": "distance"}),
+    ("svr", {"C": 3.0, "gamma": 0.2, "epsilon": 0.1}),
+    ("rf", {"n_estimators": 12, "max_features": "sqrt", "min_samples_leaf": 1}),
+    ("gbr", {"n_estimators": 25, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8, "max_features": "sqrt"}),
+]
+
+
+@pytest.mark.parametrize("kind,params", ROUNDTRIP, ids=[f"{k}-{i}" for i, (k, _) in enumerate(ROUNDTRIP)])
+def test_regressor_export_import_roundtrip(kind, params, tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(150, 7))
+    y = np.sin(x[:, 0]) + x[:, 1] ** 2 + 0.1 * rng.normal(size=150)
+    x_new = rng.normal(size=(60, 7))
+    x_new[:5] = x[:5]  # exact training points: zero distances for knn, thresholds for trees
+    est = F.make_regressor(kind, params, seed=0).fit(x, y)
+    scalars, arrays = F.export_regressor(kind, est, x, y)
+    F.save_regressor(tmp_path, scalars, {**arrays, "feature_mask": np.ones(7, bool)}, {"features": {}})
+    meta, loaded = F.load_regressor_files(tmp_path)
+    loaded.pop("feature_mask")
+    assert all(a.dtype != object for a in loaded.values())
+    rebuilt = F.ExportedRegressor(meta["regressor"], loaded)
+    for data in (x, x_new):
+        np.testing.assert_allclose(rebuilt.predict(data), est.predict(data), rtol=1e-9, atol=1e-9)
+
+
+def test_regressor_files_are_checked(tmp_path):
+    est = F.make_regressor("ridge", {"alpha": 1.0}).fit(np.eye(4), np.arange(4.0))
+    scalars, arrays = F.export_regressor("ridge", est)
+    F.save_regressor(tmp_path, scalars, arrays, {})
+    (tmp_path / F.REGRESSOR_NPZ).write_bytes(b"not an archive")
+    with pytest.raises(InputError, match="sha256"):
+        F.load_regressor_files(tmp_path)
+
+
+def test_features_only(source, tables, tmp_path):
+    out = tmp_path / "feat"
+    result = F.extract_features(tables["train"], out, source=source, layers="fc2", regressor="none",
+                                device="cpu", show_progress=False)
+    frame = pd.read_parquet(out / F.FEATURES_FILE)
+    assert list(frame.columns[:3]) == ["formula", "target", "fc2_0000"]
+    assert frame.shape[1] == 2 + 16
+    assert not (out / F.REGRESSOR_JSON).exists() and not (out / F.REGRESSOR_NPZ).exists()
+    card = json.loads((out / "card.json").read_text())
+    assert card["metrics"] == {"val_mae": None, "test_mae": None, "test_rmse": None, "test_r2": None}
+    assert result.regressor == "none" and result.layers == ["fc2"]
+    assert F.is_feature_run(out)
+    with pytest.raises(InputError, match="regressor none"):
+        F.load_feature_model(out)
+    # a table without a target is fine when nothing needs one
+    F.extract_features(tables["no_target"], tmp_path / "nt", source=source, layers="fc1", regressor="none",
+                       device="cpu", show_progress=False)
+    assert "target" not in pd.read_parquet(tmp_path / "nt" / F.FEATURES_FILE).columns
+
+
+def test_fit_test_scoring_and_reload(source, tables, tmp_path):
+    out = tmp_path / "run"
+    result = F.extract_features(tables["train"], out, source=source, layers="auto", regressor="knn",
+                                test=tables["test"], seed=0, device="cpu", show_progress=False)
+    card = json.loads((out / "card.json").read_text())
+    assert set(card["metrics"]) == {"val_mae", "test_mae", "test_rmse", "test_r2"}
+    assert card["metrics"]["test_mae"] is not None and card["metrics"]["val_mae"] > 0
+    assert "cross-validated" in card["metrics_note"]
+    assert card["source"]["sha256"] and card["source"]["given"] == source
+    assert card["regressor"]["name"] == "knn" and card["regressor"]["params"]["n_neighbors"] in F.KNN_NEIGHBORS
+    stages = [r["stage"] for r in card["selection"]["cv_table"]]
+    assert stages == ["layer"] * 3 + ["regressor"]
+    assert result.layers[0] in ("fc1", "fc2", "fc3")
+    x_test, y_test = _xy(tables["test"])
+    assert len(result.test_predictions) == len(y_test) == 30  # test rows are never deduplicated
+    assert np.mean(np.abs(result.test_predictions - y_test)) == pytest.approx(card["metrics"]["test_mae"])
+    saved = pd.read_csv(out / F.TEST_PREDICTIONS_FILE)
+    np.testing.assert_allclose(saved["prediction"], result.test_predictions, rtol=1e-12)
+    model = F.load_feature_model(out)
+    np.testing.assert_allclose(model.predict(x_test), result.test_predictions, rtol=1e-9, atol=1e-9)
+    # no clobbering without overwrite
+    with pytest.raises(InputError, match="overwrite"):
+        F.extract_features(tables["train"], out, source=source, regressor="ridge", device="cpu",
+                           show_progress=False)
+
+
+def test_auto_is_reproducible_and_chooses_the_best(source, tables, tmp_path, small_grids):
+    runs = [F.extract_features(tables["train"], tmp_path / f"r{i}", source=source, seed=4, device="cpu",
+                               show_progress=False) for i in range(2)]
+    a, b = runs
+    regs = a.cv_table[a.cv_table["stage"] == "regressor"]
+    assert list(regs["candidate"]) == list(F.REGRESSORS)
+    assert a.regressor == regs.loc[regs["cv_mae"].idxmin(), "candidate"]
+    assert a.metrics["val_mae"] == pytest.approx(regs["cv_mae"].min())
+    assert a.metrics["test_mae"] is None
+    assert a.layers == b.layers and a.regressor == b.regressor
+    assert a.metrics["val_mae"] == b.metrics["val_mae"]
+    x, _ = _xy(tables["train"])
+    np.testing.assert_array_equal(F.load_feature_model(a.out_dir).predict(x), b.model.predict(x))
+
+
+def test_user_errors(source, tables, tmp_path):
+    with pytest.raises(InputError, match="target"):
+        F.extract_features(tables["no_target"], tmp_path / "a", source=source, device="cpu", show_progress=False)
+    with pytest.raises(InputError, match="--regressor"):
+        F.extract_features(tables["train"], tmp_path / "b", source=source, regressor="xgb", device="cpu",
+                           show_progress=False)
+    with pytest.raises(InputError, match="--layers"):
+        F.extract_features(tables["train"], tmp_path / "c", source=source, layers="fc1,fc99", device="cpu",
+                           show_progress=False)
+    with pytest.raises(InputError):
+        F.extract_features(tables["train"], tmp_path / "d", source=tmp_path / "nowhere", device="cpu",
+                           show_progress=False)
+    assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written on a user error
+
+
+def test_load_refuses_a_changed_source(source, tables, tmp_path):
+    import shutil
+
+    src = tmp_path / "copy.safetensors"
+    shutil.copy(source, src)
+    out = tmp_path / "run"
+    F.extract_features(tables["train"], out, source=src, layers="fc3", regressor="ridge", device="cpu",
+                       show_progress=False)
+    torch.manual_seed(5)
+    save_model(src, ElemNet(ARCH), ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
+    with pytest.raises(InputError, match="changed"):
+        F.load_feature_model(out)
+
+
+def test_cli_command(source, tables, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from elemnet_tl.cli import handles_errors
+    from elemnet_tl.cli_features import extract_features_command
+
+    app = typer.Typer()
+    app.command("extract-features")(handles_errors(extract_features_command))
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["extract-features", str(tables["train"]), "-o", str(out), "--from", source,
+                              "--layers", "fc1", "--regressor", "ridge", "--test", str(tables["test"]), "-q",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "CV MAE" in res.output and "test MAE" in res.output and "regressor ridge" in res.output
+    assert F.is_feature_run(out)
+    res = runner.invoke(app, ["extract-features", str(tables["no_target"]), "-o", str(tmp_path / "x"),
+                              "--from", source, "--device", "cpu"])
+    assert res.exit_code == 2

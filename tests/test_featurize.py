@@ -1,0 +1,267 @@
+"""Featurize the messy example table through the API and the CLI: what is kept, merged and rejected."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import BAND_GAPS, MESSY
+from typer.testing import CliRunner
+
+from elemnet_tl.cli import app
+from elemnet_tl.datasets import load_table
+from elemnet_tl.elements import ELEMENTS
+from elemnet_tl.featurize import featurize, load_and_prepare, prepare, rejected_path
+
+runner = CliRunner()
+
+# What a chemist expects from data/messy_formation_energy.csv (line numbers as in the file, header = 1)
+KEPT = ["NaCl", "MgO", "Al2O3", "Fe4O6", "TiO2", "SiO2", "Ca(OH)2", "(NH4)2SO4", "Fe0.7Cr0.18Ni0.12", "XeF2",
+        "LiF", "KCl", "GaN", "CaF2"]
+KEPT_LINES = [2, 3, 4, 6, 8, 10, 12, 13, 14, 15, 26, 27, 28, 29]
+KEPT_TARGETS = [-2.13, -3.12, -3.47, -1.78, -3.26, -3.15, -2.04, -0.82, -0.03, -0.57, -3.19, -2.26, -0.57, -4.24]
+MERGED_LINES = [5, 7, 9, 11]  # Fe2O3 and Fe0.4O0.6 into Fe4O6, anatase into rutile, Si2O4 into SiO2 (a tie)
+REJECTED = [  # line, formula, words the reason must contain
+    (16, "Xx2O3", ["unknown", "Xx"]),
+    (17, "HeF2", ["He", "86"]),
+    (18, "AmO2", ["Am", "86"]),
+    (19, "PoO2", ["Po", "86"]),
+    (20, None, ["empty formula"]),
+    (21, "Fe2O3)(", ["unparseable"]),
+    (22, "ZnO", ["missing target"]),
+    (23, "CuO", ["infinite target"]),
+    (24, "Cu2O", ["missing target"]),
+    (25, "NiO", ["not a number", "-1.24 eV"]),
+]
+
+
+def check_rejected(rejected: pd.DataFrame) -> None:
+    assert list(rejected.columns) == ["line", "formula", "reason"]
+    assert rejected["line"].tolist() == [r[0] for r in REJECTED]
+    for (line, formula, words), (_, row) in zip(REJECTED, rejected.iterrows()):
+        if formula is None:
+            assert pd.isna(row["formula"]) or row["formula"] == "", line
+        else:
+            assert row["formula"] == formula, line
+        for word in words:
+            assert word in row["reason"], (line, row["reason"])
+
+
+def check_features(frame: pd.DataFrame) -> None:
+    assert list(frame.columns) == ["formula", "target", *ELEMENTS]
+    assert list(frame.columns[2:4]) == ["H", "Li"] and frame.columns[-1] == "Pu"
+    assert frame["formula"].tolist() == KEPT
+    np.testing.assert_allclose(frame["target"], KEPT_TARGETS)
+    fractions = frame[list(ELEMENTS)].to_numpy()
+    np.testing.assert_allclose(fractions.sum(axis=1), 1.0, rtol=1e-6)
+    fe4o6 = frame.set_index("formula").loc["Fe4O6"]
+    assert fe4o6["Fe"] == pytest.approx(0.4) and fe4o6["O"] == pytest.approx(0.6)
+    steel = frame.set_index("formula").loc["Fe0.7Cr0.18Ni0.12"]
+    assert (steel["Fe"], steel["Cr"], steel["Ni"]) == pytest.approx((0.7, 0.18, 0.12), abs=1e-6)
+
+
+# ---------------------------------------------------------------- the messy table
+
+def test_messy_table_api(tmp_path):
+    out = tmp_path / "features.csv"
+    frame, result = featurize(MESSY, out)
+    assert (result.n_read, result.n_rejected, result.n_merged, result.n_kept) == (28, 10, 4, 14)
+    assert result.n_read == result.n_rejected + result.n_merged + result.n_kept
+    assert result.rule == "most-stable"  # the target is a formation energy
+    assert result.table.target_col == "formation_energy_per_atom"
+    assert result.frame["line"].tolist() == KEPT_LINES
+    merged = sorted(set(range(2, 30)) - set(KEPT_LINES) - {r[0] for r in REJECTED})
+    assert merged == MERGED_LINES
+    check_features(frame)
+    check_rejected(result.rejected)
+    # files
+    assert rejected_path(out) == tmp_path / "features.rejected.csv"
+    check_features(pd.read_csv(out))
+    check_rejected(pd.read_csv(tmp_path / "features.rejected.csv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.csv", "features.rejected.csv"]
+
+
+def test_messy_table_cli(tmp_path):
+    out = tmp_path / "features.csv.gz"
+    result = runner.invoke(app, ["featurize", str(MESSY), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "28 rows read, 10 rejected, 4 merged, 14 kept" in result.output
+    assert "most-stable" in result.output
+    assert str(tmp_path / "features.rejected.csv") in result.output
+    check_features(pd.read_csv(out))
+    check_rejected(pd.read_csv(tmp_path / "features.rejected.csv"))
+
+
+def test_mean_rule_on_messy_table():
+    f = load_and_prepare(MESSY, duplicates="mean")
+    assert (f.n_read, f.n_rejected, f.n_merged, f.n_kept) == (28, 10, 4, 14)
+    by_formula = f.frame.set_index("formula")["target"]
+    assert by_formula["Fe2O3"] == pytest.approx((-1.71 - 1.78 - 1.62) / 3)  # first row of the group, mean target
+    assert by_formula["TiO2"] == pytest.approx((-3.26 - 3.24) / 2)
+    assert "Fe4O6" not in by_formula.index
+
+
+def test_keep_rule_on_messy_table():
+    f = load_and_prepare(MESSY, duplicates="keep")
+    assert (f.n_rejected, f.n_merged, f.n_kept) == (10, 0, 18)
+
+
+def test_pa_adds_physical_attributes(tmp_path):
+    out = tmp_path / "features.parquet"
+    result = runner.invoke(app, ["featurize", str(MESSY), "-o", str(out), "--pa"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert list(frame.columns[:88]) == ["formula", "target", *ELEMENTS]
+    pa_cols = list(frame.columns[88:])
+    assert pa_cols and all(c.startswith("pa_") for c in pa_cols)
+    assert frame["formula"].tolist() == KEPT
+    assert np.isfinite(frame[pa_cols].to_numpy(dtype=float)).mean() > 0.9
+
+
+# ---------------------------------------------------------------- duplicate rules
+
+def test_auto_rule_band_gap_is_mean(tmp_path):
+    frame, result = featurize(BAND_GAPS, tmp_path / "gaps.csv")
+    assert result.rule == "mean"
+    assert (result.n_read, result.n_rejected, result.n_merged, result.n_kept) == (65, 0, 2, 63)
+    by_formula = frame.set_index("formula")["target"]
+    assert by_formula["ZnS"] == pytest.approx((3.54 + 3.91) / 2)
+    assert by_formula["TiO2"] == pytest.approx((3.03 + 3.2) / 2)
+    assert not (tmp_path / "gaps.rejected.csv").exists()  # nothing rejected, no report
+
+
+def test_auto_rule_formation_energy_by_column_name(tmp_path):
+    path = tmp_path / "table.csv"  # a neutral file name: the column name decides
+    pd.DataFrame({"formula": ["TiO2", "NaCl", "TiO2"], "e_form": [-3.2, -2.1, -3.3]}).to_csv(path, index=False)
+    f = load_and_prepare(path)
+    assert f.rule == "most-stable"
+    assert f.frame["formula"].tolist() == ["NaCl", "TiO2"]
+    assert f.target.tolist() == [-2.1, -3.3]
+    pd.DataFrame({"formula": ["TiO2", "NaCl", "TiO2"], "band_gap": [3.0, 8.5, 3.2]}).to_csv(path, index=False)
+    f = load_and_prepare(path)
+    assert f.rule == "mean"
+    assert f.target.tolist() == [pytest.approx(3.1), 8.5]
+
+
+def test_stability_col(tmp_path):
+    path = tmp_path / "gaps.csv"
+    pd.DataFrame({
+        "formula": ["TiO2", "TiO2", "Ti2O4", "NaCl"],
+        "band_gap": [3.03, 3.2, 3.4, 8.5],
+        "polymorph_score": [0.1, 0.0, 0.2, 0.0],
+    }).to_csv(path, index=False)
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(out), "--stability-col", "polymorph_score"])
+    assert result.exit_code == 0, result.output
+    assert "lowest polymorph_score" in result.output
+    frame = pd.read_csv(out)
+    assert frame["formula"].tolist() == ["TiO2", "NaCl"]
+    assert frame["target"].tolist() == [3.2, 8.5]  # the band gap of the most stable polymorph, not a mean
+
+
+def test_stability_column_found_by_name(tmp_path):
+    path = tmp_path / "gaps.csv"
+    pd.DataFrame({"formula": ["TiO2", "TiO2"], "band_gap": [3.03, 3.2],
+                  "e_above_hull": [0.05, 0.0]}).to_csv(path, index=False)
+    f = load_and_prepare(path, target_col="band_gap")
+    assert f.rule == "most-stable" and "e_above_hull" in f.rule_reason
+    assert f.target.tolist() == [3.2]
+
+
+def test_unknown_stability_col_is_an_error(tmp_path):
+    result = runner.invoke(app, ["featurize", str(BAND_GAPS), "-o", str(tmp_path / "o.csv"),
+                                 "--stability-col", "e_hull"])
+    assert result.exit_code == 2
+    assert "e_hull" in result.output
+
+
+# ---------------------------------------------------------------- formats
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
+def test_output_formats_round_trip(tmp_path, suffix):
+    out = tmp_path / f"features{suffix}"
+    frame, _ = featurize(MESSY, out)
+    back = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    pd.testing.assert_frame_equal(back, frame, check_exact=False, rtol=1e-12)
+    assert (tmp_path / "features.rejected.csv").is_file()
+
+
+def _messy_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "formula": ["NaCl", "HeF2", "Fe2O3", "Fe4O6", None, "MgO"],
+        "target": [-2.13, 0.4, -1.71, -1.78, -1.0, float("nan")],
+    })
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".tsv", ".parquet", ".json", ".jsonl"])
+def test_input_formats(tmp_path, suffix):
+    frame = _messy_frame()
+    path = tmp_path / f"input{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif suffix == ".json":
+        frame.to_json(path, orient="records")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    f = load_and_prepare(path, duplicates="most-stable")
+    assert f.frame["formula"].tolist() == ["NaCl", "Fe4O6"]
+    assert f.target.tolist() == [-2.13, -1.78]
+    assert (f.n_read, f.n_rejected, f.n_merged) == (6, 3, 1)
+    # CSV: line in the file (header = line 1); JSON lines: line in the file; parquet/JSON: row number
+    first = 2 if suffix in (".csv", ".csv.gz", ".tsv") else 1
+    assert f.rejected["line"].tolist() == [first + 1, first + 4, first + 5]
+    assert f.frame["line"].tolist() == [first, first + 3]
+    reasons = f.rejected["reason"].tolist()
+    assert "He" in reasons[0] and reasons[1] == "empty formula" and reasons[2] == "missing target"
+
+
+def test_cli_reads_parquet_and_writes_csv(tmp_path):
+    path = tmp_path / "in.parquet"
+    _messy_frame().to_parquet(path, index=False)
+    out = tmp_path / "sub" / "out.csv"  # a missing folder is created
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(out), "--duplicates", "most-stable"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["formula"].tolist() == ["NaCl", "Fe4O6"]
+    assert pd.read_csv(tmp_path / "sub" / "out.rejected.csv")["line"].tolist() == [2, 5, 6]
+
+
+def test_target_column_with_text_cells_is_still_found(tmp_path):
+    """One '-1.24 eV' cell makes pandas read the column as text: it is still the target."""
+    path = tmp_path / "t.csv"
+    path.write_text("formula,e_form,notes\nNaCl,-2.13,ok\nMgO,-3.1 eV,unit in cell\nLiF,-3.19,ok\n")
+    table = load_table(path)
+    assert table.target_col == "e_form"
+    f = prepare(table)
+    assert f.frame["formula"].tolist() == ["NaCl", "LiF"]
+    assert f.rejected["reason"].tolist() == ["target is not a number: '-3.1 eV'"]
+
+
+def test_stale_rejected_report_is_removed(tmp_path):
+    out = tmp_path / "features.csv"
+    featurize(MESSY, out)
+    assert (tmp_path / "features.rejected.csv").exists()
+    featurize(BAND_GAPS, out)  # nothing rejected this time
+    assert not (tmp_path / "features.rejected.csv").exists()
+
+
+def test_outputs_are_readable_by_others(tmp_path):
+    out = tmp_path / "features.csv"
+    featurize(BAND_GAPS, out)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not a temp file's 0600
+
+
+# ---------------------------------------------------------------- shared data (skips when absent)
+
+def test_shared_steels_all_parse(shared_data):
+    path = shared_data / "targets" / "matbench_steels_yield.csv.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    f = load_and_prepare(path)
+    assert f.n_read == 312 and f.n_rejected == 0
+    assert f.n_read == f.n_rejected + f.n_merged + f.n_kept
