@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .checkpoint import CARD_FILE, load_model
+from .checkpoint import CARD_FILE, MODEL_FILE, STATE_FILE, load_model
 from .datasets import sha256_of
 from .elements import N_ELEMENTS
 from .errors import InputError
@@ -58,7 +58,7 @@ SVR_EPSILON = 0.1
 RF_TREES = 100
 RF_MAX_FEATURES = ("sqrt",)
 RF_MIN_LEAF = 2
-GBR_STAGES = (100, 200, 300)
+GBR_STAGES = (100, 200, 300, 500)
 GBR_DEPTH = (5,)
 GBR_LEARNING_RATE = 0.1
 GBR_SUBSAMPLE = 0.8
@@ -419,37 +419,37 @@ def cv_regressor(kind: str, x: np.ndarray, y: np.ndarray, folds, seed: int = 0) 
     elif kind == "knn":
         from sklearn.neighbors import NearestNeighbors
 
-        kmax = max(KNN_NEIGHBORS)
-        per = {(k, w): [] for k in KNN_NEIGHBORS for w in KNN_WEIGHTS}
-        for tr, va in folds:
+        smallest = min(len(tr) for tr, _ in folds)
+        ks = sorted({min(k, smallest) for k in KNN_NEIGHBORS})  # tiny data: no more neighbours than rows
+        per = {(k, w): [] for k in ks for w in KNN_WEIGHTS}
+        for tr, va in folds:  # one neighbour search per fold serves every k and weighting
             xt, xv = _standardize(x[tr], x[va])
-            kk = min(kmax, len(tr))
-            dist, idx = NearestNeighbors(n_neighbors=kk, algorithm="brute").fit(xt).kneighbors(xv)
-            for k in KNN_NEIGHBORS:
-                k_eff = min(k, kk)
+            dist, idx = NearestNeighbors(n_neighbors=max(ks), algorithm="brute").fit(xt).kneighbors(xv)
+            for k in ks:
                 for w in KNN_WEIGHTS:
-                    pred = _knn_combine(dist[:, :k_eff], y[tr][idx[:, :k_eff]], w)
+                    pred = _knn_combine(dist[:, :k], y[tr][idx[:, :k]], w)
                     per[(k, w)].append(np.abs(pred - y[va]).mean())
         grid = [({"n_neighbors": k, "weights": w}, np.asarray(v)) for (k, w), v in per.items()]
     elif kind == "svr":
         from sklearn.svm import SVR
 
         gamma = 1.0 / x.shape[1]  # = sklearn's gamma="scale" on standardized features
-        per = {c: [] for c in SVR_C}
-        if max(len(tr) for tr, _ in folds) > SVR_KERNEL_MAX_ROWS:
-            for c in SVR_C:
-                per[c] = list(_fold_maes("svr", {"C": c, "gamma": gamma, "epsilon": SVR_EPSILON}, x, y, folds, seed))
-            folds = []
-        for tr, va in folds:  # one BLAS kernel per fold, shared by every C (same fit as kernel="rbf")
-            xt, xv = _standardize(x[tr], x[va])
-            y_mean, y_scale = y[tr].mean(), y[tr].std() or 1.0
-            sq = (xt * xt).sum(axis=1)
-            k_tr = np.exp(-gamma * _sq_dists(xt, xt, sq))
-            k_va = np.exp(-gamma * _sq_dists(xv, xt, sq))
-            for c in SVR_C:
-                svr = SVR(kernel="precomputed", C=c, epsilon=SVR_EPSILON).fit(k_tr, (y[tr] - y_mean) / y_scale)
-                per[c].append(np.abs(svr.predict(k_va) * y_scale + y_mean - y[va]).mean())
-        grid = [({"C": c, "gamma": gamma, "epsilon": SVR_EPSILON}, np.asarray(v)) for c, v in per.items()]
+        configs = [{"C": c, "gamma": gamma, "epsilon": SVR_EPSILON} for c in SVR_C]
+        if max(len(tr) for tr, _ in folds) > SVR_KERNEL_MAX_ROWS:  # kernel matrices too big: libsvm's own
+            grid = [(params, _fold_maes("svr", params, x, y, folds, seed)) for params in configs]
+        else:
+            per: list[list[float]] = [[] for _ in configs]
+            for tr, va in folds:  # one BLAS kernel per fold, shared by every C (same fit as kernel="rbf")
+                xt, xv = _standardize(x[tr], x[va])
+                y_mean, y_scale = y[tr].mean(), y[tr].std() or 1.0
+                sq = (xt * xt).sum(axis=1)
+                k_tr = np.exp(-gamma * _sq_dists(xt, xt, sq))
+                k_va = np.exp(-gamma * _sq_dists(xv, xt, sq))
+                for i, params in enumerate(configs):
+                    svr = SVR(kernel="precomputed", C=params["C"], epsilon=SVR_EPSILON)
+                    svr.fit(k_tr, (y[tr] - y_mean) / y_scale)
+                    per[i].append(np.abs(svr.predict(k_va) * y_scale + y_mean - y[va]).mean())
+            grid = [(params, np.asarray(v)) for params, v in zip(configs, per)]
     elif kind == "rf":
         for mf in RF_MAX_FEATURES:
             params = {"n_estimators": RF_TREES, "max_features": mf, "min_samples_leaf": RF_MIN_LEAF}
@@ -883,7 +883,10 @@ def extract_features(
         folds = cv_folds(len(x), seed)  # fails early on too few rows
 
     target_dir = Path(out_dir)
-    if not overwrite and target_dir.is_dir() and any((target_dir / f).exists() for f in (CARD_FILE, FEATURES_FILE)):
+    if target_dir.resolve() == Path(transformer.source_path_).resolve().parent:
+        raise InputError(f"{target_dir}: is the source network's directory; write the features elsewhere")
+    if not overwrite and target_dir.is_dir() and any(
+            (target_dir / f).exists() for f in (CARD_FILE, FEATURES_FILE, MODEL_FILE, STATE_FILE)):
         raise InputError(f"{target_dir}: already holds an extraction or a run; pass --overwrite to replace it")
     out = prepare_run_dir(target_dir, resume=False, overwrite=overwrite)
     if overwrite:
@@ -911,6 +914,9 @@ def extract_features(
     timings["features_s"] = round(time.perf_counter() - t0, 2)
     names_all = transformer.feature_names_all_
     dropped = [n for n, keep in zip(names_all, transformer.mask_) if not keep]
+    if regressor != "none" and feats.shape[1] == 0:
+        raise InputError(f"layer(s) {','.join(transformer.layers_)}: no unit varies on the training data; "
+                         "choose other --layers")
     write_table(_feature_frame(train, names_all, raw), out / FEATURES_FILE)
     layer_reason = (_reason(layer_rows, _best(layer_rows), "ridge probe") if auto_layers else "given (--layers)")
 
@@ -919,9 +925,6 @@ def extract_features(
     metrics = {"val_mae": None, "test_mae": None, "test_rmse": None, "test_r2": None}
     reg_record = None
     if regressor != "none":
-        if feats.shape[1] == 0:
-            raise InputError(f"layer(s) {','.join(transformer.layers_)}: no unit varies on the training data; "
-                             "choose other --layers")
         kinds = REGRESSORS if regressor == "auto" else (regressor,)
         if regressor == "auto" and len(x) > SVR_AUTO_MAX_ROWS:
             kinds = tuple(k for k in kinds if k != "svr")

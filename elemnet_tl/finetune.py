@@ -14,7 +14,7 @@ from .training import FitConfig, predict_tensor
 from .transfer import Strategy, parse_strategy, strategy_phases
 from .workflow import RunResult, load_training_inputs, run_training
 
-FINETUNE_DEFAULTS = FitConfig(epochs=0, batch_size=0, lr=5e-4, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
+FINETUNE_DEFAULTS = FitConfig(epochs=0, batch_size=0, lr=3e-4, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
                               patience=20, seed=0)
 """epochs=0 and batch_size=0 mean "from the data size" (:func:`sized_config`)."""
 
@@ -47,13 +47,19 @@ def source_correlation(model, fractions: np.ndarray, target: np.ndarray) -> floa
     return float(np.corrcoef(pred, target)[0, 1])
 
 
-def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str) -> str:
+def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str, soup_val: float | None = None) -> str:
     """One line: which strategy, why (validation MAE of each candidate), and the context."""
     ranked = sorted(tried.items(), key=lambda kv: kv[1][0].best_val_mae)
     parts = ", ".join(f"{k} {v[0].best_val_mae:.4g}" for k, v in ranked)
     sim = f"r = {r:.2f}" if math.isfinite(r) else "r undefined"
-    return (f"{chosen}: lowest validation MAE{' (' + unit + ')' if unit else ''} among {parts}; "
-            f"{n_train} training rows, source predictions vs target {sim}")
+    units = f" ({unit})" if unit else ""
+    if chosen.startswith("soup:"):
+        members = chosen[5:].replace("+", " and ")
+        head = (f"{chosen}: the weight average of {members} validates at {soup_val:.4g}{units}, better than any "
+                f"single candidate ({parts})")
+    else:
+        head = f"{chosen}: lowest validation MAE{units} among {parts}"
+    return f"{head}; {n_train} training rows, source predictions vs target {sim}"
 
 
 def finetune(
@@ -104,9 +110,9 @@ def finetune(
         names = auto_candidates(len(y_tr), model.groups)
         plan: object = {name: phases_for(name) for name in names}
 
-        def describe(tried: dict, chosen: str) -> dict:
-            return {"strategy": {"name": chosen, "reason": explain_choice(tried, chosen, len(y_tr), r, inputs.unit),
-                                 "auto": True, "candidates": names}}
+        def describe(tried: dict, chosen: str, soup_val: float | None = None) -> dict:
+            reason = explain_choice(tried, chosen, len(y_tr), r, inputs.unit, soup_val)
+            return {"strategy": {"name": chosen, "reason": reason, "auto": True, "candidates": names}}
         extra = {"source_model": source_record, "source_correlation": r}
     else:
         plan = strategy_phases(strat, model, config)
@@ -114,7 +120,8 @@ def finetune(
         extra = {"source_model": source_record, "source_correlation": r,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=device, overwrite=overwrite,
-                        extra_card=extra, describe=describe, show_progress=show_progress, checkpoint=False)
+                        extra_card=extra, describe=describe, soup=strat.name == "auto", show_progress=show_progress,
+                        checkpoint=False)
 
 
 __all__ = ["FINETUNE_DEFAULTS", "Strategy", "finetune", "sized_config"]

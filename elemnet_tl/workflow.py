@@ -171,6 +171,24 @@ def run_phases(
     return FitResult(best[1], best[0], history, best[3], seconds), summaries
 
 
+def greedy_soup(model: ElemNet, ingredients: dict[str, tuple[float, dict]], x_val: torch.Tensor,
+                y_val: torch.Tensor, y_scale: float) -> tuple[list[str], float, dict]:
+    """Greedy model soup (Wortsman et al. 2022): average the weights of fine-tuned models that started
+    from the same pretrained weights, adding each (best validation first) only if the average's
+    validation MAE improves. Returns the names used, the soup's validation MAE and its weights."""
+    order = sorted(ingredients, key=lambda k: ingredients[k][0])
+    names, best_val = [order[0]], ingredients[order[0]][0]
+    best_state = ingredients[order[0]][1]
+    for name in order[1:]:
+        members = [ingredients[n][1] for n in names + [name]]
+        trial = {k: torch.stack([m[k].float() for m in members]).mean(0).to(members[0][k].dtype) for k in members[0]}
+        model.load_state_dict(trial)
+        val = float((predict_tensor(model, x_val) - y_val).abs().mean()) * y_scale
+        if val < best_val:
+            names, best_val, best_state = names + [name], val, trial
+    return names, best_val, best_state
+
+
 def copy_state(model: ElemNet) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -186,7 +204,8 @@ def run_training(
     resume: bool = False,
     overwrite: bool = False,
     extra_card: dict | None = None,
-    describe: Callable[[dict, str], dict] | None = None,
+    describe: Callable[[dict, str, float], dict] | None = None,
+    soup: bool = False,
     show_progress: bool = True,
     checkpoint: bool = True,
 ) -> RunResult:
@@ -194,7 +213,8 @@ def run_training(
 
     ``plan`` is a :class:`FitConfig`, a list of ``transfer.Phase``, or candidates
     ``{name: model -> list[Phase]}``: each candidate starts from the same weights and the one with the
-    best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card).
+    best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); with ``soup``
+    a greedy weight average of the candidates replaces it when that validates better.
     """
     from .transfer import Phase, layers_groups
 
@@ -231,8 +251,16 @@ def run_training(
     chosen = min(tried, key=lambda k: tried[k][0].best_val_mae)
     fit_result, summaries, best_state, config = tried[chosen]
     model.load_state_dict(best_state)
+    if soup and len(tried) > 1 and len(y_va):
+        names, soup_val, soup_state = greedy_soup(model, {k: (v[0].best_val_mae, v[2]) for k, v in tried.items()},
+                                                  data[2].to(dev), data[3].to(dev), std)
+        if len(names) > 1:
+            chosen = "soup:" + "+".join(names)
+            model.load_state_dict(soup_state)
+            fit_result = replace(fit_result, best_val_mae=soup_val)
     if len(candidates) > 1:
-        extra_card = {**(extra_card or {}), **(describe(tried, chosen) if describe else {}),
+        why = describe(tried, chosen, fit_result.best_val_mae) if describe else {}
+        extra_card = {**(extra_card or {}), **why,
                       "candidates": {k: {"val_mae": v[0].best_val_mae, "seconds": round(v[0].seconds, 2)}
                                      for k, v in tried.items()}}
     metrics = {"val_mae": fit_result.best_val_mae, "test_mae": None, "test_rmse": None, "test_r2": None}
