@@ -12,6 +12,7 @@ from .compositions import dedup, parse_formulas
 from .datasets import Table, load_table
 from .elements import ELEMENTS
 from .errors import InputError
+from .features import PretrainedFeatures, extract_features
 from .featurize import Featurized, featurize, load_and_prepare
 from .finetune import finetune
 from .model import DEFAULT_ARCH, ElemNet
@@ -20,8 +21,8 @@ from .pretrain import pretrain
 from .training import FitConfig, fit
 
 __all__ = [
-    "DEFAULT_ARCH", "ELEMENTS", "ElemNet", "Featurized", "FitConfig", "InputError", "Table", "compare_scratch",
-    "dedup", "featurize", "finetune", "fit", "load_and_prepare", "load_table", "parse_formulas", "predict",
-    "pretrain",
+    "DEFAULT_ARCH", "ELEMENTS", "ElemNet", "Featurized", "FitConfig", "InputError", "PretrainedFeatures",
+    "Table", "compare_scratch", "dedup", "extract_features", "featurize", "finetune", "fit",
+    "load_and_prepare", "load_table", "parse_formulas", "predict", "pretrain",
 ]
 __version__ = "0.1.0"

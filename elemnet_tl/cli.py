@@ -262,6 +262,15 @@ def predict(
     _echo_summary(lines)
 
 
+def _register_extract_features() -> None:
+    from .cli_features import extract_features_command
+
+    app.command("extract-features")(handles_errors(extract_features_command))
+
+
+_register_extract_features()
+
+
 @app.command("compare-scratch")
 @handles_errors
 def compare_scratch(

@@ -143,7 +143,7 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
         from .features import extract_features, load_feature_model
 
         extract_features(train_csv, where, source=source, regressor="auto", seed=split.seed, duplicates="keep",
-                         device=device, show_progress=show_progress)
+                         device=device, show_progress=show_progress, overwrite=True)
         return load_feature_model(where).predict(split.test.fractions)
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 

@@ -85,7 +85,8 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
         raise InputError(f"{run_dir}: exists and is not a directory")
     used = run_dir.is_dir() and any((run_dir / f).exists() for f in (MODEL_FILE, STATE_FILE, CARD_FILE))
     if used and not (resume or overwrite):
-        raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+        raise InputError(f"{run_dir}: already holds a run; pass --overwrite to replace it"
+                         + (" or --resume to continue it" if (run_dir / STATE_FILE).exists() else ""))
     if resume and used and not (run_dir / STATE_FILE).exists() and (run_dir / MODEL_FILE).exists():
         raise InputError(f"{run_dir}: this run already finished; use --overwrite to train it again")
     if overwrite and not resume:

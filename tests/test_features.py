@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -244,6 +245,10 @@ def test_user_errors(source, tables, tmp_path):
         F.extract_features(tables["train"], tmp_path / "d", source=tmp_path / "nowhere", device="cpu",
                            show_progress=False)
     assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written on a user error
+    with pytest.raises(InputError, match="source network"):  # never overwrite the source's own directory
+        F.extract_features(tables["train"], Path(source).parent, source=source, regressor="ridge", device="cpu",
+                           show_progress=False, overwrite=True)
+    assert Path(source).is_file()
 
 
 def test_load_refuses_a_changed_source(source, tables, tmp_path):

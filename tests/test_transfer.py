@@ -1,0 +1,523 @@
+"""Transfer strategies and fine-tuning: which layers train, at which rates, what ``auto`` decides and records."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import binary_table
+from typer.testing import CliRunner
+
+from elemnet_tl.checkpoint import load_model
+from elemnet_tl.cli import app
+from elemnet_tl.compositions import parse_formulas
+from elemnet_tl.errors import InputError
+from elemnet_tl.finetune import FINETUNE_DEFAULTS, STEP_BUDGET, auto_candidates, finetune, sized_config
+from elemnet_tl.pretrain import pretrain
+from elemnet_tl.training import FitConfig, fit
+from elemnet_tl.transfer import (
+    HEAD_LR_SCALE,
+    LR_MULT,
+    Strategy,
+    discriminative_groups,
+    parse_strategy,
+    strategy_phases,
+)
+
+# ``elemnet_tl.finetune`` the attribute is the function (re-exported by the package); patch the module.
+finetune_module = importlib.import_module("elemnet_tl.finetune")
+training_module = importlib.import_module("elemnet_tl.training")
+
+ARCH = "32x2-16x1"
+"""Layers fc1, fc2 (group g1), fc3 (group g2) and out (group head)."""
+LAYERS = ["fc1", "fc2", "fc3", "out"]
+QUICK = replace(FINETUNE_DEFAULTS, epochs=4)
+runner = CliRunner()
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory):
+    """A tiny pretrained run directory (3 epochs on random binary compounds)."""
+    folder = tmp_path_factory.mktemp("source")
+    binary_table(400, seed=1).to_csv(folder / "source.csv", index=False)
+    run = folder / "run"
+    pretrain(folder / "source.csv", run, arch=ARCH, config=FitConfig(epochs=3, batch_size=32), show_progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, source_dir):
+    """Fine-tuning tables: a smooth target, its test file, the source's own predictions, and noise."""
+    folder = tmp_path_factory.mktemp("data")
+    table = binary_table(300, seed=2).drop_duplicates("formula")
+    table.to_csv(folder / "smooth.csv", index=False)
+    binary_table(60, seed=3).to_csv(folder / "smooth_test.csv", index=False)
+    same = binary_table(300, seed=5).drop_duplicates("formula")
+    source = load_model(source_dir)
+    x = torch.as_tensor(parse_formulas(same["formula"]).fractions, dtype=torch.float32)
+    same["target"] = source.predict(x).numpy().astype(np.float64)
+    same.to_csv(folder / "same_property.csv", index=False)
+    noise = same.copy()
+    noise["target"] = np.random.default_rng(0).normal(size=len(noise))
+    noise.to_csv(folder / "unrelated.csv", index=False)
+    return folder
+
+
+def source_model(source_dir):
+    return load_model(source_dir).model
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def layer_equal(a: dict, b: dict, layer: str) -> bool:
+    return all(torch.equal(a[f"layers.{layer}.{p}"], b[f"layers.{layer}.{p}"]) for p in ("weight", "bias"))
+
+
+def layer_differs(a: dict, b: dict, layer: str) -> bool:
+    """The weight matrix moved (biases may legitimately stay put for dead units)."""
+    return not torch.equal(a[f"layers.{layer}.weight"], b[f"layers.{layer}.weight"])
+
+
+def trainable_layers(model) -> set[str]:
+    found = set()
+    for name, layer in model.layers.items():
+        flags = {p.requires_grad for p in layer.parameters()}
+        assert len(flags) == 1, f"{name}: weight and bias disagree on requires_grad"
+        if flags.pop():
+            found.add(name)
+    return found
+
+
+def fit_data(n: int = 160, seed: int = 4) -> tuple[torch.Tensor, ...]:
+    frame = binary_table(n, seed)
+    x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
+    y = frame["target"].to_numpy()
+    y = torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32)
+    cut = int(0.8 * n)
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+@pytest.fixture
+def optimizers(monkeypatch):
+    """Every optimizer :func:`fit` builds, in order."""
+    made = []
+    real = training_module.make_optimizer
+
+    def spy(groups, config):
+        opt = real(groups, config)
+        made.append(opt)
+        return opt
+
+    monkeypatch.setattr(training_module, "make_optimizer", spy)
+    return made
+
+
+def run_phase(model, phase, data):
+    groups = phase.param_groups(model)
+    result = fit(model, *data, phase.config, param_groups=groups)
+    return groups, result
+
+
+def one_line_error(args: list[str], *must_name: str) -> str:
+    result = runner.invoke(app, args)
+    output = result.output.strip()
+    assert result.exit_code == 2, (result.exit_code, output)
+    assert "Traceback" not in output
+    assert len(output.splitlines()) == 1, output
+    assert output.startswith("error: "), output
+    for text in must_name:
+        assert str(text) in output, (text, output)
+    return output
+
+
+# ---------------------------------------------------------------- parse_strategy
+
+@pytest.mark.parametrize("name", ["auto", "full", "head", "reinit", "gradual"])
+def test_parse_strategy_names(name):
+    strategy = parse_strategy(name)
+    assert strategy == Strategy(name) and str(strategy) == name
+    assert parse_strategy(f"  {name.upper()} ") == strategy
+
+
+@pytest.mark.parametrize("k", [1, 2, 16])
+def test_parse_freeze_k(k):
+    strategy = parse_strategy(f"freeze:{k}")
+    assert strategy == Strategy("freeze", k)
+    assert str(strategy) == f"freeze:{k}"
+    assert parse_strategy(str(strategy)) == strategy
+
+
+@pytest.mark.parametrize("text,n_layers", [("freeze:0", 17), ("freeze:17", 17), ("freeze:4", 4), ("freeze:99", 17)])
+def test_parse_freeze_k_out_of_range(text, n_layers):
+    with pytest.raises(ValueError, match=rf"between 1 and {n_layers - 1}"):
+        parse_strategy(text, n_layers)
+
+
+@pytest.mark.parametrize("text", ["", "bogus", "freeze", "freeze:", "freeze:-1", "freeze:x", "freeze:2.5",
+                                  "freeze: 2", "head2", "fulll", "freeze:2:3"])
+def test_parse_strategy_junk(text):
+    with pytest.raises(ValueError, match="strategy"):
+        parse_strategy(text)
+
+
+# ---------------------------------------------------------------- phases: which layers train
+
+EXPECTED_TRAINABLE = {
+    "full": set(LAYERS),
+    "reinit": set(LAYERS),
+    "freeze:1": {"fc2", "fc3", "out"},
+    "freeze:2": {"fc3", "out"},
+    "freeze:3": {"out"},
+    "head": {"out"},
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_TRAINABLE))
+def test_single_phase_strategy_trains_exactly_its_layers(source_dir, optimizers, name):
+    model = source_model(source_dir)
+    pretrained = weights(model)
+    config = FitConfig(epochs=3, batch_size=32, lr=1e-3, patience=0)
+    phases = strategy_phases(parse_strategy(name, len(model.layer_names)), model, config)
+    assert len(phases) == 1 and phases[0].name == name and phases[0].config == config
+    start = weights(model)
+    if name == "reinit":  # fresh weights before any training
+        assert all(layer_differs(start, pretrained, layer) for layer in LAYERS)
+    else:
+        assert all(layer_equal(start, pretrained, layer) for layer in LAYERS)
+
+    groups = phases[0].param_groups(model)
+    expected = EXPECTED_TRAINABLE[name]
+    assert trainable_layers(model) == expected
+    in_groups = {id(p) for g in groups for p in g["params"]}
+    assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
+
+    fit(model, *fit_data(), phases[0].config, param_groups=groups)
+    after = weights(model)
+    for layer in LAYERS:
+        if layer in expected:
+            assert layer_differs(after, start, layer), f"{name}: {layer} should have trained"
+        else:
+            assert layer_equal(after, pretrained, layer), f"{name}: {layer} should be frozen"
+    scale = HEAD_LR_SCALE if name == "head" else 1.0
+    (optimizer,) = optimizers
+    assert [g["base_lr"] for g in optimizer.param_groups] == [pytest.approx(config.lr * scale)]
+
+
+def test_frozen_layers_stay_frozen_with_ema(source_dir):
+    model = source_model(source_dir)
+    pretrained = weights(model)
+    config = FitConfig(epochs=3, batch_size=32, patience=0, ema_epochs=1.0)
+    (phase,) = strategy_phases(Strategy("freeze", 2), model, config)
+    run_phase(model, phase, fit_data())
+    after = weights(model)
+    assert layer_equal(after, pretrained, "fc1") and layer_equal(after, pretrained, "fc2")
+    assert layer_differs(after, pretrained, "fc3") and layer_differs(after, pretrained, "out")
+
+
+def test_gradual_head_then_all_with_discriminative_rates(source_dir, optimizers):
+    model = source_model(source_dir)
+    pretrained = weights(model)
+    base = FitConfig(epochs=30, batch_size=32, lr=1e-3, patience=5)
+    phases = strategy_phases(Strategy("gradual"), model, base)
+    assert [p.name for p in phases] == ["gradual/head", "gradual/all"]
+    head, everything = phases
+    assert head.config.epochs == 3 and head.config.patience == 0  # max(2, 30 // 10)
+    assert everything.config == base
+    data = fit_data()
+
+    groups, _ = run_phase(model, head, data)
+    assert trainable_layers(model) == {"out"}
+    after_head = weights(model)
+    assert all(layer_equal(after_head, pretrained, layer) for layer in ("fc1", "fc2", "fc3"))
+    assert layer_differs(after_head, pretrained, "out")
+
+    groups, _ = run_phase(model, everything, data)
+    assert trainable_layers(model) == set(LAYERS)
+    # one optimizer group per layer group, in forward order, with every parameter exactly once
+    expected_params = [[id(p) for name in names for p in model.layers[name].parameters()]
+                       for names in model.groups.values()]
+    assert [[id(p) for p in g["params"]] for g in groups] == expected_params
+    scales = [g["lr_scale"] for g in groups]
+    assert all(a < b for a, b in zip(scales, scales[1:])), scales
+    assert scales[-1] == pytest.approx(1.0)
+    assert scales[-1] / scales[0] == pytest.approx(LR_MULT)
+
+    head_opt, all_opt = optimizers  # a fresh optimizer (fresh state) per phase
+    assert [g["base_lr"] for g in head_opt.param_groups] == [pytest.approx(base.lr * HEAD_LR_SCALE)]
+    base_lrs = [g["base_lr"] for g in all_opt.param_groups]
+    assert base_lrs == pytest.approx([base.lr * s for s in scales])
+    last_lrs = [g["lr"] for g in all_opt.param_groups]  # the schedule keeps the ratios
+    assert last_lrs[-1] / last_lrs[0] == pytest.approx(LR_MULT)
+    after_all = weights(model)
+    assert all(layer_differs(after_all, after_head, layer) for layer in LAYERS)
+
+
+def test_discriminative_groups_default_arch():
+    from elemnet_tl.model import ElemNet
+
+    model = ElemNet()
+    groups = discriminative_groups()(model)
+    scales = [g["lr_scale"] for g in groups]
+    assert len(groups) == len(model.groups) == 7
+    assert all(a < b for a, b in zip(scales, scales[1:]))
+    assert scales[0] == pytest.approx(1 / LR_MULT) and scales[-1] == pytest.approx(1.0)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_strategy_phases_rejects_auto(source_dir):
+    with pytest.raises(ValueError, match="auto"):
+        strategy_phases(Strategy("auto"), source_model(source_dir), FitConfig())
+
+
+# ---------------------------------------------------------------- sized_config
+
+@pytest.mark.parametrize("n,batch,epochs", [
+    (0, 32, 200), (20, 32, 200), (100, 32, 200), (1000, 32, 65), (4000, 128, 65), (10_000, 256, 51),
+    (100_000, 256, 30),
+])
+def test_sized_config_rules(n, batch, epochs):
+    config = sized_config(FINETUNE_DEFAULTS, n)
+    assert (config.batch_size, config.epochs) == (batch, epochs)
+    assert replace(config, batch_size=0, epochs=0) == FINETUNE_DEFAULTS  # nothing else changed
+
+
+@pytest.mark.parametrize("n", [50, 333, 2_000, 7_777, 50_000, 1_000_000])
+def test_sized_config_invariants(n):
+    config = sized_config(FINETUNE_DEFAULTS, n)
+    assert 32 <= config.batch_size <= 256 and config.batch_size & (config.batch_size - 1) == 0
+    assert 30 <= config.epochs <= 200
+    steps = max(1, n // config.batch_size)
+    if 30 < config.epochs < 200:  # not clamped: about STEP_BUDGET optimizer steps
+        assert abs(steps * config.epochs - STEP_BUDGET) <= steps / 2 + 1
+
+
+def test_sized_config_keeps_given_values():
+    assert sized_config(replace(FINETUNE_DEFAULTS, batch_size=64, epochs=7), 10_000) == replace(
+        FINETUNE_DEFAULTS, batch_size=64, epochs=7)
+    given_batch = sized_config(replace(FINETUNE_DEFAULTS, batch_size=64), 6400)  # 100 steps/epoch -> 20 -> 30
+    assert (given_batch.batch_size, given_batch.epochs) == (64, 30)
+    given_epochs = sized_config(replace(FINETUNE_DEFAULTS, epochs=5), 4000)
+    assert (given_epochs.batch_size, given_epochs.epochs) == (128, 5)
+
+
+def test_auto_candidates():
+    groups = {"g1": ["fc1", "fc2", "fc3", "fc4"], "g2": ["fc5"], "head": ["out"]}
+    assert auto_candidates(100, groups) == ["full", "gradual", "freeze:4", "head"]
+    assert auto_candidates(5000, groups) == ["full", "gradual", "freeze:4"]
+
+
+# ---------------------------------------------------------------- finetune(): the API
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory, source_dir, data_dir):
+    out = tmp_path_factory.mktemp("auto") / "run"
+    return finetune(data_dir / "smooth.csv", out, source=source_dir, test=data_dir / "smooth_test.csv",
+                    config=QUICK, show_progress=False)
+
+
+def test_auto_records_choice_and_reason(auto_run):
+    card = json.loads((auto_run.run_dir / "card.json").read_text())
+    assert card == json.loads(json.dumps(auto_run.card, default=str))
+    n_train = card["split"]["n_train"]
+    strategy = card["strategy"]
+    assert strategy["auto"] is True
+    assert strategy["candidates"] == auto_candidates(n_train, {"g1": ["fc1", "fc2"], "g2": ["fc3"], "head": ["out"]})
+    assert strategy["candidates"] == ["full", "gradual", "freeze:2", "head"]  # n_train < 300: head too
+    assert strategy["name"] in strategy["candidates"]
+    tried = card["candidates"]
+    assert list(tried) == strategy["candidates"]
+    best = min(tried, key=lambda k: tried[k]["val_mae"])
+    assert strategy["name"] == best
+    assert card["metrics"]["val_mae"] == pytest.approx(tried[best]["val_mae"])
+    reason = strategy["reason"]
+    assert "\n" not in reason and reason.startswith(f"{best}:")
+    for name, entry in tried.items():
+        assert f"{name} {entry['val_mae']:.4g}" in reason
+    assert f"{n_train} training rows" in reason
+    assert math.isfinite(card["source_correlation"]) and f"r = {card['source_correlation']:.2f}" in reason
+    assert card["source_model"]["path"].endswith("model.safetensors")
+
+
+def test_auto_run_directory(auto_run):
+    run = auto_run.run_dir
+    for name in ("model.safetensors", "card.json", "learning_curve.png", "test_predictions.csv"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "gradual", "head"]
+    loaded = load_model(run)
+    assert loaded.info.arch == ARCH
+
+
+def test_auto_run_has_metrics_csv(auto_run):
+    """The chosen candidate's per-epoch metrics belong in the run directory, as for any other run."""
+    metrics = auto_run.run_dir / "metrics.csv"
+    assert metrics.is_file(), "metrics.csv is only written under candidates/<name>/, not in the run directory"
+    assert len(pd.read_csv(metrics)) == auto_run.card["training"]["epochs_run"]
+
+
+def test_auto_run_test_metrics(auto_run, data_dir):
+    m = auto_run.metrics
+    assert all(math.isfinite(m[k]) for k in ("val_mae", "test_mae", "test_rmse", "test_r2"))
+    pred = pd.read_csv(auto_run.run_dir / "test_predictions.csv")
+    test = pd.read_csv(data_dir / "smooth_test.csv")
+    assert len(pred) == len(test)  # every test row scored, duplicates included
+    assert (pred["prediction"] - pred["target"]).abs().mean() == pytest.approx(m["test_mae"], rel=1e-6)
+
+
+def test_no_test_file_no_test_metrics(tmp_path, source_dir, data_dir):
+    result = finetune(data_dir / "smooth.csv", tmp_path / "run", source=source_dir, strategy="head",
+                      config=replace(QUICK, epochs=2), show_progress=False)
+    assert result.metrics["test_mae"] is None and result.card["split"]["n_test"] == 0
+    assert not (tmp_path / "run" / "test_predictions.csv").exists()
+
+
+@pytest.mark.parametrize("name,frozen,trained", [
+    ("freeze:2", ["fc1", "fc2"], ["fc3", "out"]),
+    ("head", ["fc1", "fc2", "fc3"], ["out"]),
+    ("gradual", [], ["out"]),  # the hidden layers move only if the second phase validates best
+    ("full", [], LAYERS),
+])
+def test_finetune_fixed_strategy(tmp_path, source_dir, data_dir, name, frozen, trained):
+    result = finetune(data_dir / "smooth.csv", tmp_path / "run", source=source_dir, strategy=name, config=QUICK,
+                      show_progress=False)
+    card = result.card
+    assert card["strategy"] == {"name": name, "reason": "chosen by the user", "auto": False}
+    assert "candidates" not in card and not (tmp_path / "run" / "candidates").exists()
+    source = weights(source_model(source_dir))
+    saved = weights(load_model(tmp_path / "run").model)
+    for layer in frozen:
+        assert layer_equal(saved, source, layer), f"{name}: {layer} changed"
+    for layer in trained:
+        assert layer_differs(saved, source, layer), f"{name}: {layer} did not train"
+    phases = card["training"]["phases"]
+    assert [p["phase"] for p in phases] == (["gradual/head", "gradual/all"] if name == "gradual" else [name])
+    assert card["training"]["epochs_run"] == sum(p["epochs_run"] for p in phases)
+
+
+def test_multi_phase_metrics_csv_covers_every_phase(tmp_path, source_dir, data_dir):
+    """gradual: metrics.csv must hold both phases, like the learning curve and ``epochs_run``."""
+    result = finetune(data_dir / "smooth.csv", tmp_path / "run", source=source_dir, strategy="gradual",
+                      config=QUICK, show_progress=False)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    epochs_run = result.card["training"]["epochs_run"]
+    assert epochs_run == 2 + QUICK.epochs
+    assert metrics["epoch"].tolist() == list(range(1, epochs_run + 1))
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("keep_head", [True, False])
+def test_keep_head_start(monkeypatch, tmp_path, source_dir, data_dir, keep_head):
+    """Hidden layers always start from the source; the output layer only with ``keep_head``."""
+    seen = {}
+
+    def spy(run_dir, model, inputs, plan, **kwargs):
+        seen["weights"] = weights(model)
+        seen["x"] = torch.as_tensor(inputs.arrays()[0])
+        seen["pred"] = model(seen["x"]).detach()
+        raise _Stop
+
+    monkeypatch.setattr(finetune_module, "run_training", spy)
+    with pytest.raises(_Stop):
+        finetune(data_dir / "smooth.csv", tmp_path / "run", source=source_dir, strategy="full",
+                 keep_head=keep_head, config=QUICK, show_progress=False)
+    source = source_model(source_dir)
+    start = seen["weights"]
+    assert all(layer_equal(start, weights(source), layer) for layer in ("fc1", "fc2", "fc3"))
+    # with keep_head the start predicts the source's values (up to a change of target scaler)
+    with torch.no_grad():
+        r = np.corrcoef(seen["pred"].numpy(), source(seen["x"]).numpy())[0, 1]
+    if keep_head:
+        assert r > 0.9999
+    else:
+        assert layer_differs(start, weights(source), "out")
+        assert r < 0.99
+
+
+def test_keep_head_same_property_starts_near_zero_error(tmp_path, source_dir, data_dir):
+    """Fine-tuning on the source's own predictions with its head kept: almost no error from the first epoch.
+
+    The kept head outputs the *source's* standardized scale; the fine-tuning run re-standardizes the target
+    with the new data's mean and std, so the head must be rescaled to it (else the start is far off).
+    """
+    result = finetune(data_dir / "same_property.csv", tmp_path / "run", source=source_dir, strategy="head",
+                      keep_head=True, config=replace(QUICK, epochs=2), show_progress=False)
+    std = result.card["target"]["std"]
+    assert result.metrics["val_mae"] < 0.1 * std, (result.metrics["val_mae"], std)
+
+
+@pytest.fixture(scope="module")
+def decisions(tmp_path_factory, source_dir, data_dir):
+    out = tmp_path_factory.mktemp("decisions")
+    return {name: finetune(data_dir / f"{name}.csv", out / name, source=source_dir, config=QUICK,
+                           show_progress=False).card
+            for name in ("same_property", "unrelated")}
+
+
+def test_auto_decision_same_vs_unrelated_property(decisions):
+    same, unrelated = decisions["same_property"], decisions["unrelated"]
+    assert same["source_correlation"] > 0.999
+    assert "r = 1.00" in same["strategy"]["reason"]
+    assert abs(unrelated["source_correlation"]) < 0.3
+    assert f"r = {unrelated['source_correlation']:.2f}" in unrelated["strategy"]["reason"]
+    for card in (same, unrelated):
+        tried = card["candidates"]
+        assert card["strategy"]["name"] == min(tried, key=lambda k: tried[k]["val_mae"])
+        assert card["metrics"]["val_mae"] == min(v["val_mae"] for v in tried.values())
+    # noise cannot be learned: every candidate stays near the MAE of predicting the mean
+    assert unrelated["metrics"]["val_mae"] / unrelated["target"]["std"] > 0.6
+
+
+def test_finetune_bad_source_and_strategy(tmp_path, source_dir, data_dir):
+    with pytest.raises(InputError, match="no model here"):
+        finetune(data_dir / "smooth.csv", tmp_path / "run", source=tmp_path / "missing", show_progress=False)
+    with pytest.raises(ValueError, match="strategy"):
+        finetune(data_dir / "smooth.csv", tmp_path / "run", source=source_dir, strategy="freeze:4",
+                 show_progress=False)  # the tiny model has 4 weight layers: K <= 3
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- the CLI
+
+def test_cli_finetune(tmp_path, source_dir, data_dir):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["finetune", str(data_dir / "smooth.csv"), "-o", str(out), "--from",
+                                 str(source_dir), "--epochs", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    strategy_lines = [line for line in lines if line.startswith("strategy ")]
+    assert len(strategy_lines) == 1, result.output
+    card = json.loads((out / "card.json").read_text())
+    assert re.match(rf"strategy {re.escape(card['strategy']['name'])} — .*lowest validation MAE", strategy_lines[0])
+    assert card["training"]["epochs"] == 3
+    assert any(line.startswith("best validation MAE") for line in lines)
+    assert lines[-1] == f"run directory: {out}"
+
+
+def test_cli_finetune_bad_strategy(tmp_path, source_dir, data_dir):
+    out = tmp_path / "run"
+    one_line_error(["finetune", str(data_dir / "smooth.csv"), "-o", str(out), "--from", str(source_dir),
+                    "--strategy", "bogus", "-q"], "--strategy", "bogus")
+    one_line_error(["finetune", str(data_dir / "smooth.csv"), "-o", str(out), "--from", str(source_dir),
+                    "--strategy", "freeze:9", "-q"], "freeze:9", "between 1 and 3")
+    assert not out.exists()
+
+
+def test_cli_finetune_missing_source(tmp_path, data_dir):
+    out = tmp_path / "run"
+    missing = tmp_path / "no_such_run"
+    one_line_error(["finetune", str(data_dir / "smooth.csv"), "-o", str(out), "--from", str(missing), "-q"],
+                   missing)
+    assert not out.exists()
