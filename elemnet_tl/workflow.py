@@ -254,9 +254,9 @@ def run_training(
     if soup and len(tried) > 1 and len(y_va):
         names, soup_val, soup_state = greedy_soup(model, {k: (v[0].best_val_mae, v[2]) for k, v in tried.items()},
                                                   data[2].to(dev), data[3].to(dev), std)
+        model.load_state_dict(soup_state)  # the evaluation left the last trial in the model
         if len(names) > 1:
             chosen = "soup:" + "+".join(names)
-            model.load_state_dict(soup_state)
             fit_result = replace(fit_result, best_val_mae=soup_val)
     if len(candidates) > 1:
         why = describe(tried, chosen, fit_result.best_val_mae) if describe else {}
