@@ -222,8 +222,8 @@ def compare_scratch(
         for method in methods:
             where = _outcome_path(out_dir, method, split)
             done = where / "result.json"
-            if resume and done.is_file():
-                saved = json.loads(done.read_text())
+            saved = json.loads(done.read_text()) if resume and done.is_file() else None
+            if saved is not None and saved.get("metrics") is not None:  # failed pairs are tried again
                 pred = np.asarray(saved.pop("predictions"), dtype=np.float64) if saved.get("predictions") else None
                 outcomes.append(MethodOutcome(**saved, predictions=pred))
                 continue

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .training import FitConfig, predict_tensor
+from .training import FitConfig, predict_tensor, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
 from .workflow import RunResult, load_training_inputs, run_training
 
@@ -28,6 +28,14 @@ def sized_config(config: FitConfig, n_train: int) -> FitConfig:
     steps = max(1, n_train // min(batch, max(1, n_train)))
     epochs = config.epochs or int(min(200, max(30, round(STEP_BUDGET / steps))))
     return replace(config, batch_size=batch, epochs=epochs)
+
+
+def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_std: float) -> None:
+    """Make a kept output layer predict the same values under the new target scaler."""
+    out = model.layers["out"]
+    with torch.no_grad():
+        out.weight.mul_(old_std / new_std)
+        out.bias.copy_((out.bias * old_std + old_mean - new_mean) / new_std)
 
 
 def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
@@ -98,7 +106,9 @@ def finetune(
     config = sized_config(config, len(y_tr))
     r = source_correlation(model, x_tr, y_tr)
     torch.manual_seed(config.seed)
-    if not keep_head:
+    if keep_head:
+        rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_tr))
+    else:
         model.reset_head()
 
     def phases_for(name: str):

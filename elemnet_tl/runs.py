@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -94,6 +95,7 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
             (run_dir / f).unlink(missing_ok=True)
         for f in run_dir.glob("*.rejected.csv"):
             f.unlink()
+        shutil.rmtree(run_dir / "candidates", ignore_errors=True)
     if run_dir.is_dir():
         for f in run_dir.glob(".*.tmp"):  # left by a killed write
             f.unlink()
@@ -203,6 +205,7 @@ def finish_run(run_dir: Path, model: ElemNet, info: ModelInfo, card: dict, histo
                                          "inputs": info.inputs})
     card["target"] = {"name": info.target, "unit": info.unit, "mean": info.target_mean, "std": info.target_std}
     write_json(run_dir / CARD_FILE, card)
+    write_metrics(run_dir, history)
     if history:
         plot_learning_curve(run_dir, history, best_epoch, info.unit)
     (run_dir / STATE_FILE).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from elemnet_tl.transfer import (
     parse_strategy,
     strategy_phases,
 )
-from elemnet_tl.workflow import load_training_inputs
+from elemnet_tl.workflow import greedy_soup, load_training_inputs
 
 # Patch the modules themselves (``elemnet_tl.finetune`` may also name the re-exported function).
 finetune_module = importlib.import_module("elemnet_tl.finetune")
@@ -281,6 +281,38 @@ def test_strategy_phases_rejects_auto(source_dir):
         strategy_phases(Strategy("auto"), source_model(source_dir), FitConfig())
 
 
+def test_greedy_soup(source_dir):
+    """Two ingredients whose average is the (better) original are souped; a bad one is left out."""
+    model = source_model(source_dir)
+    x_val = fit_data()[2]
+    with torch.no_grad():
+        y_val = model(x_val)  # the original weights are exact: MAE 0
+    centre = weights(model)
+
+    def shifted(delta: float) -> dict:
+        state = {k: v.clone() for k, v in centre.items()}
+        state["layers.out.bias"] += delta
+        return state
+
+    def val_mae(state: dict) -> float:
+        model.load_state_dict(state)
+        with torch.no_grad():
+            return float((model(x_val) - y_val).abs().mean())
+
+    ingredients = {name: (val_mae(state), state) for name, state in
+                   (("up", shifted(0.5)), ("down", shifted(-0.6)), ("far", shifted(25.0)))}
+    names, val, state = greedy_soup(model, ingredients, x_val, y_val, 1.0)
+    assert names == ["up", "down"]
+    assert val < min(v[0] for v in ingredients.values())
+    assert val == pytest.approx(0.05, abs=1e-4)
+    assert val == pytest.approx(val_mae(state), rel=1e-5)
+    assert torch.allclose(state["layers.out.bias"], centre["layers.out.bias"] - 0.05)
+    alone = {"up": ingredients["up"], "far": ingredients["far"]}
+    names, val, state = greedy_soup(model, alone, x_val, y_val, 1.0)
+    assert names == ["up"] and val == ingredients["up"][0]
+    assert all(torch.equal(state[k], ingredients["up"][1][k]) for k in state)
+
+
 # ---------------------------------------------------------------- sized_config
 
 @pytest.mark.parametrize("n,batch,epochs", [
@@ -352,7 +384,7 @@ def assert_auto_choice(card: dict) -> None:
 def validation_mae_of_saved_model(run_dir, data, seed: int = 0) -> float:
     """Recompute the validation MAE of the weights written to ``run_dir`` (same seeded hold-out)."""
     _, _, x_val, y_val = load_training_inputs(data, seed=seed).arrays()
-    pred = load_model(run_dir).predict(torch.as_tensor(x_val)).numpy().astype(np.float64)
+    pred = load_model(run_dir).predict(torch.as_tensor(x_val, dtype=torch.float32)).numpy().astype(np.float64)
     return float(np.abs(pred - y_val).mean())
 
 
@@ -375,7 +407,7 @@ def test_auto_saved_model_is_the_chosen_one(auto_run, data_dir):
     assert validation_mae_of_saved_model(auto_run.run_dir, data_dir / "smooth.csv") == pytest.approx(
         card["metrics"]["val_mae"], rel=1e-4), card["strategy"]["name"]
     test = parse_formulas(pd.read_csv(data_dir / "smooth_test.csv")["formula"]).fractions
-    pred = load_model(auto_run.run_dir).predict(torch.as_tensor(test)).numpy()
+    pred = load_model(auto_run.run_dir).predict(torch.as_tensor(test, dtype=torch.float32)).numpy()
     written = pd.read_csv(auto_run.run_dir / "test_predictions.csv")["prediction"].to_numpy()
     assert np.allclose(pred, written, rtol=1e-5, atol=1e-6)
 
