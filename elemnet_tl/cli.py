@@ -200,8 +200,8 @@ def finetune(
                                "Project formation energies) or a run directory."),
     strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual. "
                                  "auto tries full, gradual and freeze:K (K = the first layer group; also "
-                                 "head under 300 rows) on the validation split and keeps the best, or a weight average of them when that "
-                                 "validates better."),
+                                 "head under 300 rows) on the validation split and keeps the best, or a "
+                                 "weight average of them when that validates better."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val."),
     test: Optional[Path] = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated)."),

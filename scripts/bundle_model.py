@@ -21,12 +21,14 @@ def model_card(card: dict) -> str:
 * Architecture: ElemNet {card['model']['arch']} (+ output layer), ReLU, dropout {card['model']['dropout']},
   {card['model']['parameters']:,} parameters; input: 86 element fractions in ElemNet's order.
 * Training data: {train.get('source')} (sha256 {str(train.get('sha256'))[:12]}…): {train.get('read')} rows,
-  {train.get('rejected')} rejected, {train.get('merged')} merged ({train.get('duplicates')}: {train.get('duplicates_reason')}),
+  {train.get('rejected')} rejected, {train.get('merged')} merged
+  ({train.get('duplicates')}: {train.get('duplicates_reason')}),
   {train.get('kept')} compositions; {data.get('test', {}).get('source', 'no test split')}.
 * Split: {card['split']['n_train']} training, {card['split']['n_val']} validation (early stopping),
   {card['split']['n_test']} test compositions.
 * Recipe: AdamW lr {tr['lr']} (warm-up {tr['warmup']}, cosine to {tr['final_lr']}x), weight decay {tr['weight_decay']},
-  batch {tr['batch_size']}, L1 loss on the standardized target, {tr['epochs_run']} epochs (best {tr['best_epoch']}),
+  batch {tr['batch_size']}, L1 loss on the standardized target,
+  {tr['epochs_run']} epochs (best {tr['best_epoch']}),
   {tr['wall_seconds'] / 60:.1f} minutes on {card['device']}.
 * Held-out test MAE: **{m['test_mae']:.4f} {t['unit'] or 'eV/atom'}** (RMSE {m['test_rmse']:.4f}, R² {m['test_r2']:.4f});
   validation MAE {m['val_mae']:.4f}.
