@@ -30,8 +30,8 @@ def model_card(card: dict) -> str:
   batch {tr['batch_size']}, L1 loss on the standardized target,
   {tr['epochs_run']} epochs (best {tr['best_epoch']}),
   {tr['wall_seconds'] / 60:.1f} minutes on {card['device']}.
-* Held-out test MAE: **{m['test_mae']:.4f} {t['unit'] or 'eV/atom'}** (RMSE {m['test_rmse']:.4f}, R² {m['test_r2']:.4f});
-  validation MAE {m['val_mae']:.4f}.
+* Held-out test MAE: **{m['test_mae']:.4f} {t['unit'] or 'eV/atom'}**
+  (RMSE {m['test_rmse']:.4f}, R² {m['test_r2']:.4f}); validation MAE {m['val_mae']:.4f}.
 * Target scaler: mean {t['mean']:.4f}, std {t['std']:.4f} (stored in the safetensors metadata).
 * Reproduce: `bash scripts/train_bundled_model.sh` (command: `{card['command']}`).
 * Data license: Materials Project via matbench v0.1, CC BY 4.0.
