@@ -6,25 +6,12 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import BAND_GAPS
+from conftest import BAND_GAPS, one_line_error
 from typer.testing import CliRunner
 
 from elemnet_tl.cli import app
 
 runner = CliRunner()
-
-
-def one_line_error(args: list[str], *must_name: str) -> str:
-    """Run the CLI, expect exit 2 and a single 'error: ...' line containing every ``must_name``."""
-    result = runner.invoke(app, args)
-    output = result.output.strip()
-    assert result.exit_code == 2, (result.exit_code, output)
-    assert "Traceback" not in output
-    assert len(output.splitlines()) == 1, output
-    assert output.startswith("error: "), output
-    for text in must_name:
-        assert str(text) in output, (text, output)
-    return output
 
 
 def only_files(folder, *names: str) -> None:

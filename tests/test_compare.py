@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import binary_table
+from conftest import TINY_ARCH, binary_table
 from typer.testing import CliRunner
 
 from elemnet_tl.cli import app
@@ -19,12 +19,10 @@ from elemnet_tl.compare import METHODS, compare_scratch
 from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.errors import InputError
 from elemnet_tl.finetune import FINETUNE_DEFAULTS
-from elemnet_tl.pretrain import pretrain
-from elemnet_tl.training import FitConfig
 
 compare_module = importlib.import_module("elemnet_tl.compare")
 
-ARCH = "32x2-16x1"
+ARCH = TINY_ARCH
 CONFIG = replace(FINETUNE_DEFAULTS, epochs=3)
 SEEDS = 2
 runner = CliRunner()
@@ -35,15 +33,6 @@ def unique_compositions(table: pd.DataFrame) -> pd.DataFrame:
     fractions = np.round(parse_formulas(table["formula"]).fractions, 6)
     keys = pd.Series([row.tobytes() for row in fractions], index=table.index)
     return table[~keys.duplicated()].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def source_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("source")
-    binary_table(400, seed=1).to_csv(folder / "source.csv", index=False)
-    run = folder / "run"
-    pretrain(folder / "source.csv", run, arch=ARCH, config=FitConfig(epochs=3, batch_size=32), show_progress=False)
-    return run
 
 
 @pytest.fixture(scope="module")

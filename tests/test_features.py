@@ -1,4 +1,5 @@
-"""Tests of elemnet_tl.features: pretrained activations as features, CV selection, regressor export."""
+"""Tests of elemnet_tl.features (pretrained activations as features) and elemnet_tl.regressors (CV selection,
+regressor export)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from conftest import binary_table
 
 from elemnet_tl import features as F
+from elemnet_tl import regressors as R
 from elemnet_tl.checkpoint import ModelInfo, save_model
 from elemnet_tl.errors import InputError
 from elemnet_tl.featurize import load_and_prepare
@@ -46,9 +48,9 @@ def tables(tmp_path_factory) -> dict:
 @pytest.fixture
 def small_grids(monkeypatch):
     """Smaller grids and ensembles: the selection logic is the same, the tests stay fast."""
-    monkeypatch.setattr(F, "RF_TREES", 10)
-    monkeypatch.setattr(F, "GBR_STAGES", (10, 20))
-    monkeypatch.setattr(F, "N_REPEATS_SMALL", 1)
+    monkeypatch.setattr(R, "RF_TREES", 10)
+    monkeypatch.setattr(R, "GBR_STAGES", (10, 20))
+    monkeypatch.setattr(R, "N_REPEATS_SMALL", 1)
 
 
 def _xy(path):
@@ -107,15 +109,15 @@ def test_candidate_layers_of_default_elemnet():
 
 
 def test_cv_folds_cover_every_row_and_follow_the_seed():
-    folds = F.cv_folds(50, seed=3)
-    assert len(folds) == F.N_FOLDS * F.N_REPEATS_SMALL
+    folds = R.cv_folds(50, seed=3)
+    assert len(folds) == R.N_FOLDS * R.N_REPEATS_SMALL
     counts = np.bincount(np.concatenate([va for _, va in folds]), minlength=50)
-    assert (counts == F.N_REPEATS_SMALL).all()
-    again = F.cv_folds(50, seed=3)
+    assert (counts == R.N_REPEATS_SMALL).all()
+    again = R.cv_folds(50, seed=3)
     assert all((a[1] == b[1]).all() for a, b in zip(folds, again))
-    assert len(F.cv_folds(2000, seed=0)) == F.N_FOLDS
+    assert len(R.cv_folds(2000, seed=0)) == R.N_FOLDS
     with pytest.raises(InputError):
-        F.cv_folds(5, seed=0)
+        R.cv_folds(5, seed=0)
 
 
 def test_ridge_cv_matches_sklearn():
@@ -126,8 +128,8 @@ def test_ridge_cv_matches_sklearn():
     rng = np.random.default_rng(0)
     for p in (5, 60):  # primal and dual solutions
         x, y = rng.normal(size=(40, p)), rng.normal(size=40)
-        folds = F.cv_folds(40, 0)[:2]
-        maes = F.ridge_cv(x, y, folds, alphas=(0.5, 20.0))
+        folds = R.cv_folds(40, 0)[:2]
+        maes = R.ridge_cv(x, y, folds, alphas=(0.5, 20.0))
         for j, alpha in enumerate((0.5, 20.0)):
             for k, (tr, va) in enumerate(folds):
                 est = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x[tr], y[tr])
@@ -151,24 +153,24 @@ def test_regressor_export_import_roundtrip(kind, params, tmp_path):
     y = np.sin(x[:, 0]) + x[:, 1] ** 2 + 0.1 * rng.normal(size=150)
     x_new = rng.normal(size=(60, 7))
     x_new[:5] = x[:5]  # exact training points: zero distances for knn, thresholds for trees
-    est = F.make_regressor(kind, params, seed=0).fit(x, y)
-    scalars, arrays = F.export_regressor(kind, est, x, y)
-    F.save_regressor(tmp_path, scalars, {**arrays, "feature_mask": np.ones(7, bool)}, {"features": {}})
-    meta, loaded = F.load_regressor_files(tmp_path)
+    est = R.make_regressor(kind, params, seed=0).fit(x, y)
+    scalars, arrays = R.export_regressor(kind, est, x, y)
+    R.save_regressor(tmp_path, scalars, {**arrays, "feature_mask": np.ones(7, bool)}, {"features": {}})
+    meta, loaded = R.load_regressor_files(tmp_path)
     loaded.pop("feature_mask")
     assert all(a.dtype != object for a in loaded.values())
-    rebuilt = F.ExportedRegressor(meta["regressor"], loaded)
+    rebuilt = R.ExportedRegressor(meta["regressor"], loaded)
     for data in (x, x_new):
         np.testing.assert_allclose(rebuilt.predict(data), est.predict(data), rtol=1e-9, atol=1e-9)
 
 
 def test_regressor_files_are_checked(tmp_path):
-    est = F.make_regressor("ridge", {"alpha": 1.0}).fit(np.eye(4), np.arange(4.0))
-    scalars, arrays = F.export_regressor("ridge", est)
-    F.save_regressor(tmp_path, scalars, arrays, {})
-    (tmp_path / F.REGRESSOR_NPZ).write_bytes(b"not an archive")
+    est = R.make_regressor("ridge", {"alpha": 1.0}).fit(np.eye(4), np.arange(4.0))
+    scalars, arrays = R.export_regressor("ridge", est)
+    R.save_regressor(tmp_path, scalars, arrays, {})
+    (tmp_path / R.REGRESSOR_NPZ).write_bytes(b"not an archive")
     with pytest.raises(InputError, match="sha256"):
-        F.load_regressor_files(tmp_path)
+        R.load_regressor_files(tmp_path)
 
 
 def test_features_only(source, tables, tmp_path):
@@ -178,7 +180,7 @@ def test_features_only(source, tables, tmp_path):
     frame = pd.read_parquet(out / F.FEATURES_FILE)
     assert list(frame.columns[:3]) == ["formula", "target", "fc2_0000"]
     assert frame.shape[1] == 2 + 16
-    assert not (out / F.REGRESSOR_JSON).exists() and not (out / F.REGRESSOR_NPZ).exists()
+    assert not (out / R.REGRESSOR_JSON).exists() and not (out / R.REGRESSOR_NPZ).exists()
     card = json.loads((out / "card.json").read_text())
     assert card["metrics"] == {"val_mae": None, "test_mae": None, "test_rmse": None, "test_r2": None}
     assert result.regressor == "none" and result.layers == ["fc2"]
@@ -200,7 +202,7 @@ def test_fit_test_scoring_and_reload(source, tables, tmp_path):
     assert card["metrics"]["test_mae"] is not None and card["metrics"]["val_mae"] > 0
     assert "cross-validated" in card["metrics_note"]
     assert card["source"]["sha256"] and card["source"]["given"] == source
-    assert card["regressor"]["name"] == "knn" and card["regressor"]["params"]["n_neighbors"] in F.KNN_NEIGHBORS
+    assert card["regressor"]["name"] == "knn" and card["regressor"]["params"]["n_neighbors"] in R.KNN_NEIGHBORS
     stages = [r["stage"] for r in card["selection"]["cv_table"]]
     assert stages == ["layer"] * 3 + ["regressor"]
     assert result.layers[0] in ("fc1", "fc2", "fc3")
@@ -222,7 +224,7 @@ def test_auto_is_reproducible_and_chooses_the_best(source, tables, tmp_path, sma
                                show_progress=False) for i in range(2)]
     a, b = runs
     regs = a.cv_table[a.cv_table["stage"] == "regressor"]
-    assert list(regs["candidate"]) == list(F.REGRESSORS)
+    assert list(regs["candidate"]) == list(R.REGRESSORS)
     assert a.regressor == regs.loc[regs["cv_mae"].idxmin(), "candidate"]
     assert a.metrics["val_mae"] == pytest.approx(regs["cv_mae"].min())
     assert a.metrics["test_mae"] is None

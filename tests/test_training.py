@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, binary_table
+from conftest import REPO, binary_table, tiny_data
 from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -38,16 +38,6 @@ from elemnet_tl.runs import train_in_run_dir
 from elemnet_tl.training import FitConfig, fit, lr_factor
 
 ARCH = "32x2-16x1"
-
-
-def tiny_data(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """(x_train, y_train, x_val, y_val): 80/20 split of random binary compounds, standardized target."""
-    frame = binary_table(n, seed)
-    x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
-    y = frame["target"].to_numpy()
-    y = torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32)
-    cut = int(0.8 * n)
-    return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import binary_table
+from conftest import TINY_ARCH, binary_table, one_line_error, tiny_data
 from typer.testing import CliRunner
 
 from elemnet_tl.checkpoint import load_model
@@ -20,7 +20,6 @@ from elemnet_tl.cli import app
 from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.errors import InputError
 from elemnet_tl.finetune import FINETUNE_DEFAULTS, STEP_BUDGET, auto_candidates, finetune, sized_config
-from elemnet_tl.pretrain import pretrain
 from elemnet_tl.training import FitConfig, fit
 from elemnet_tl.transfer import (
     HEAD_LR_SCALE,
@@ -36,24 +35,14 @@ from elemnet_tl.workflow import greedy_soup, load_training_inputs
 finetune_module = importlib.import_module("elemnet_tl.finetune")
 training_module = importlib.import_module("elemnet_tl.training")
 
-ARCH = "32x2-16x1"
-"""Layers fc1, fc2 (group g1), fc3 (group g2) and out (group head)."""
+ARCH = TINY_ARCH
+"""Layers fc1, fc2 (group g1), fc3 (group g2) and out (group head); the ``source_dir`` fixture's."""
 LAYERS = ["fc1", "fc2", "fc3", "out"]
 QUICK = replace(FINETUNE_DEFAULTS, epochs=4)
 runner = CliRunner()
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module")
-def source_dir(tmp_path_factory):
-    """A tiny pretrained run directory (3 epochs on random binary compounds)."""
-    folder = tmp_path_factory.mktemp("source")
-    binary_table(400, seed=1).to_csv(folder / "source.csv", index=False)
-    run = folder / "run"
-    pretrain(folder / "source.csv", run, arch=ARCH, config=FitConfig(epochs=3, batch_size=32), show_progress=False)
-    return run
-
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, source_dir):
@@ -100,15 +89,6 @@ def trainable_layers(model) -> set[str]:
     return found
 
 
-def fit_data(n: int = 160, seed: int = 4) -> tuple[torch.Tensor, ...]:
-    frame = binary_table(n, seed)
-    x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
-    y = frame["target"].to_numpy()
-    y = torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32)
-    cut = int(0.8 * n)
-    return x[:cut], y[:cut], x[cut:], y[cut:]
-
-
 @pytest.fixture
 def optimizers(monkeypatch):
     """Every optimizer :func:`fit` builds, in order."""
@@ -128,18 +108,6 @@ def run_phase(model, phase, data):
     groups = phase.param_groups(model)
     result = fit(model, *data, phase.config, param_groups=groups)
     return groups, result
-
-
-def one_line_error(args: list[str], *must_name: str) -> str:
-    result = runner.invoke(app, args)
-    output = result.output.strip()
-    assert result.exit_code == 2, (result.exit_code, output)
-    assert "Traceback" not in output
-    assert len(output.splitlines()) == 1, output
-    assert output.startswith("error: "), output
-    for text in must_name:
-        assert str(text) in output, (text, output)
-    return output
 
 
 # ---------------------------------------------------------------- parse_strategy
@@ -203,7 +171,7 @@ def test_single_phase_strategy_trains_exactly_its_layers(source_dir, optimizers,
     in_groups = {id(p) for g in groups for p in g["params"]}
     assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
 
-    fit(model, *fit_data(), phases[0].config, param_groups=groups)
+    fit(model, *tiny_data(160, seed=4), phases[0].config, param_groups=groups)
     after = weights(model)
     for layer in LAYERS:
         if layer in expected:
@@ -220,7 +188,7 @@ def test_frozen_layers_stay_frozen_with_ema(source_dir):
     pretrained = weights(model)
     config = FitConfig(epochs=3, batch_size=32, patience=0, ema_epochs=1.0)
     (phase,) = strategy_phases(Strategy("freeze", 2), model, config)
-    run_phase(model, phase, fit_data())
+    run_phase(model, phase, tiny_data(160, seed=4))
     after = weights(model)
     assert layer_equal(after, pretrained, "fc1") and layer_equal(after, pretrained, "fc2")
     assert layer_differs(after, pretrained, "fc3") and layer_differs(after, pretrained, "out")
@@ -235,7 +203,7 @@ def test_gradual_head_then_all_with_discriminative_rates(source_dir, optimizers)
     head, everything = phases
     assert head.config.epochs == 3 and head.config.patience == 0  # max(2, 30 // 10)
     assert everything.config == base
-    data = fit_data()
+    data = tiny_data(160, seed=4)
 
     groups, _ = run_phase(model, head, data)
     assert trainable_layers(model) == {"out"}
@@ -284,7 +252,7 @@ def test_strategy_phases_rejects_auto(source_dir):
 def test_greedy_soup(source_dir):
     """Two ingredients whose average is the (better) original are souped; a bad one is left out."""
     model = source_model(source_dir)
-    x_val = fit_data()[2]
+    x_val = tiny_data(160, seed=4)[2]
     with torch.no_grad():
         y_val = model(x_val)  # the original weights are exact: MAE 0
     centre = weights(model)
