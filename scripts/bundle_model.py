@@ -23,7 +23,8 @@ def model_card(card: dict) -> str:
 * Training data: {train.get('source')} (sha256 {str(train.get('sha256'))[:12]}…): {train.get('read')} rows,
   {train.get('rejected')} rejected, {train.get('merged')} merged
   ({train.get('duplicates')}: {train.get('duplicates_reason')}),
-  {train.get('kept')} compositions; {data.get('test', {}).get('source', 'no test split')}.
+  {train.get('read') - train.get('rejected') - train.get('merged')} compositions;
+  test: {data.get('test', {}).get('source', 'none')} ({card['split']['n_test']} compositions, never trained on).
 * Split: {card['split']['n_train']} training, {card['split']['n_val']} validation (early stopping),
   {card['split']['n_test']} test compositions.
 * Recipe: AdamW lr {tr['lr']} (warm-up {tr['warmup']}, cosine to {tr['final_lr']}x), weight decay {tr['weight_decay']},
