@@ -258,7 +258,13 @@ def predict(
     lines = [f"{featurized.n_read} rows read, {featurized.n_rejected} rejected, "
              f"{featurized.n_kept} predicted; wrote {output}"]
     if "error" in frame:
-        lines.append(f"MAE against the input's target: {frame['error'].abs().mean():.4g}")
+        import numpy as np
+
+        err = frame["error"].to_numpy(dtype=float)
+        ok = np.isfinite(err)
+        if ok.any():
+            lines.append(f"MAE against the input's target: {np.abs(err[ok]).mean():.4g} "
+                         f"({int(ok.sum())} rows with a finite target)")
     if featurized.n_rejected:
         lines.append(f"rejected rows: {rejected_path(output)}")
     _echo_summary(lines)
