@@ -110,3 +110,20 @@ def test_predict_all_rows_rejected(tmp_path, run_dir):
     assert result.exit_code == 2
     assert "no usable rows" in result.output
     assert not (tmp_path / "pred.csv").exists()
+
+
+def test_bundled_model_predicts_formation_energies_offline(tmp_path):
+    """The shipped model loads (checked card, architecture, elements) and knows common oxides."""
+    from elemnet_tl.checkpoint import load_model
+    from elemnet_tl.predict import predict
+
+    loaded = load_model("bundled")
+    assert loaded.info.arch == "1024x4-512x3-256x3-128x3-64x2-32x1"
+    assert loaded.card["metrics"]["test_mae"] < 0.1
+    table = tmp_path / "oxides.csv"
+    table.write_text("formula\nAl2O3\nMgO\nNaCl\nCu\n")
+    frame, _ = predict(table, "bundled", tmp_path / "pred.csv")
+    pred = dict(zip(frame["formula"], frame["prediction"]))
+    assert -4.0 < pred["Al2O3"] < -3.0  # experimental -3.46 eV/atom
+    assert -3.5 < pred["MgO"] < -2.5
+    assert abs(pred["Cu"]) < 0.2  # an element: formation energy ~0
