@@ -13,7 +13,7 @@ import torch
 from .elements import ELEMENTS
 from .errors import InputError
 from .io import atomic_path
-from .model import ElemNet
+from .model import ElemNet, ElemNetEnsemble
 from .training import EpochLog, TrainState
 
 MODEL_FILE = "model.safetensors"
@@ -37,12 +37,14 @@ class ModelInfo:
     target: str = "target"
     unit: str = ""
     inputs: str = "element fractions"
+    members: int = 1
+    """> 1: an :class:`~elemnet_tl.model.ElemNetEnsemble` of that many ElemNets."""
 
     def to_metadata(self) -> dict[str, str]:
         meta = {"format": FORMAT, "arch": self.arch, "dropout": repr(self.dropout),
                 "target_mean": repr(self.target_mean), "target_std": repr(self.target_std),
                 "target": self.target, "unit": self.unit, "inputs": self.inputs,
-                "elements": " ".join(ELEMENTS)}
+                "elements": " ".join(ELEMENTS), "members": str(self.members)}
         return meta
 
 
@@ -50,7 +52,7 @@ class ModelInfo:
 class LoadedModel:
     """A model ready to predict: network, scaler and card."""
 
-    model: ElemNet
+    model: ElemNet | ElemNetEnsemble
     info: ModelInfo
     card: dict
     path: Path
@@ -117,8 +119,12 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Loaded
     try:
         info = ModelInfo(arch=meta["arch"], dropout=float(meta["dropout"]), target_mean=float(meta["target_mean"]),
                          target_std=float(meta["target_std"]), target=meta.get("target", "target"),
-                         unit=meta.get("unit", ""), inputs=meta.get("inputs", "element fractions"))
-        model = ElemNet(info.arch, dropout=info.dropout)
+                         unit=meta.get("unit", ""), inputs=meta.get("inputs", "element fractions"),
+                         members=int(meta.get("members", "1")))
+        if info.members > 1:
+            model = ElemNetEnsemble([ElemNet(info.arch, dropout=info.dropout) for _ in range(info.members)])
+        else:
+            model = ElemNet(info.arch, dropout=info.dropout)
     except (KeyError, ValueError) as exc:
         raise InputError(f"{path}: bad model metadata: {exc}") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

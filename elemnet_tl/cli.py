@@ -199,13 +199,15 @@ def finetune(
     source: str = typer.Option("bundled", "--from", help="Pretrained model: 'bundled' (ElemNet on Materials "
                                "Project formation energies) or a run directory."),
     strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual. "
-                                 "auto tries full, gradual and freeze:K (K = the first layer group; also "
+                                 "auto tries full and freeze:K (K = the first layer group; also "
                                  "head under 300 rows) on the validation split and keeps the best, or a "
                                  "weight average of them when that validates better."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val."),
     test: Optional[Path] = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated)."),
     keep_head: bool = typer.Option(False, "--keep-head", help="Keep the pretrained output layer (same property)."),
+    ensemble: int = typer.Option(3, "--ensemble", help="Average this many fine-tuned networks, each validated on "
+                                 "its own seeded split (1: a single network)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs [default: from the data size, "
                                          "about 2,000 steps]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: rows/40, 32..256]."),
@@ -230,7 +232,8 @@ def finetune(
 
     config = _fit_config(FINETUNE_DEFAULTS, epochs, batch_size, lr, patience, seed)
     result = run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
-                 keep_head=keep_head, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
+                 keep_head=keep_head, members=ensemble, config=config, device=device, overwrite=overwrite,
+                 duplicates=duplicates,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet)
     chosen = result.card["strategy"]
@@ -296,6 +299,8 @@ def compare_scratch(
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Hold-out fraction when no --test."),
     source: str = typer.Option("bundled", "--from", help="Pretrained model for the transfer methods."),
     strategy: str = typer.Option("auto", "--strategy", help="Fine-tuning strategy for tl-finetune."),
+    ensemble: int = typer.Option(3, "--ensemble", help="Networks averaged by each network method "
+                                 "(tl-finetune, sc-ef, sc-pa)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch budget of every network "
                                          "[default: from the data size]."),
     device: str = Device,
@@ -319,8 +324,8 @@ def compare_scratch(
     sizes = [float(v) for v in train_sizes.split(",")] if train_sizes else None
     results = run(data, output, test=test, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                   seeds=seeds, train_sizes=sizes, test_fraction=test_fraction, source=source, strategy=strategy,
-                  config=config, device=device, resume=resume, formula_col=formula_col, target_col=target_col,
-                  show_progress=not quiet)
+                  members=ensemble, config=config, device=device, resume=resume, formula_col=formula_col,
+                  target_col=target_col, show_progress=not quiet)
     table = RichTable(title=f"test MAE, {seeds} seed(s)")
     for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):
         table.add_column(col)

@@ -67,23 +67,27 @@ class MethodOutcome:
 # -- the methods ----------------------------------------------------------------------------------
 
 def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: str, seed: int, device: str,
-                 config: FitConfig) -> np.ndarray:
-    """Train ElemNet from fresh weights on (standardized) inputs with a seeded validation hold-out."""
+                 config: FitConfig, members: int) -> np.ndarray:
+    """ElemNet from fresh weights on (standardized) inputs: the mean of ``members`` networks, each with
+    its own seeded validation hold-out (the same ensembling the fine-tuned models get)."""
     from .finetune import sized_config
 
-    tr, va = split_indices(len(y_tr), 0.1, seed)
-    mean, std = standardize(y_tr[tr])
-    cfg = sized_config(replace(config, lr=SCRATCH_LR, seed=seed), len(tr))
-    torch.manual_seed(seed)
-    model = ElemNet(arch, n_inputs=x_tr.shape[1])
     dev = resolve_device(device)
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a, dtype=np.float32))
 
-    fit(model, t(x_tr[tr]), t((y_tr[tr] - mean) / std), t(x_tr[va]), t((y_tr[va] - mean) / std), cfg,
-        device=dev, y_scale=std)
-    return predict_tensor(model, t(x_te).to(dev)).cpu().numpy() * std + mean
+    preds = []
+    for i in range(members):
+        tr, va = split_indices(len(y_tr), 0.1, seed + 7919 * i)
+        mean, std = standardize(y_tr[tr])
+        cfg = sized_config(replace(config, lr=SCRATCH_LR, seed=seed + i), len(tr))
+        torch.manual_seed(seed + i)
+        model = ElemNet(arch, n_inputs=x_tr.shape[1])
+        fit(model, t(x_tr[tr]), t((y_tr[tr] - mean) / std), t(x_tr[va]), t((y_tr[va] - mean) / std), cfg,
+            device=dev, y_scale=std)
+        preds.append(predict_tensor(model, t(x_te).to(dev)).cpu().numpy() * std + mean)
+    return np.mean(preds, axis=0)
 
 
 def _pa(train: Featurized, test: Featurized) -> tuple[np.ndarray, np.ndarray]:
@@ -112,17 +116,18 @@ def _write_split(split: Split, where: Path) -> tuple[Path, Path]:
 
 
 def run_method(method: str, split: Split, where: Path, *, source: str, strategy: str, device: str,
-               config: FitConfig, show_progress: bool) -> np.ndarray:
+               config: FitConfig, show_progress: bool, members: int = 3) -> np.ndarray:
     """Test-set predictions of one method on one split (run files kept under ``where``)."""
     y_tr = split.train.target
     if method == "mean":
         return np.full(split.test.n_kept, float(np.mean(y_tr)))
     if method == "sc-ef":
         return _scratch_net(split.train.fractions, y_tr, split.test.fractions, arch=_source_arch(source),
-                            seed=split.seed, device=device, config=config)
+                            seed=split.seed, device=device, config=config, members=members)
     if method == "sc-pa":
         a, b = _pa(split.train, split.test)
-        return _scratch_net(a, y_tr, b, arch=_source_arch(source), seed=split.seed, device=device, config=config)
+        return _scratch_net(a, y_tr, b, arch=_source_arch(source), seed=split.seed, device=device, config=config,
+                            members=members)
     if method == "pa-rf":
         from sklearn.ensemble import RandomForestRegressor
 
@@ -135,7 +140,7 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
         from .finetune import finetune
         from .predict import predict_fractions
 
-        result = finetune(train_csv, where, source=source, strategy=strategy, duplicates="keep",
+        result = finetune(train_csv, where, source=source, strategy=strategy, duplicates="keep", members=members,
                           config=replace(config, seed=split.seed), device=device, overwrite=True,
                           show_progress=show_progress)
         return predict_fractions(result.run_dir, split.test.fractions, device)
@@ -189,6 +194,7 @@ def compare_scratch(
     test_fraction: float = 0.2,
     source: str = "bundled",
     strategy: str = "auto",
+    members: int = 3,
     config: FitConfig | None = None,
     device: str = "auto",
     resume: bool = False,
@@ -230,7 +236,7 @@ def compare_scratch(
             t0 = time.perf_counter()
             try:
                 pred = run_method(method, split, where, source=source, strategy=strategy, device=device,
-                                  config=config, show_progress=False)
+                                  config=config, show_progress=False, members=members)
                 metrics = regression_metrics(split.test.target, pred)
                 outcome = MethodOutcome(method, split.seed, split.size, metrics, time.perf_counter() - t0,
                                         predictions=pred)
@@ -259,6 +265,7 @@ def compare_scratch(
                   f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "
                   "a different split for each seed"),
         "seeds": seeds, "train_sizes": sizes, "methods": list(methods), "source": source, "strategy": strategy,
+        "members": members,
         "n_train": splits[-1].train.n_kept if splits else 0,
         "unit": str(full.table.provenance.get("unit", "")),
         "provenance": provenance(None, str(resolve_device(device))),

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .model import ElemNetEnsemble
 from .training import FitConfig, predict_tensor, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
 from .workflow import RunResult, load_training_inputs, run_training
@@ -17,6 +18,9 @@ from .workflow import RunResult, load_training_inputs, run_training
 FINETUNE_DEFAULTS = FitConfig(epochs=0, batch_size=0, lr=3e-4, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
                               patience=20, seed=0)
 """epochs=0 and batch_size=0 mean "from the data size" (:func:`sized_config`)."""
+
+DEFAULT_MEMBERS = 3
+"""Fine-tuned models averaged into the final ensemble (each on its own validation split)."""
 
 STEP_BUDGET = 2000
 """Optimizer steps per fine-tune when epochs are chosen from the data size."""
@@ -41,7 +45,7 @@ def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_st
 def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
     """Strategies ``auto`` tries on the validation split (all start from the pretrained weights)."""
     first_group = len(next(iter(groups.values())))
-    names = ["full", "gradual", f"freeze:{first_group}"]
+    names = ["full", f"freeze:{first_group}"]
     if n_train < 300:
         names.append("head")
     return names
@@ -80,6 +84,7 @@ def finetune(
     test: str | Path | None = None,
     val_fraction: float = 0.1,
     keep_head: bool = False,
+    members: int = DEFAULT_MEMBERS,
     config: FitConfig | None = None,
     device: str = "auto",
     overwrite: bool = False,
@@ -94,10 +99,15 @@ def finetune(
     ``strategy``: ``full``, ``freeze:K``, ``head``, ``reinit``, ``gradual`` or ``auto`` (tries the
     candidates of :func:`auto_candidates` on the validation split and keeps the best; the card's
     ``strategy`` says which and why). The output layer is re-initialised unless ``keep_head``.
+    ``members`` > 1 averages that many fine-tuned models, each validated on its own split.
     """
     config = config or FINETUNE_DEFAULTS
+    if members < 1:
+        raise ValueError(f"--ensemble must be at least 1, got {members}")
     loaded = load_model(source)
     model = loaded.model
+    if isinstance(model, ElemNetEnsemble):  # start from one network of a fine-tuned ensemble
+        model = model.first
     strat = parse_strategy(strategy, len(model.layer_names))
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,
@@ -130,7 +140,8 @@ def finetune(
         extra = {"source_model": source_record, "source_correlation": r,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=device, overwrite=overwrite,
-                        extra_card=extra, describe=describe, soup=strat.name == "auto", show_progress=show_progress,
+                        extra_card=extra, describe=describe, soup=strat.name == "auto", members=members,
+                        show_progress=show_progress,
                         checkpoint=False)
 
 

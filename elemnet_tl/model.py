@@ -118,6 +118,43 @@ class ElemNet(nn.Module):
         return found
 
 
+class ElemNetEnsemble(nn.Module):
+    """Several ElemNets of one architecture, fine-tuned from the same start on different validation
+    splits; predicts their mean. Layer names, groups and activations are those of the first member."""
+
+    def __init__(self, members: list[ElemNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def first(self) -> ElemNet:
+        return self.members[0]
+
+    @property
+    def arch(self) -> str:
+        return self.first.arch
+
+    @property
+    def dropout(self) -> float:
+        return self.first.dropout
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.first.layer_names
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return self.first.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+    def activations(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        return self.first.activations(x, names)
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of (trainable) parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

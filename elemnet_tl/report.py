@@ -184,8 +184,9 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
               f"- Split: {setup['split']}; {setup['n_train']} training rows. Every method sees the same rows.",
               f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
               f"- Pretrained source: {setup['source']}; fine-tuning strategy: {setup['strategy']}.",
-              "- Fine-tuned and from-scratch networks hold out 10 % of their training rows for early stopping; "
-              "the test rows are used once, for the scores above."]
+              f"- Every network method (tl-finetune, sc-ef, sc-pa) averages {setup.get('members', 1)} networks, each "
+              "holding out its own 10 % of the training rows for early stopping; the test rows are used once, "
+              "for the scores above."]
     if study:
         s = results["study"]
         lines += ["", "## The study's numbers (Gupta et al., Nat. Commun. 12, 6595, 2021; same JARVIS split)", "",

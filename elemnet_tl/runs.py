@@ -96,6 +96,7 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
         for f in run_dir.glob("*.rejected.csv"):
             f.unlink()
         shutil.rmtree(run_dir / "candidates", ignore_errors=True)
+        shutil.rmtree(run_dir / "members", ignore_errors=True)
     if run_dir.is_dir():
         for f in run_dir.glob(".*.tmp"):  # left by a killed write
             f.unlink()

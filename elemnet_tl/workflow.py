@@ -14,7 +14,7 @@ from .checkpoint import ModelInfo
 from .errors import InputError
 from .featurize import Featurized, load_and_prepare, write_rejected
 from .io import write_table
-from .model import ElemNet
+from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
 from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
 from .training import FitConfig, FitResult, predict_tensor, resolve_device, standardize
@@ -171,6 +171,51 @@ def run_phases(
     return FitResult(best[1], best[0], history, best[3], seconds), summaries
 
 
+def train_members(
+    first: ElemNet,
+    start: dict,
+    make_phases: Callable,
+    members: int,
+    inputs: TrainingInputs,
+    scaler: tuple[float, float],
+    run_dir: Path,
+    *,
+    seed: int,
+    device: torch.device,
+    show: bool,
+    label: str,
+    unit: str,
+) -> tuple[ElemNetEnsemble, dict]:
+    """Train ``members - 1`` more copies from ``start``, member ``i`` validating on its own seeded split
+    (or the validation file), all with the same target scaler; returns the ensemble and a summary."""
+    mean, std = scaler
+    x_tr, y_tr, x_va, y_va = inputs.arrays()
+    if inputs.val is None:
+        x_all, y_all = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
+        fraction = len(y_va) / len(y_all)
+    nets, vals, seconds = [first], [], 0.0
+    for i in range(1, members):
+        if inputs.val is None:
+            tr, va = split_indices(len(y_all), fraction, seed + 7919 * i)
+            arrays = (x_all[tr], y_all[tr], x_all[va], y_all[va])
+        else:
+            arrays = (x_tr, y_tr, x_va, y_va)
+        data = tuple(torch.as_tensor(a if k % 2 == 0 else (a - mean) / std, dtype=torch.float32)
+                     for k, a in enumerate(arrays))
+        net = ElemNet(first.arch, n_inputs=first.n_inputs, dropout=first.dropout).to(device)
+        net.load_state_dict(start)
+        phases = [replace(p, config=replace(p.config, seed=seed + i)) for p in make_phases(net)]
+        where = run_dir / "members" / str(i)
+        where.mkdir(parents=True, exist_ok=True)
+        result, _ = run_phases(where, net, data, phases, {"member": i}, device=device, y_scale=std, resume=False,
+                               show=show, label=f"{label} member {i + 1}/{members}", unit=unit, checkpoint=False)
+        nets.append(net)
+        vals.append(result.best_val_mae)
+        seconds += result.seconds
+    return ElemNetEnsemble(nets), {"other_members_val_mae": vals, "seconds": round(seconds, 2),
+                                   "validation": "each member holds out its own seeded split of the training data"}
+
+
 def greedy_soup(model: ElemNet, ingredients: dict[str, tuple[float, dict]], x_val: torch.Tensor,
                 y_val: torch.Tensor, y_scale: float) -> tuple[list[str], float, dict]:
     """Greedy model soup (Wortsman et al. 2022): average the weights of fine-tuned models that started
@@ -206,6 +251,7 @@ def run_training(
     extra_card: dict | None = None,
     describe: Callable[[dict, str, float], dict] | None = None,
     soup: bool = False,
+    members: int = 1,
     show_progress: bool = True,
     checkpoint: bool = True,
 ) -> RunResult:
@@ -214,7 +260,9 @@ def run_training(
     ``plan`` is a :class:`FitConfig`, a list of ``transfer.Phase``, or candidates
     ``{name: model -> list[Phase]}``: each candidate starts from the same weights and the one with the
     best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); with ``soup``
-    a greedy weight average of the candidates replaces it when that validates better.
+    a greedy weight average of the candidates replaces it when that validates better. With
+    ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
+    seeded validation split, and the run's model is the ensemble (mean) of all of them.
     """
     from .transfer import Phase, layers_groups
 
@@ -258,6 +306,16 @@ def run_training(
         if len(names) > 1:
             chosen = "soup:" + "+".join(names)
             fit_result = replace(fit_result, best_val_mae=soup_val)
+    ensemble_note = None
+    if members > 1:
+        best_single = min(tried, key=lambda k: tried[k][0].best_val_mae)
+        model, ensemble_note = train_members(
+            model, start, candidates[best_single], members, inputs, (mean, std), run_dir, seed=config.seed,
+            device=dev, show=show_progress, label=f"{command} {best_single}".strip(), unit=inputs.unit)
+        ensemble_note = {"members": members, "strategy": best_single or command, **ensemble_note,
+                         "first_member_val_mae": fit_result.best_val_mae}
+        fit_result = replace(fit_result, seconds=fit_result.seconds + ensemble_note["seconds"])
+        extra_card = {**(extra_card or {}), "ensemble": ensemble_note}
     if len(candidates) > 1:
         why = describe(tried, chosen, fit_result.best_val_mae) if describe else {}
         extra_card = {**(extra_card or {}), **why,
@@ -272,7 +330,7 @@ def run_training(
                                   "target": inputs.test.target, "prediction": pred}),
                     run_dir / "test_predictions.csv")
     info = ModelInfo(arch=model.arch, dropout=model.dropout, target_mean=mean, target_std=std,
-                     target=inputs.target_name, unit=inputs.unit)
+                     target=inputs.target_name, unit=inputs.unit, members=members)
     card = {
         **provenance(config.seed, str(dev)),
         "command_kind": command,

@@ -43,7 +43,7 @@ def test_auto_saves_the_model_it_reports(tmp_path):
     pretrain(source_csv, tmp_path / "src", arch="32x2-16x1", config=FitConfig(epochs=3, batch_size=32),
              show_progress=False)
     config = replace(FINETUNE_DEFAULTS, epochs=4)
-    run = finetune(data_csv, tmp_path / "ft", source=tmp_path / "src", config=config, show_progress=False)
+    run = finetune(data_csv, tmp_path / "ft", source=tmp_path / "src", config=config, members=1, show_progress=False)
     data = load_and_prepare(data_csv)
     _, val_idx = split_indices(data.n_kept, 0.1, config.seed)
     loaded = load_model(tmp_path / "ft")

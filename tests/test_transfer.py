@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
@@ -19,7 +20,8 @@ from elemnet_tl.checkpoint import load_model
 from elemnet_tl.cli import app
 from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.errors import InputError
-from elemnet_tl.finetune import FINETUNE_DEFAULTS, STEP_BUDGET, auto_candidates, finetune, sized_config
+from elemnet_tl.finetune import FINETUNE_DEFAULTS, STEP_BUDGET, auto_candidates, sized_config
+from elemnet_tl.finetune import finetune as finetune_any
 from elemnet_tl.training import FitConfig, fit
 from elemnet_tl.transfer import (
     HEAD_LR_SCALE,
@@ -33,6 +35,8 @@ from elemnet_tl.workflow import greedy_soup, load_training_inputs
 
 # Patch the modules themselves (``elemnet_tl.finetune`` may also name the re-exported function).
 finetune_module = importlib.import_module("elemnet_tl.finetune")
+# these tests look inside one network; test_ensemble_* cover the default ensemble
+finetune = functools.partial(finetune_any, members=1)
 training_module = importlib.import_module("elemnet_tl.training")
 
 ARCH = TINY_ARCH
@@ -314,8 +318,8 @@ def test_sized_config_keeps_given_values():
 
 def test_auto_candidates():
     groups = {"g1": ["fc1", "fc2", "fc3", "fc4"], "g2": ["fc5"], "head": ["out"]}
-    assert auto_candidates(100, groups) == ["full", "gradual", "freeze:4", "head"]
-    assert auto_candidates(5000, groups) == ["full", "gradual", "freeze:4"]
+    assert auto_candidates(100, groups) == ["full", "freeze:4", "head"]
+    assert auto_candidates(5000, groups) == ["full", "freeze:4"]
 
 
 # ---------------------------------------------------------------- finetune(): the API
@@ -362,7 +366,7 @@ def test_auto_records_choice_and_reason(auto_run):
     n_train = card["split"]["n_train"]
     strategy = card["strategy"]
     assert strategy["candidates"] == auto_candidates(n_train, {"g1": ["fc1", "fc2"], "g2": ["fc3"], "head": ["out"]})
-    assert strategy["candidates"] == ["full", "gradual", "freeze:2", "head"]  # n_train < 300: head too
+    assert strategy["candidates"] == ["full", "freeze:2", "head"]  # n_train < 300: head too
     assert_auto_choice(card)
     assert f"{n_train} training rows" in strategy["reason"]
     assert math.isfinite(card["source_correlation"])
@@ -384,7 +388,7 @@ def test_auto_run_directory(auto_run):
     run = auto_run.run_dir
     for name in ("model.safetensors", "card.json", "learning_curve.png", "test_predictions.csv"):
         assert (run / name).is_file(), name
-    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "gradual", "head"]
+    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "head"]
     loaded = load_model(run)
     assert loaded.info.arch == ARCH
 
@@ -554,3 +558,27 @@ def test_cli_finetune_missing_source(tmp_path, data_dir):
     one_line_error(["finetune", str(data_dir / "smooth.csv"), "-o", str(out), "--from", str(missing), "-q"],
                    missing)
     assert not out.exists()
+
+
+def test_ensemble_averages_members_each_with_its_own_split(tmp_path, source_dir, data_dir):
+    from elemnet_tl.checkpoint import load_model
+    from elemnet_tl.model import ElemNetEnsemble
+
+    result = finetune_any(data_dir / "smooth.csv", tmp_path / "run", source=source_dir, strategy="full",
+                          members=3, config=QUICK, test=data_dir / "smooth_test.csv", show_progress=False)
+    loaded = load_model(tmp_path / "run")
+    assert isinstance(loaded.model, ElemNetEnsemble) and len(loaded.model.members) == 3
+    assert loaded.info.members == 3
+    ens = result.card["ensemble"]
+    assert ens["members"] == 3 and len(ens["other_members_val_mae"]) == 2
+    assert (tmp_path / "run" / "members" / "1" / "metrics.csv").is_file()
+    x = torch.rand(7, 86)
+    x = x / x.sum(1, keepdim=True)
+    with torch.no_grad():
+        each = torch.stack([m(x) for m in loaded.model.members])
+        assert torch.allclose(loaded.model(x), each.mean(0))
+        assert not torch.allclose(each[0], each[1])  # trained on different splits
+    # an ensemble run can be the source of another fine-tune (its first member is used)
+    again = finetune(data_dir / "smooth.csv", tmp_path / "again", source=tmp_path / "run", strategy="head",
+                     config=QUICK, show_progress=False)
+    assert again.card["metrics"]["val_mae"] > 0
