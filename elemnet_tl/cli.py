@@ -338,9 +338,10 @@ def compare_scratch(
     console.print(table)
     v = results["verdict"]
     if v.get("best_transfer") and v.get("best_scratch"):
-        word = "beats" if v["transfer_wins"] else "does not beat"
-        console.print(f"transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}) "
-                      f"by {v['transfer_gain_percent']:.1f} %; report: {output / 'report.md'}", highlight=False)
+        gain = v["transfer_gain_percent"]
+        how = f"beats it by {gain:.1f} %" if v["transfer_wins"] else f"is {-gain:.1f} % worse"
+        console.print(f"transfer ({v['best_transfer']}) vs the best from-scratch method ({v['best_scratch']}): "
+                      f"{how}; report: {output / 'report.md'}", highlight=False)
 
 
 def main() -> None:
