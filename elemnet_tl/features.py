@@ -383,12 +383,6 @@ class FeatureRunResult:
         return self.card["metrics"]
 
 
-def _data_record(f: Featurized) -> dict:
-    """Provenance and row counts of a loaded table, for the card."""
-    prov = {k: v for k, v in f.table.provenance.items() if k in ("source", "path", "sha256", "name", "citation")}
-    return {**prov, **f.counts()}
-
-
 def _feature_frame(featurized: Featurized, names: list[str], values: np.ndarray) -> pd.DataFrame:
     """formula, target (when present) and one column per feature."""
     cols: dict[str, Any] = {"formula": featurized.frame["formula"].to_numpy()}
@@ -560,9 +554,9 @@ def extract_features(
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
     cv_rows = layer_rows + reg_rows
     cv_text = describe_cv(len(x)) + f" (seed {seed})" if need_target else None
-    data_records = {"train": _data_record(train)}
+    data_records = {"train": train.record()}
     if test_f is not None:
-        data_records["test"] = _data_record(test_f)
+        data_records["test"] = test_f.record()
     target_name = str(train.table.provenance.get("target") or train.table.target_col or "target")
     card = {
         **provenance(seed, str(dev)),

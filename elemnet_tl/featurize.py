@@ -55,6 +55,11 @@ class Featurized:
             f"{self.n_merged} merged, {self.n_kept} kept (duplicates: {self.rule} — {self.rule_reason})"
         )
 
+    def record(self) -> dict:
+        """Provenance (source, path, sha256, dataset name) and row counts, for a run's card."""
+        keep = ("source", "path", "sha256", "name", "citation")
+        return {**{k: v for k, v in self.table.provenance.items() if k in keep}, **self.counts()}
+
     def counts(self) -> dict:
         return {"read": self.n_read, "rejected": self.n_rejected, "merged": self.n_merged, "kept": self.n_kept,
                 "duplicates": self.rule, "duplicates_reason": self.rule_reason}

@@ -55,11 +55,6 @@ def subset(f: Featurized, idx: np.ndarray) -> Featurized:
     return replace(f, frame=f.frame.iloc[idx].reset_index(drop=True), fractions=f.fractions[idx])
 
 
-def _record(f: Featurized) -> dict:
-    prov = {k: v for k, v in f.table.provenance.items() if k in ("source", "path", "sha256", "name", "citation")}
-    return {**prov, **f.counts()}
-
-
 def load_training_inputs(
     data: str | Path,
     *,
@@ -89,11 +84,11 @@ def load_training_inputs(
     else:
         train_idx, val_idx = np.arange(train.n_kept), np.array([], dtype=int)
     prov = train.table.provenance
-    records = {"train": _record(train)}
+    records = {"train": train.record()}
     if val_f is not None:
-        records["val"] = _record(val_f)
+        records["val"] = val_f.record()
     if test_f is not None:
-        records["test"] = _record(test_f)
+        records["test"] = test_f.record()
         if test_fraction:
             records["test"] = {"source": f"seeded {test_fraction:g} hold-out of {train.table.source}",
                                "kept": test_f.n_kept, "seed": seed + 1}

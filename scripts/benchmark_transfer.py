@@ -111,7 +111,12 @@ def main() -> int:
     parser.add_argument("--from", dest="source", default="bundled")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--out", default="docs/transfer_results.json")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of these result files")
     args = parser.parse_args()
+    if args.table:
+        rows = [r for f in args.table for r in json.loads(Path(f).read_text())["rows"]]
+        print(table(rows, list(dict.fromkeys(r["method"] for r in rows))))
+        return 0
     if not JARVIS.is_dir():
         print(f"skip: {JARVIS} not found (needs ../shared/data)")
         return 0
