@@ -276,6 +276,9 @@ def run_training(
         return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor((y - mean) / std, dtype=torch.float32)
 
     data = (*tensors(x_tr, y_tr), *tensors(x_va, y_va))
+    if len(y_va) < 20 and show_progress:
+        console.print(f"warning: only {len(y_va)} validation rows: early stopping and the strategy choice are "
+                      "mostly noise at this size", highlight=False)
     model.to(dev)
     start = copy_state(model)
     tried: dict[str, tuple] = {}
