@@ -72,6 +72,11 @@ TargetCol = typer.Option(None, "--target-col", help="Target column (default: 'ta
 Seed = typer.Option(0, "--seed", help="One seed for the split, initialisation and shuffling.")
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+RunDir = typer.Option(..., "--output", "-o", help="Run directory to create.")
+ValFile = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out).")
+ValFraction = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val.")
+TestFile = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated).")
+Overwrite = typer.Option(False, "--overwrite", help="Replace a finished run in OUTPUT.")
 
 
 def _echo_summary(lines: list[str]) -> None:
@@ -151,10 +156,10 @@ def _print_run(result, extra: list[str] | None = None) -> None:
 @handles_errors
 def pretrain(
     data: str = typer.Argument(..., help="Training table or named dataset (a large DFT set)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Run directory to create."),
-    val: Optional[Path] = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val."),
-    test: Optional[Path] = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated)."),
+    output: Path = RunDir,
+    val: Optional[Path] = ValFile,
+    val_fraction: float = ValFraction,
+    test: Optional[Path] = TestFile,
     test_fraction: float = typer.Option(0.0, "--test-fraction", help="Instead of --test: hold out this seeded "
                                         "fraction of the data as the test set."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs [default: 120]."),
@@ -170,7 +175,7 @@ def pretrain(
     seed: int = Seed,
     device: str = Device,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUTPUT."),
+    overwrite: bool = Overwrite,
     formula_col: Optional[str] = FormulaCol,
     target_col: Optional[str] = TargetCol,
     quiet: bool = Quiet,
@@ -195,16 +200,16 @@ def pretrain(
 @handles_errors
 def finetune(
     data: str = typer.Argument(..., help="Training table or named dataset of the target property."),
-    output: Path = typer.Option(..., "--output", "-o", help="Run directory to create."),
+    output: Path = RunDir,
     source: str = typer.Option("bundled", "--from", help="Pretrained model: 'bundled' (ElemNet on Materials "
                                "Project formation energies) or a run directory."),
     strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual. "
                                  "auto tries full and freeze:K (K = the first layer group; also "
                                  "head under 300 rows) on the validation split and keeps the best, or a "
                                  "weight average of them when that validates better."),
-    val: Optional[Path] = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val."),
-    test: Optional[Path] = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated)."),
+    val: Optional[Path] = ValFile,
+    val_fraction: float = ValFraction,
+    test: Optional[Path] = TestFile,
     keep_head: bool = typer.Option(False, "--keep-head", help="Keep the pretrained output layer (same property)."),
     ensemble: int = typer.Option(3, "--ensemble", help="Average this many fine-tuned networks, each validated on "
                                  "its own seeded split (1: a single network)."),
@@ -218,7 +223,7 @@ def finetune(
                                                 "polymorph."),
     seed: int = Seed,
     device: str = Device,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUTPUT."),
+    overwrite: bool = Overwrite,
     formula_col: Optional[str] = FormulaCol,
     target_col: Optional[str] = TargetCol,
     quiet: bool = Quiet,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .elements import ELEMENT_INDEX, ELEMENTS, N_ELEMENTS
+from .elements import ELEMENT_INDEX, N_ELEMENTS
 
 DUPLICATE_RULES = ("auto", "most-stable", "mean", "keep")
 """``--duplicates`` choices: see :func:`dedup`."""
@@ -100,15 +100,6 @@ def composition_keys(fractions: np.ndarray) -> np.ndarray:
     rounded += 0.0  # turn -0.0 into 0.0 so equal rows have equal bytes
     _, inverse = np.unique(rounded, axis=0, return_inverse=True)
     return inverse.reshape(-1)
-
-
-def fractions_to_formula(row: np.ndarray, decimals: int = 4) -> str:
-    """A readable formula for a fraction row (used where no formula string is at hand)."""
-    parts = []
-    for i in np.flatnonzero(row):
-        amt = round(float(row[i]), decimals)
-        parts.append(f"{ELEMENTS[i]}{amt:g}")
-    return "".join(parts)
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,10 @@ def load_and_prepare(
     table = load_table(source, formula_col, target_col, require_target=require_target, exclude_from_target=exclude)
     featurized = prepare(table, duplicates, stability_col, require_target=require_target)
     if featurized.n_kept == 0:
-        raise InputError(f"{source}: no usable rows ({featurized.n_rejected} rejected; "
-                         f"first reason: {featurized.rejected['reason'].iloc[0] if featurized.n_rejected else 'none'})")
+        first = featurized.rejected.iloc[0] if featurized.n_rejected else None
+        where = (f"first: line {first['line']}, formula {first['formula']!r}: {first['reason']}"
+                 if first is not None else "no rows")
+        raise InputError(f"{source}: no usable rows ({featurized.n_rejected} rejected; {where})")
     return featurized
 
 

@@ -246,8 +246,3 @@ def standardize(y: np.ndarray) -> tuple[float, float]:
     mean = float(y.mean()) if len(y) else 0.0
     std = float(y.std()) if len(y) > 1 else 1.0
     return mean, (std if std > 1e-12 else 1.0)
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy (for strategies that try several starts)."""
-    return copy.deepcopy(model)
