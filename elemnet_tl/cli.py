@@ -9,6 +9,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -138,8 +139,6 @@ def featurize(
 
 
 def _fit_config(defaults, epochs, batch_size, lr, patience, seed):
-    from dataclasses import replace
-
     return replace(defaults, **{k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr,
                                                        patience=patience, seed=seed).items() if v is not None})
 
@@ -162,13 +161,17 @@ def pretrain(
     test: Optional[Path] = TestFile,
     test_fraction: float = typer.Option(0.0, "--test-fraction", help="Instead of --test: hold out this seeded "
                                         "fraction of the data as the test set."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs [default: 120]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: 512]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW [default: 1e-3]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: 120)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: 512)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default: 1e-3)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs "
-                                           "[default: 30]; 0 disables."),
+                                           "(default: 30); 0 disables."),
     arch: str = typer.Option("1024x4-512x3-256x3-128x3-64x2-32x1", "--arch", help="Hidden layers, width x count."),
     dropout: float = typer.Option(0.0, "--dropout", help="Dropout after each hidden layer (ElemNet study: none)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default: 1e-4)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from this model's weights (run directory or "
+                                       "'bundled') instead of fresh ones; --arch and --dropout are then "
+                                       "the model's."),
     duplicates: str = typer.Option("most-stable", "--duplicates", help="most-stable | mean | keep | auto."),
     stability_col: Optional[str] = typer.Option(None, "--stability-col", help="Column marking the most stable "
                                                 "polymorph (default: the target)."),
@@ -188,9 +191,11 @@ def pretrain(
     from .pretrain import pretrain as run
 
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
+    if weight_decay is not None:
+        config = replace(config, weight_decay=weight_decay)
     result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
                  arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite,
-                 duplicates=duplicates,
+                 duplicates=duplicates, init=init,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet)
     _print_run(result)
@@ -213,11 +218,11 @@ def finetune(
     keep_head: bool = typer.Option(False, "--keep-head", help="Keep the pretrained output layer (same property)."),
     ensemble: int = typer.Option(3, "--ensemble", help="Average this many fine-tuned networks, each validated on "
                                  "its own seeded split (1: a single network)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs [default: from the data size, "
-                                         "about 2,000 steps]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: rows/40, 32..256]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 5e-4]."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs [default: 20]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: from the data size, "
+                                         "about 2,000 steps)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: rows/40, 32..256)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 3e-4)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default: 20)."),
     duplicates: str = typer.Option("auto", "--duplicates", help="auto | most-stable | mean | keep."),
     stability_col: Optional[str] = typer.Option(None, "--stability-col", help="Column marking the most stable "
                                                 "polymorph."),
@@ -290,8 +295,8 @@ _register_extract_features()
 @app.command("compare-scratch")
 @handles_errors
 def compare_scratch(
-    data: str = typer.Argument("expt-formation-enthalpy", help="Table or named dataset [default: the bundled "
-                               "experimental formation enthalpies]."),
+    data: str = typer.Argument("expt-formation-enthalpy", help="Table or named dataset (default: the bundled "
+                               "experimental formation enthalpies)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output directory (results.json, report.md, plots)."),
     test: Optional[Path] = typer.Option(None, "--test", help="Held-out test file (default: a seeded hold-out "
                                         "per seed)."),
@@ -307,7 +312,7 @@ def compare_scratch(
     ensemble: int = typer.Option(3, "--ensemble", help="Networks averaged by each network method "
                                  "(tl-finetune, sc-ef, sc-pa)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch budget of every network "
-                                         "[default: from the data size]."),
+                                         "(default: from the data size)."),
     device: str = Device,
     resume: bool = typer.Option(False, "--resume", help="Skip method/seed pairs already finished in OUTPUT."),
     formula_col: Optional[str] = FormulaCol,

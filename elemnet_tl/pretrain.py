@@ -33,12 +33,15 @@ def pretrain(
     formula_col: str | None = None,
     target_col: str | None = None,
     stability_col: str | None = None,
+    init: str | Path | None = None,
     show_progress: bool = True,
 ) -> RunResult:
     """Train ElemNet from scratch on ``data`` and write a run directory.
 
     Duplicates default to ``most-stable`` (lowest value per composition: pretraining data is a
-    formation energy). Returns the :class:`RunResult` (card with ``metrics``).
+    formation energy). ``init`` (a run directory or ``bundled``) starts from that model's weights
+    instead of fresh ones, e.g. to continue a model pretrained on one DFT set on another (its output
+    layer is rescaled to the new target's standardization). Returns the :class:`RunResult`.
     """
     config = config or PRETRAIN_DEFAULTS
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction,
@@ -46,6 +49,24 @@ def pretrain(
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,
                                   stability_col=stability_col)
     torch.manual_seed(config.seed)
-    model = ElemNet(arch, dropout=dropout)
+    extra = None
+    if init is None:
+        model = ElemNet(arch, dropout=dropout)
+    else:
+        model, extra = _initial_model(init, inputs.arrays()[1])
     return run_training(run_dir, model, inputs, config, command="pretrain", device=device, resume=resume,
-                        overwrite=overwrite, show_progress=show_progress)
+                        overwrite=overwrite, extra_card=extra, show_progress=show_progress)
+
+
+def _initial_model(init: str | Path, y_train) -> tuple[ElemNet, dict]:
+    """The network of ``init`` (first member of an ensemble), head rescaled to ``y_train``'s scaler."""
+    from .checkpoint import load_model
+    from .finetune import rescale_head
+    from .model import ElemNetEnsemble
+    from .training import standardize
+
+    loaded = load_model(init)
+    model = loaded.model.first if isinstance(loaded.model, ElemNetEnsemble) else loaded.model
+    rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_train))
+    return model, {"init_model": {"source": str(init), "path": str(loaded.path), "target": loaded.info.target,
+                                  "card_metrics": loaded.card.get("metrics")}}

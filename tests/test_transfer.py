@@ -582,3 +582,29 @@ def test_ensemble_averages_members_each_with_its_own_split(tmp_path, source_dir,
     again = finetune(data_dir / "smooth.csv", tmp_path / "again", source=tmp_path / "run", strategy="head",
                      config=QUICK, show_progress=False)
     assert again.card["metrics"]["val_mae"] > 0
+
+
+def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
+    """``pretrain --init`` starts from the given weights (head rescaled to the new target) and records it."""
+    frame = binary_table(120, seed=7)
+    frame["target"] = frame["target"] * 3.0 + 1.0  # same property on another scale and reference
+    frame.to_csv(tmp_path / "second.csv", index=False)
+    source = load_model(source_dir)
+    result = CliRunner().invoke(app, ["pretrain", str(tmp_path / "second.csv"), "-o", str(tmp_path / "cont"),
+                                      "--init", str(source_dir), "--epochs", "0", "--weight-decay", "0.02",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "cont" / "card.json").read_text())
+    assert card["init_model"]["path"].endswith("model.safetensors")
+    assert card["training"]["weight_decay"] == 0.02
+    continued = load_model(tmp_path / "cont")
+    x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
+    from elemnet_tl.training import predict_tensor
+
+    def in_units(loaded):
+        return predict_tensor(loaded.model, x) * loaded.info.target_std + loaded.info.target_mean
+
+    # zero epochs: the body is the source's, and the rescaled head predicts exactly what the source did
+    assert continued.info.target_std != pytest.approx(source.info.target_std, rel=0.1)
+    torch.testing.assert_close(in_units(continued), in_units(source), rtol=1e-4, atol=1e-4)
+    assert continued.info.arch == source.info.arch
