@@ -215,7 +215,10 @@ def finetune(
     val: Optional[Path] = ValFile,
     val_fraction: float = ValFraction,
     test: Optional[Path] = TestFile,
-    keep_head: bool = typer.Option(False, "--keep-head", help="Keep the pretrained output layer (same property)."),
+    keep_head: Optional[bool] = typer.Option(None, "--keep-head/--new-head", help="Keep the pretrained output "
+                                             "layer (same property) or start a new one (default: keep it, "
+                                             "linearly calibrated, only when the source predicts the target "
+                                             "with r ≥ 0.95)."),
     ensemble: int = typer.Option(3, "--ensemble", help="Average this many fine-tuned networks, each validated on "
                                  "its own seeded split (1: a single network)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: from the data size, "
@@ -247,7 +250,8 @@ def finetune(
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet)
     chosen = result.card["strategy"]
-    _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}"])
+    _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}",
+                        f"output layer {result.card['head']['reason']}"])
 
 
 @app.command()

@@ -34,12 +34,29 @@ def sized_config(config: FitConfig, n_train: int) -> FitConfig:
     return replace(config, batch_size=batch, epochs=epochs)
 
 
-def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_std: float) -> None:
-    """Make a kept output layer predict the same values under the new target scaler."""
+def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_std: float, slope: float = 1.0,
+                 intercept: float = 0.0) -> None:
+    """Make a kept output layer predict ``slope * source value + intercept`` under the new target scaler
+    (the defaults: the same values as the source)."""
     out = model.layers["out"]
     with torch.no_grad():
-        out.weight.mul_(old_std / new_std)
-        out.bias.copy_((out.bias * old_std + old_mean - new_mean) / new_std)
+        out.weight.mul_(slope * old_std / new_std)
+        out.bias.copy_((slope * (out.bias * old_std + old_mean) + intercept - new_mean) / new_std)
+
+
+SAME_PROPERTY_R = 0.95
+"""``keep_head=None`` keeps the pretrained output layer when its predictions correlate at least this much
+with the training target: the target is then the source property up to a linear map."""
+
+
+def decide_head(keep_head: bool | None, r: float) -> tuple[bool, str]:
+    """Whether to keep the pretrained output layer, and why (``keep_head=None``: from the correlation)."""
+    if keep_head is not None:
+        return keep_head, "kept (--keep-head)" if keep_head else "re-initialised (--new-head)"
+    if math.isfinite(r) and r >= SAME_PROPERTY_R:
+        return True, (f"kept and linearly calibrated to the target: the source predicts it with r = {r:.3f} "
+                      f"≥ {SAME_PROPERTY_R} (same property)")
+    return False, f"re-initialised: source predictions vs target r = {r:.2f} < {SAME_PROPERTY_R} (new property)"
 
 
 def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
@@ -57,6 +74,13 @@ def source_correlation(model, fractions: np.ndarray, target: np.ndarray) -> floa
     if len(target) < 3 or pred.std() < 1e-12 or np.std(target) < 1e-12:
         return float("nan")
     return float(np.corrcoef(pred, target)[0, 1])
+
+
+def linear_map(model, fractions: np.ndarray, target: np.ndarray, mean: float, std: float) -> tuple[float, float]:
+    """Least-squares ``target ≈ slope * source prediction + intercept`` (source prediction in its units)."""
+    pred = predict_tensor(model, torch.as_tensor(fractions)).cpu().numpy().astype(np.float64) * std + mean
+    slope, intercept = np.polyfit(pred, np.asarray(target, dtype=np.float64), 1)
+    return float(slope), float(intercept)
 
 
 def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str, soup_val: float | None = None) -> str:
@@ -83,7 +107,7 @@ def finetune(
     val: str | Path | None = None,
     test: str | Path | None = None,
     val_fraction: float = 0.1,
-    keep_head: bool = False,
+    keep_head: bool | None = None,
     members: int = DEFAULT_MEMBERS,
     config: FitConfig | None = None,
     device: str = "auto",
@@ -98,7 +122,9 @@ def finetune(
 
     ``strategy``: ``full``, ``freeze:K``, ``head``, ``reinit``, ``gradual`` or ``auto`` (tries the
     candidates of :func:`auto_candidates` on the validation split and keeps the best; the card's
-    ``strategy`` says which and why). The output layer is re-initialised unless ``keep_head``.
+    ``strategy`` says which and why). ``keep_head``: keep the pretrained output layer (True), re-initialise
+    it (False), or (None) keep it, linearly calibrated, only when the source already predicts the target
+    with r ≥ :data:`SAME_PROPERTY_R`; the card's ``head`` says which and why.
     ``members`` > 1 averages that many fine-tuned models, each validated on its own split.
     """
     config = config or FINETUNE_DEFAULTS
@@ -116,8 +142,11 @@ def finetune(
     config = sized_config(config, len(y_tr))
     r = source_correlation(model, x_tr, y_tr)
     torch.manual_seed(config.seed)
-    if keep_head:
-        rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_tr))
+    kept, head_reason = decide_head(keep_head, r)
+    if kept:
+        old = (loaded.info.target_mean, loaded.info.target_std)
+        fitted = linear_map(model, x_tr, y_tr, *old) if keep_head is None else (1.0, 0.0)
+        rescale_head(model, *old, *standardize(y_tr), *fitted)
     else:
         model.reset_head()
 
@@ -126,6 +155,7 @@ def finetune(
 
     source_record = {"source": str(source), "path": str(loaded.path), "target": loaded.info.target,
                      "card_metrics": loaded.card.get("metrics")}
+    head_record = {"kept": kept, "reason": head_reason}
     if strat.name == "auto":
         names = auto_candidates(len(y_tr), model.groups)
         plan: object = {name: phases_for(name) for name in names}
@@ -133,11 +163,11 @@ def finetune(
         def describe(tried: dict, chosen: str, soup_val: float | None = None) -> dict:
             reason = explain_choice(tried, chosen, len(y_tr), r, inputs.unit, soup_val)
             return {"strategy": {"name": chosen, "reason": reason, "auto": True, "candidates": names}}
-        extra = {"source_model": source_record, "source_correlation": r}
+        extra = {"source_model": source_record, "source_correlation": r, "head": head_record}
     else:
         plan = strategy_phases(strat, model, config)
         describe = None
-        extra = {"source_model": source_record, "source_correlation": r,
+        extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=device, overwrite=overwrite,
                         extra_card=extra, describe=describe, soup=strat.name == "auto", members=members,

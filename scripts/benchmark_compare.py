@@ -3,7 +3,11 @@
 For each set runs `elemtl compare-scratch` (API) with the given seeds and writes a summary table:
 best transfer (tl-finetune / tl-features) vs best from scratch (sc-ef, sc-pa, pa-rf), beside the
 study's numbers.
-Usage: python scripts/benchmark_compare.py [--sets slme,...,expt] [--seeds 3] [--out docs/compare_results.json]
+Usage: python scripts/benchmark_compare.py [--sets slme,...,expt] [--seeds 3] [--methods ...] [--from bundled]
+                                          [--out docs/compare_results.json]
+Finished method/seed pairs are kept (compare-scratch --resume): e.g. run the from-scratch methods first and
+the transfer methods later with another source model.
+       python scripts/benchmark_compare.py --table docs/compare_a.json docs/compare_b.json   (markdown table only)
 Needs ../shared/data for the JARVIS sets (skips them with a message when absent).
 """
 
@@ -17,8 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 JARVIS = ROOT.parent / "shared" / "data" / "targets" / "jarvis_tl"
-SETS = ("slme", "spillage", "mbj_bandgap", "bulkmoduluskv", "meps", "pseebeck", "magmom_outcar", "piezo_max_dij",
-        "expt")
+SETS = ("piezo_max_dij", "slme", "spillage", "mbj_bandgap", "bulkmoduluskv", "meps", "pseebeck", "magmom_outcar",
+        "expt")  # smallest first
 
 
 def main() -> int:
@@ -27,33 +31,79 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="docs/compare_results.json")
     parser.add_argument("--work", default="runs/compare")
+    parser.add_argument("--methods", default=None, help="comma-separated subset (default: all six)")
+    parser.add_argument("--from", dest="source", default="bundled")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of these result files")
     args = parser.parse_args()
-    from elemnet_tl.compare import STUDY_TEST_MAE, compare_scratch
+    if args.table:
+        summary = {k: v for f in args.table for k, v in json.loads(Path(f).read_text()).items()}
+        print(table(summary))
+        return 0
+    from elemnet_tl.compare import METHODS, STUDY_TEST_MAE, compare_scratch
+
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
 
     out = Path(args.out)
     summary = json.loads(out.read_text()) if out.is_file() else {}
     for name in [s for s in args.sets.split(",") if s]:
-        if name in summary:
+        if all(m in summary.get(name, {}).get("methods", {}) for m in methods):
             continue
         t0 = time.perf_counter()
         if name == "expt":
             results = compare_scratch("expt-formation-enthalpy", Path(args.work) / name, seeds=args.seeds,
-                                      resume=True, show_progress=False)
+                                      methods=methods, source=args.source, resume=True, show_progress=False)
         else:
             if not JARVIS.is_dir():
                 print(f"skip {name}: {JARVIS} not found")
                 continue
             results = compare_scratch(JARVIS / name / "train.csv.gz", Path(args.work) / name,
-                                      test=JARVIS / name / "test.csv.gz", seeds=args.seeds, resume=True,
-                                      show_progress=False)
+                                      test=JARVIS / name / "test.csv.gz", seeds=args.seeds, methods=methods,
+                                      source=args.source, resume=True, show_progress=False)
         row = {m: [v["test_mae_mean"], v["test_mae_std"]] for m, v in results["methods"].items()}
-        summary[name] = {"methods": row, "verdict": results["verdict"], "seconds": time.perf_counter() - t0,
-                         "study": STUDY_TEST_MAE.get(name)}
+        secs = {m: v.get("seconds") for m, v in results["methods"].items()}
+        summary[name] = {"methods": {**summary.get(name, {}).get("methods", {}), **row},
+                         "method_seconds": {**summary.get(name, {}).get("method_seconds", {}), **secs},
+                         "verdict": results["verdict"], "seconds": time.perf_counter() - t0,
+                         "study": STUDY_TEST_MAE.get(name), "source": args.source}
         out.write_text(json.dumps(summary, indent=1))
         print(name, json.dumps(summary[name]), flush=True)
     wins = sum(1 for v in summary.values() if v["verdict"].get("transfer_wins"))
     print(f"transfer beats the best from-scratch method on {wins} of {len(summary)} sets")
     return 0
+
+
+def _cell(row: dict, method: str) -> str:
+    if method not in row:
+        return "failed"
+    mean, std = row[method]
+    return f"{mean:.4g} ± {std:.2g}" if std else f"{mean:.4g}"
+
+
+def _best(row: dict, family: tuple[str, ...]) -> float:
+    return min((row[m][0] for m in family if m in row), default=float("nan"))
+
+
+TRANSFER = ("tl-finetune", "tl-features")
+SCRATCH = ("sc-ef", "sc-pa", "pa-rf")
+
+
+def table(summary: dict) -> str:
+    """Markdown: test MAE (mean ± std over seeds) of each method, the best of each family, the study's."""
+    methods = [*TRANSFER, *SCRATCH, "mean"]
+    lines = ["| set | " + " | ".join(methods) + " | transfer gain | study scratch | study transfer |",
+             "|" + "---|" * (len(methods) + 4)]
+    wins = 0
+    for name, entry in summary.items():
+        row = {m: v for m, v in entry["methods"].items() if v[0] is not None}
+        tl, sc = _best(row, TRANSFER), _best(row, SCRATCH)
+        wins += tl < sc
+        study = entry.get("study") or ("", "", "")
+        gain = f"{100 * (sc - tl) / sc:+.0f} %"
+        cells = " | ".join(_cell(row, m) for m in methods)
+        lines.append(f"| {name} | {cells} | {gain} | {study[1]} | {study[2]} |")
+    lines.append(f"\nTransfer (best of {', '.join(TRANSFER)}) beats the best from-scratch method on {wins} of "
+                 f"{len(summary)} sets.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

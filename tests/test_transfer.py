@@ -608,3 +608,30 @@ def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     assert continued.info.target_std != pytest.approx(source.info.target_std, rel=0.1)
     torch.testing.assert_close(in_units(continued), in_units(source), rtol=1e-4, atol=1e-4)
     assert continued.info.arch == source.info.arch
+
+
+@pytest.mark.parametrize(("keep_head", "r", "kept"), [(None, 0.97, True), (None, 0.6, False),
+                                                      (None, float("nan"), False), (True, 0.1, True),
+                                                      (False, 0.99, False)])
+def test_decide_head(keep_head, r, kept):
+    from elemnet_tl.finetune import decide_head
+
+    decision, reason = decide_head(keep_head, r)
+    assert decision is kept
+    assert reason and ("kept" in reason) is kept
+
+
+@pytest.mark.parametrize(("table", "kept"), [("same_property_scaled.csv", True), ("unrelated.csv", False)])
+def test_default_head_follows_the_source_correlation(tmp_path, source_dir, data_dir, table, kept):
+    """By default the head is kept (calibrated by least squares) only for the source's own property."""
+    same = pd.read_csv(data_dir / "same_property.csv")
+    same["target"] = 2.5 * same["target"] - 0.7  # same property, other unit and reference
+    same.to_csv(data_dir / "same_property_scaled.csv", index=False)
+    result = finetune(data_dir / table, tmp_path / "run", source=source_dir, strategy="head",
+                      config=replace(QUICK, epochs=1, lr=1e-6), show_progress=False)
+    assert result.card["head"]["kept"] is kept
+    std = result.card["target"]["std"]
+    if kept:  # the calibrated head already predicts the scaled property: tiny error after one tiny step
+        assert result.metrics["val_mae"] < 0.05 * std, (result.metrics["val_mae"], std)
+    else:
+        assert result.metrics["val_mae"] > 0.3 * std
