@@ -11,6 +11,8 @@ import torch
 
 from .checkpoint import load_model
 from .model import ElemNetEnsemble
+from .progress import console
+from .sources import choose_source, is_auto, record_choice
 from .training import FitConfig, predict_tensor, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
 from .workflow import RunResult, load_training_inputs, run_training
@@ -126,10 +128,27 @@ def finetune(
     it (False), or (None) keep it, linearly calibrated, only when the source already predicts the target
     with r ≥ :data:`SAME_PROPERTY_R`; the card's ``head`` says which and why.
     ``members`` > 1 averages that many fine-tuned models, each validated on its own split.
+    ``source="auto"`` first fine-tunes ``full`` from each bundled model and starts from the one that
+    validates best (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why).
     """
     config = config or FINETUNE_DEFAULTS
     if members < 1:
         raise ValueError(f"--ensemble must be at least 1, got {members}")
+    args = dict(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
+                members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
+                formula_col=formula_col, target_col=target_col, stability_col=stability_col,
+                show_progress=show_progress)
+    if is_auto(source):
+        def probe(candidate: str, where: Path) -> RunResult:
+            if show_progress:
+                console.print(f"--from auto: probing {candidate}", highlight=False)
+            return finetune(data, where, **{**args, "source": candidate, "strategy": "full", "members": 1,
+                                            "test": None})
+
+        chosen, choice = choose_source(probe)
+        if show_progress:
+            console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False)
+        return record_choice(finetune(data, run_dir, **{**args, "source": chosen}), choice)
     loaded = load_model(source)
     model = loaded.model
     if isinstance(model, ElemNetEnsemble):  # start from one network of a fine-tuned ensemble

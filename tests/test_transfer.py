@@ -635,3 +635,32 @@ def test_default_head_follows_the_source_correlation(tmp_path, source_dir, data_
         assert result.metrics["val_mae"] < 0.05 * std, (result.metrics["val_mae"], std)
     else:
         assert result.metrics["val_mae"] > 0.3 * std
+
+
+def test_from_auto_picks_the_source_that_validates_best(monkeypatch, tmp_path, source_dir, data_dir):
+    """``--from auto`` fine-tunes from each bundled source and keeps the best; the card says which and why."""
+    from elemnet_tl.pretrain import pretrain
+
+    sources_module = importlib.import_module("elemnet_tl.sources")
+    # a second source pretrained on noise: its features are useless for the smooth target
+    pretrain(data_dir / "unrelated.csv", tmp_path / "noise_source", arch=TINY_ARCH,
+             config=FitConfig(epochs=3, batch_size=32), show_progress=False)
+    candidates = [str(tmp_path / "noise_source"), str(source_dir)]
+    monkeypatch.setattr(sources_module, "bundled_sources", lambda: candidates)
+    result = finetune(data_dir / "smooth.csv", tmp_path / "run", source="auto", strategy="full",
+                      config=replace(QUICK, epochs=6), show_progress=False)
+    choice = json.loads((tmp_path / "run" / "card.json").read_text())["source_choice"]
+    assert set(choice["probe"]) == set(candidates)
+    assert choice["name"] == min(choice["probe"], key=choice["probe"].get)
+    assert choice["name"] in choice["reason"]
+    assert result.card["source_model"]["source"] == choice["name"]
+    # the probe of the chosen source is the same full fine-tune (same seed and split) as the final run
+    assert result.metrics["val_mae"] == pytest.approx(choice["probe"][choice["name"]], rel=1e-6)
+
+
+def test_from_auto_with_one_bundled_model_needs_no_probe(monkeypatch, tmp_path, source_dir, data_dir):
+    sources_module = importlib.import_module("elemnet_tl.sources")
+    monkeypatch.setattr(sources_module, "bundled_sources", lambda: [str(source_dir)])
+    result = finetune(data_dir / "smooth.csv", tmp_path / "run", source="auto", strategy="full",
+                      config=replace(QUICK, epochs=2), show_progress=False)
+    assert result.card["source_choice"] == {"name": str(source_dir), "reason": "the only bundled model", "probe": {}}
