@@ -138,12 +138,16 @@ def _fmt(v: float | None, std: float | None = None) -> str:
 
 
 def markdown_table(summary: dict) -> str:
-    lines = ["| method | what it is | test MAE (mean ± std) | RMSE | R² | seconds |", "|---|---|---|---|---|---|"]
+    """One row per method; with a single seed the MAE column has no (meaningless) ± 0."""
+    one_seed = all(len(e["per_seed"]) <= 1 for e in summary.values())
+    title = "test MAE (one seed)" if one_seed else "test MAE (mean ± std)"
+    lines = [f"| method | what it is | {title} | RMSE | R² | seconds |", "|---|---|---|---|---|---|"]
     for m, e in summary.items():
         if e["test_mae_mean"] is None:
             lines.append(f"| {m} | {e['description']} | failed: {e.get('error')} | | | {e['seconds']:.0f} |")
         else:
-            lines.append(f"| {m} | {e['description']} | {_fmt(e['test_mae_mean'], e['test_mae_std'])} | "
+            mae = _fmt(e["test_mae_mean"], None if one_seed else e["test_mae_std"])
+            lines.append(f"| {m} | {e['description']} | {mae} | "
                          f"{e['test_rmse_mean']:.4g} | {e['test_r2_mean']:.3f} | {e['seconds']:.0f} |")
     return "\n".join(lines)
 

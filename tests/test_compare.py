@@ -264,3 +264,17 @@ def test_cli_compare_scratch_unknown_method(tmp_path, data_csv):
     assert result.exit_code == 2, result.output
     output = result.output.strip()
     assert len(output.splitlines()) == 1 and output.startswith("error: ") and "nope" in output
+
+
+def test_markdown_table_shows_spread_only_with_several_seeds():
+    from elemnet_tl.report import markdown_table
+
+    def entry(maes):
+        return {"per_seed": [{"mae": m} for m in maes], "description": "d", "seconds": 1.0,
+                "test_mae_mean": sum(maes) / len(maes), "test_mae_std": 0.01 if len(maes) > 1 else 0.0,
+                "test_rmse_mean": 0.2, "test_r2_mean": 0.9}
+
+    one = markdown_table({"tl-finetune": entry([0.06])})
+    assert "±" not in one and "one seed" in one and "0.06" in one
+    two = markdown_table({"tl-finetune": entry([0.06, 0.07])})
+    assert "0.065 ± 0.01" in two
