@@ -26,6 +26,18 @@ BUNDLED_MODELS = {"formation-energy": "mp_eform"}
 """``--from bundled`` (= ``bundled:formation-energy``) and other bundled sources, by name."""
 
 
+def bundled_models() -> list[dict]:
+    """Name, target, unit and held-out test MAE (from its card) of every bundled model."""
+    out = []
+    for name, folder in BUNDLED_MODELS.items():
+        card_path = BUNDLED_DIR / folder / CARD_FILE
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        target = card.get("target", {})
+        out.append({"name": name, "target": target.get("name", "?"), "unit": target.get("unit", ""),
+                    "test_mae": card.get("metrics", {}).get("test_mae")})
+    return out
+
+
 @dataclass
 class ModelInfo:
     """What a checkpoint says about its model."""

@@ -88,12 +88,13 @@ def _echo_summary(lines: list[str]) -> None:
 @app.command()
 @handles_errors
 def datasets() -> None:
-    """List the named datasets (usable wherever a DATA file is expected).
+    """List the named datasets (usable wherever a DATA file is expected) and the bundled models.
 
     Example: elemtl datasets
     """
     from rich.table import Table as RichTable
 
+    from .checkpoint import bundled_models
     from .named import list_datasets
 
     table = RichTable(title="named datasets")
@@ -104,6 +105,13 @@ def datasets() -> None:
         table.add_row(d["name"], str(d.get("rows") or "?"), str(target), str(d.get("unit") or ""),
                       "yes" if d.get("offline") else "download")
     console.print(table)
+    models = RichTable(title="bundled models (--from bundled:NAME)")
+    for col in ("name", "target", "unit", "held-out test MAE"):
+        models.add_column(col)
+    for m in bundled_models():
+        mae = m.get("test_mae")
+        models.add_row(m["name"], m["target"], m["unit"], "?" if mae is None else f"{mae:.4g}")
+    console.print(models)
 
 
 @app.command()
@@ -207,7 +215,9 @@ def finetune(
     data: str = typer.Argument(..., help="Training table or named dataset of the target property."),
     output: Path = RunDir,
     source: str = typer.Option("bundled", "--from", help="Pretrained model: 'bundled' (ElemNet on Materials "
-                               "Project formation energies) or a run directory."),
+                               "Project formation energies), 'bundled:NAME' (see elemtl datasets), a run "
+                               "directory, or 'auto' (fine-tune from each bundled model, keep the one that "
+                               "validates best)."),
     strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual. "
                                  "auto tries full and freeze:K (K = the first layer group; also "
                                  "head under 300 rows) on the validation split and keeps the best, or a "

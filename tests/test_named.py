@@ -234,3 +234,19 @@ def test_matminer_several_numeric_columns(monkeypatch):
     with pytest.raises(InputError) as exc:
         named.load_named_dataset("expt_formation_enthalpy_kingsbury", target_col="nope")
     assert "expt_form_e" in _one_line(exc)
+
+
+def test_datasets_command_lists_the_bundled_models():
+    import json
+
+    from typer.testing import CliRunner
+
+    from elemnet_tl.checkpoint import BUNDLED_DIR, BUNDLED_MODELS
+    from elemnet_tl.cli import app
+
+    result = CliRunner().invoke(app, ["datasets"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name, folder in BUNDLED_MODELS.items():
+        card = json.loads((BUNDLED_DIR / folder / "card.json").read_text())
+        line = next(x for x in result.output.splitlines() if f" {name} " in x)
+        assert f"{card['metrics']['test_mae']:.4g}" in line
