@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 JARVIS = ROOT.parent / "shared" / "data" / "targets" / "jarvis_tl"
 SETS = ("piezo_max_dij", "slme", "spillage", "mbj_bandgap", "bulkmoduluskv", "meps", "pseebeck", "magmom_outcar",
@@ -36,7 +38,11 @@ def main() -> int:
     parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of these result files")
     args = parser.parse_args()
     if args.table:
-        summary = {k: v for f in args.table for k, v in json.loads(Path(f).read_text()).items()}
+        summary: dict = {}
+        for f in args.table:  # files with different methods of the same set are merged
+            for name, entry in json.loads(Path(f).read_text()).items():
+                merged = summary.setdefault(name, {**entry, "methods": {}})
+                merged["methods"].update(entry["methods"])
         print(table(summary))
         return 0
     from elemnet_tl.compare import METHODS, STUDY_TEST_MAE, compare_scratch
@@ -74,7 +80,7 @@ def main() -> int:
 
 def _cell(row: dict, method: str) -> str:
     if method not in row:
-        return "failed"
+        return "—"
     mean, std = row[method]
     return f"{mean:.4g} ± {std:.2g}" if std else f"{mean:.4g}"
 
@@ -92,17 +98,18 @@ def table(summary: dict) -> str:
     methods = [*TRANSFER, *SCRATCH, "mean"]
     lines = ["| set | " + " | ".join(methods) + " | transfer gain | study scratch | study transfer |",
              "|" + "---|" * (len(methods) + 4)]
-    wins = 0
+    wins = compared = 0
     for name, entry in summary.items():
-        row = {m: v for m, v in entry["methods"].items() if v[0] is not None}
+        row = {m: v for m, v in entry["methods"].items() if v[0] is not None}  # failed runs: null
         tl, sc = _best(row, TRANSFER), _best(row, SCRATCH)
-        wins += tl < sc
+        wins += bool(tl < sc)
+        compared += not (np.isnan(tl) or np.isnan(sc))
         study = entry.get("study") or ("", "", "")
-        gain = f"{100 * (sc - tl) / sc:+.0f} %"
+        gain = "—" if np.isnan(tl) or np.isnan(sc) else f"{100 * (sc - tl) / sc:+.0f} %"
         cells = " | ".join(_cell(row, m) for m in methods)
         lines.append(f"| {name} | {cells} | {gain} | {study[1]} | {study[2]} |")
     lines.append(f"\nTransfer (best of {', '.join(TRANSFER)}) beats the best from-scratch method on {wins} of "
-                 f"{len(summary)} sets.")
+                 f"{compared} sets with both families measured.")
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """Copy a finished pretrain run into the package as a bundled model, with its model card.
 
-Usage: python scripts/bundle_model.py RUN_DIR elemnet_tl/pretrained/NAME
+Usage: python scripts/bundle_model.py RUN_DIR elemnet_tl/pretrained/NAME [TARGET_NAME UNIT]
+       (TARGET_NAME and UNIT default to "formation energy" and "eV/atom" when the run's card has no unit)
 Checks that the run loads (architecture, element list, finite weights) and is ≤ 25 MB. When the run
 continued another model (`pretrain --init`), the card also gets the test MAE on the test compositions
 that the first stage's data never contained (`test_mae_unseen`), so the held-out figure stays honest.
@@ -69,7 +70,7 @@ def model_card(card: dict) -> str:
   batch {tr['batch_size']}, L1 loss on the standardized target,
   {tr['epochs_run']} epochs (best {tr['best_epoch']}),
   {tr['wall_seconds'] / 60:.1f} minutes on {card['device']}.
-* Held-out test MAE: **{m['test_mae']:.4f} {t['unit'] or 'eV/atom'}**
+* Held-out test MAE: **{m['test_mae']:.4f} {t['unit']}**
   (RMSE {m['test_rmse']:.4f}, R² {m['test_r2']:.4f}); validation MAE {m['val_mae']:.4f}.
 * Target scaler: mean {t['mean']:.4f}, std {t['std']:.4f} (stored in the safetensors metadata).
 * Reproduce: `bash scripts/train_bundled_model.sh` (command: `{card['command']}`).
@@ -79,6 +80,7 @@ def model_card(card: dict) -> str:
 
 def main() -> int:
     run, dest = Path(sys.argv[1]), Path(sys.argv[2])
+    target_name, unit = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("formation energy", "eV/atom")
     from dataclasses import replace
 
     from elemnet_tl.checkpoint import CARD_FILE, MODEL_FILE, load_model, save_model
@@ -95,8 +97,8 @@ def main() -> int:
         card["first_stage"] = stage
         print(json.dumps(stage))
     if not card["target"].get("unit"):
-        card["target"]["unit"] = "eV/atom"
-        card["target"]["name"] = "formation energy"
+        card["target"]["unit"] = unit
+        card["target"]["name"] = target_name
     info = replace(loaded.info, target=card["target"]["name"], unit=card["target"]["unit"])
     save_model(dest / MODEL_FILE, loaded.model, info)
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
