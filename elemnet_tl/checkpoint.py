@@ -22,7 +22,7 @@ STATE_FILE = "train_state.safetensors"
 FORMAT = "elemnet_tl/1"
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
-BUNDLED_MODELS = {"formation-energy": "mp_eform"}
+BUNDLED_MODELS = {"formation-energy": "mp_eform", "band-gap": "mp_gap"}
 """``--from bundled`` (= ``bundled:formation-energy``) and other bundled sources, by name."""
 
 

@@ -65,8 +65,11 @@ def main() -> int:
             results = compare_scratch(JARVIS / name / "train.csv.gz", Path(args.work) / name,
                                       test=JARVIS / name / "test.csv.gz", seeds=args.seeds, methods=methods,
                                       source=args.source, resume=True, show_progress=False)
-        row = {m: [v["test_mae_mean"], v["test_mae_std"]] for m, v in results["methods"].items()}
-        secs = {m: v.get("seconds") for m, v in results["methods"].items()}
+        def label(m: str) -> str:  # transfer methods from another source get their own column
+            return m if args.source == "bundled" or not m.startswith("tl-") else f"{m} (--from {args.source})"
+
+        row = {label(m): [v["test_mae_mean"], v["test_mae_std"]] for m, v in results["methods"].items()}
+        secs = {label(m): v.get("seconds") for m, v in results["methods"].items()}
         summary[name] = {"methods": {**summary.get(name, {}).get("methods", {}), **row},
                          "method_seconds": {**summary.get(name, {}).get("method_seconds", {}), **secs},
                          "verdict": results["verdict"], "seconds": time.perf_counter() - t0,
@@ -95,21 +98,23 @@ SCRATCH = ("sc-ef", "sc-pa", "pa-rf")
 
 def table(summary: dict) -> str:
     """Markdown: test MAE (mean ± std over seeds) of each method, the best of each family, the study's."""
-    methods = [*TRANSFER, *SCRATCH, "mean"]
+    extra = sorted({m for e in summary.values() for m in e["methods"] if m.startswith("tl-") and m not in TRANSFER})
+    methods = [*TRANSFER, *extra, *SCRATCH, "mean"]
     lines = ["| set | " + " | ".join(methods) + " | transfer gain | study scratch | study transfer |",
              "|" + "---|" * (len(methods) + 4)]
     wins = compared = 0
     for name, entry in summary.items():
         row = {m: v for m, v in entry["methods"].items() if v[0] is not None}  # failed runs: null
-        tl, sc = _best(row, TRANSFER), _best(row, SCRATCH)
+        tl, sc = _best(row, (*TRANSFER, *extra)), _best(row, SCRATCH)
         wins += bool(tl < sc)
         compared += not (np.isnan(tl) or np.isnan(sc))
         study = entry.get("study") or ("", "", "")
         gain = "—" if np.isnan(tl) or np.isnan(sc) else f"{100 * (sc - tl) / sc:+.0f} %"
         cells = " | ".join(_cell(row, m) for m in methods)
         lines.append(f"| {name} | {cells} | {gain} | {study[1]} | {study[2]} |")
-    lines.append(f"\nTransfer (best of {', '.join(TRANSFER)}) beats the best from-scratch method on {wins} of "
-                 f"{compared} sets with both families measured.")
+    family = ", ".join([*TRANSFER, *extra])
+    lines.append(f"\nTransfer (best of {family}) beats the best from-scratch method on {wins} of {compared} sets "
+                 "with both families measured.")
     return "\n".join(lines)
 
 

@@ -45,7 +45,7 @@ def unseen_test_mae(card: dict, loaded) -> dict | None:
             "test_mae_all": float(err.mean()), "test_mae_unseen": float(err[~seen].mean())}
 
 
-def model_card(card: dict) -> str:
+def model_card(card: dict, name: str = "formation-energy") -> str:
     m, t, tr, data = card["metrics"], card["target"], card["training"], card["data"]
     train = data["train"]
     stage = card.get("first_stage")
@@ -56,8 +56,7 @@ def model_card(card: dict) -> str:
 """
     return f"""# Bundled model: ElemNet pretrained on {t['name']}
 
-{first}
-* Architecture: ElemNet {card['model']['arch']} (+ output layer), ReLU, dropout {card['model']['dropout']},
+{first}* Architecture: ElemNet {card['model']['arch']} (+ output layer), ReLU, dropout {card['model']['dropout']},
   {card['model']['parameters']:,} parameters; input: 86 element fractions in ElemNet's order.
 * Training data: {train.get('source')} (sha256 {str(train.get('sha256'))[:12]}…): {train.get('read')} rows,
   {train.get('rejected')} rejected, {train.get('merged')} merged
@@ -73,7 +72,7 @@ def model_card(card: dict) -> str:
 * Held-out test MAE: **{m['test_mae']:.4f} {t['unit']}**
   (RMSE {m['test_rmse']:.4f}, R² {m['test_r2']:.4f}); validation MAE {m['val_mae']:.4f}.
 * Target scaler: mean {t['mean']:.4f}, std {t['std']:.4f} (stored in the safetensors metadata).
-* Reproduce: `bash scripts/train_bundled_model.sh` (command: `{card['command']}`).
+* Reproduce: `bash scripts/train_bundled_model.sh {name}` (command: `{card['command']}`).
 * Data license: Materials Project via matbench v0.1, CC BY 4.0{'; OQMD, CC BY 4.0' if stage else ''}.
 """
 
@@ -102,7 +101,10 @@ def main() -> int:
     info = replace(loaded.info, target=card["target"]["name"], unit=card["target"]["unit"])
     save_model(dest / MODEL_FILE, loaded.model, info)
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    (dest / "README.md").write_text(model_card(card))
+    from elemnet_tl.checkpoint import BUNDLED_MODELS
+
+    name = {folder: key for key, folder in BUNDLED_MODELS.items()}.get(dest.name, dest.name)
+    (dest / "README.md").write_text(model_card(card, name))
     print(f"bundled {run} -> {dest} ({size / 1e6:.1f} MB); test MAE {card['metrics']['test_mae']:.4f}")
     return 0
 
