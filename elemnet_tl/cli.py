@@ -321,7 +321,9 @@ def compare_scratch(
     train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Learning curve: comma-separated "
                                               "training fractions, e.g. 0.1,0.25,0.5,1.0."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Hold-out fraction when no --test."),
-    source: str = typer.Option("bundled", "--from", help="Pretrained model for the transfer methods."),
+    source: str = typer.Option("auto", "--from", help="Pretrained model for tl-finetune: auto (each bundled "
+                               "model is tried on the validation split, the best is used), bundled, "
+                               "bundled:NAME or a run directory. tl-features uses bundled when auto."),
     strategy: str = typer.Option("auto", "--strategy", help="Fine-tuning strategy for tl-finetune."),
     ensemble: int = typer.Option(3, "--ensemble", help="Networks averaged by each network method "
                                  "(tl-finetune, sc-ef, sc-pa)."),

@@ -186,6 +186,16 @@ def make_splits(data: Featurized, test: Featurized | None, seeds: int, sizes: li
     return splits
 
 
+def chosen_sources(out_dir: Path) -> dict[str, int]:
+    """How often ``--from auto`` picked each source in the tl-finetune runs under ``out_dir``."""
+    counts: dict[str, int] = {}
+    for card in sorted((out_dir / "runs" / "tl-finetune").glob("*/seed*/card.json")):
+        name = (json.loads(card.read_text()).get("source_choice") or {}).get("name")
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def _outcome_path(out_dir: Path, method: str, split: Split) -> Path:
     size = f"size{split.size:g}" if split.size != 1.0 else "full"
     return out_dir / "runs" / method / size / f"seed{split.seed}"
@@ -200,7 +210,7 @@ def compare_scratch(
     seeds: int = 3,
     train_sizes: list[float] | None = None,
     test_fraction: float = 0.2,
-    source: str = "bundled",
+    source: str = "auto",
     strategy: str = "auto",
     members: int = 3,
     config: FitConfig | None = None,
@@ -272,7 +282,8 @@ def compare_scratch(
         "split": (f"test file {test} ({test_f.n_kept} rows, every row scored)" if test_f is not None else
                   f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "
                   "a different split for each seed"),
-        "seeds": seeds, "train_sizes": sizes, "methods": list(methods), "source": source, "strategy": strategy,
+        "seeds": seeds, "train_sizes": sizes, "methods": list(methods), "source": source,
+        "sources_chosen": chosen_sources(out_dir), "strategy": strategy,
         "members": members,
         "n_train": splits[-1].train.n_kept if splits else 0,
         "unit": str(full.table.provenance.get("unit", "")),

@@ -137,6 +137,15 @@ def _fmt(v: float | None, std: float | None = None) -> str:
     return f"{v:.4g} ± {std:.2g}" if std is not None else f"{v:.4g}"
 
 
+def _source_words(setup: dict) -> str:
+    chosen = setup.get("sources_chosen") or {}
+    if not chosen:
+        return str(setup["source"])
+    picks = ", ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in chosen.items())
+    return (f"{setup['source']} — tl-finetune fine-tuned from each bundled model on its validation split and "
+            f"started from the better one: {picks}; tl-features used bundled (formation energy)")
+
+
 def markdown_table(summary: dict) -> str:
     """One row per method; with a single seed the MAE column has no (meaningless) ± 0."""
     one_seed = all(len(e["per_seed"]) <= 1 for e in summary.values())
@@ -187,7 +196,7 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
               f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions.",
               f"- Split: {setup['split']}; {setup['n_train']} training rows. Every method sees the same rows.",
               f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
-              f"- Pretrained source: {setup['source']}; fine-tuning strategy: {setup['strategy']}.",
+              f"- Pretrained source: {_source_words(setup)}; fine-tuning strategy: {setup['strategy']}.",
               f"- Every network method (tl-finetune, sc-ef, sc-pa) averages {setup.get('members', 1)} networks, each "
               "holding out its own 10 % of the training rows for early stopping; the test rows are used once, "
               "for the scores above."]

@@ -278,3 +278,14 @@ def test_markdown_table_shows_spread_only_with_several_seeds():
     assert "±" not in one and "one seed" in one and "0.06" in one
     two = markdown_table({"tl-finetune": entry([0.06, 0.07])})
     assert "0.065 ± 0.01" in two
+
+
+def test_from_auto_reports_the_chosen_source(monkeypatch, tmp_path, source_dir, data_csv):
+    """compare-scratch's default ``--from auto``: tl-finetune picks a source; the report says which."""
+    sources_module = importlib.import_module("elemnet_tl.sources")
+    monkeypatch.setattr(sources_module, "bundled_sources", lambda: [str(source_dir), str(source_dir)])
+    results = compare_scratch(data_csv, tmp_path / "out", methods=("tl-finetune", "mean"), seeds=1,
+                              config=CONFIG, members=1, show_progress=False)
+    assert results["methods"]["tl-finetune"]["test_mae_mean"] is not None
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"{source_dir} (1 run)" in report
