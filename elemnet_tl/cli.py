@@ -228,7 +228,7 @@ def finetune(
     keep_head: Optional[bool] = typer.Option(None, "--keep-head/--new-head", help="Keep the pretrained output "
                                              "layer (same property) or start a new one (default: keep it, "
                                              "linearly calibrated, only when the source predicts the target "
-                                             "with r ≥ 0.95)."),
+                                             "with |r| ≥ 0.95)."),
     ensemble: int = typer.Option(3, "--ensemble", help="Average this many fine-tuned networks, each validated on "
                                  "its own seeded split (1: a single network)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: from the data size, "

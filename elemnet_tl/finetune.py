@@ -48,17 +48,17 @@ def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_st
 
 SAME_PROPERTY_R = 0.95
 """``keep_head=None`` keeps the pretrained output layer when its predictions correlate at least this much
-with the training target: the target is then the source property up to a linear map."""
+(in absolute value) with the training target: the target is then the source property up to a linear map."""
 
 
 def decide_head(keep_head: bool | None, r: float) -> tuple[bool, str]:
     """Whether to keep the pretrained output layer, and why (``keep_head=None``: from the correlation)."""
     if keep_head is not None:
         return keep_head, "kept (--keep-head)" if keep_head else "re-initialised (--new-head)"
-    if math.isfinite(r) and r >= SAME_PROPERTY_R:
-        return True, (f"kept and linearly calibrated to the target: the source predicts it with r = {r:.3f} "
-                      f"≥ {SAME_PROPERTY_R} (same property)")
-    return False, f"re-initialised: source predictions vs target r = {r:.2f} < {SAME_PROPERTY_R} (new property)"
+    if math.isfinite(r) and abs(r) >= SAME_PROPERTY_R:
+        return True, (f"kept and linearly calibrated to the target: the source predicts it with |r| = {abs(r):.3f} "
+                      f"≥ {SAME_PROPERTY_R} (same property up to a linear map)")
+    return False, f"re-initialised: source predictions vs target r = {r:.2f}, |r| < {SAME_PROPERTY_R} (new property)"
 
 
 def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:

@@ -610,7 +610,7 @@ def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     assert continued.info.arch == source.info.arch
 
 
-@pytest.mark.parametrize(("keep_head", "r", "kept"), [(None, 0.97, True), (None, 0.6, False),
+@pytest.mark.parametrize(("keep_head", "r", "kept"), [(None, 0.97, True), (None, -0.97, True), (None, 0.6, False),
                                                       (None, float("nan"), False), (True, 0.1, True),
                                                       (False, 0.99, False)])
 def test_decide_head(keep_head, r, kept):
