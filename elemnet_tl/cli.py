@@ -359,7 +359,8 @@ def compare_scratch(
         if e["test_mae_mean"] is None:
             table.add_row(name, "failed", str(e.get("error"))[:60], "", "", f"{e['seconds']:.0f}")
         else:
-            table.add_row(name, f"{e['test_mae_mean']:.4g}", f"{e['test_mae_std']:.2g}", f"{e['test_rmse_mean']:.4g}",
+            spread = f"{e['test_mae_std']:.2g}" if seeds > 1 else "—"
+            table.add_row(name, f"{e['test_mae_mean']:.4g}", spread, f"{e['test_rmse_mean']:.4g}",
                           f"{e['test_r2_mean']:.3f}", f"{e['seconds']:.0f}")
     console.print(table)
     v = results["verdict"]
