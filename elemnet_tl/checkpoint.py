@@ -101,6 +101,16 @@ def resolve_model_path(source: str | Path) -> Path:
     return path
 
 
+def load_start_network(source: str | Path) -> tuple[ElemNet, LoadedModel, dict]:
+    """The network to start training from (the first member of an ensemble), the loaded checkpoint, and
+    the card record naming it (source, file, target, the source run's metrics)."""
+    loaded = load_model(source)
+    model = loaded.model.first if isinstance(loaded.model, ElemNetEnsemble) else loaded.model
+    record = {"source": str(source), "path": str(loaded.path), "target": loaded.info.target,
+              "card_metrics": loaded.card.get("metrics")}
+    return model, loaded, record
+
+
 def save_model(path: str | Path, model: ElemNet, info: ModelInfo) -> None:
     """Write weights + metadata atomically."""
     from safetensors.torch import save_file

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_model
-from .model import ElemNetEnsemble
+from .checkpoint import load_start_network
 from .progress import console
 from .sources import choose_source, is_auto, record_choice
 from .training import FitConfig, predict_tensor, standardize
@@ -70,17 +69,21 @@ def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
     return names
 
 
-def source_correlation(model, fractions: np.ndarray, target: np.ndarray) -> float:
-    """Pearson r between the pretrained model's predictions and the target (how close the properties are)."""
+def source_predictions(loaded, model, fractions: np.ndarray) -> np.ndarray:
+    """The pretrained model's predictions for ``fractions``, in the source target's units."""
     pred = predict_tensor(model, torch.as_tensor(fractions)).cpu().numpy().astype(np.float64)
+    return pred * loaded.info.target_std + loaded.info.target_mean
+
+
+def source_correlation(pred: np.ndarray, target: np.ndarray) -> float:
+    """Pearson r between the source's predictions and the target (how close the properties are)."""
     if len(target) < 3 or pred.std() < 1e-12 or np.std(target) < 1e-12:
         return float("nan")
     return float(np.corrcoef(pred, target)[0, 1])
 
 
-def linear_map(model, fractions: np.ndarray, target: np.ndarray, mean: float, std: float) -> tuple[float, float]:
-    """Least-squares ``target ≈ slope * source prediction + intercept`` (source prediction in its units)."""
-    pred = predict_tensor(model, torch.as_tensor(fractions)).cpu().numpy().astype(np.float64) * std + mean
+def linear_map(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``target ≈ slope * source prediction + intercept``."""
     slope, intercept = np.polyfit(pred, np.asarray(target, dtype=np.float64), 1)
     return float(slope), float(intercept)
 
@@ -149,31 +152,26 @@ def finetune(
         if show_progress:
             console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False)
         return record_choice(finetune(data, run_dir, **{**args, "source": chosen}), choice)
-    loaded = load_model(source)
-    model = loaded.model
-    if isinstance(model, ElemNetEnsemble):  # start from one network of a fine-tuned ensemble
-        model = model.first
+    model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
     strat = parse_strategy(strategy, len(model.layer_names))
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,
                                   stability_col=stability_col)
     x_tr, y_tr, _, _ = inputs.arrays()
     config = sized_config(config, len(y_tr))
-    r = source_correlation(model, x_tr, y_tr)
+    pred = source_predictions(loaded, model, x_tr)
+    r = source_correlation(pred, y_tr)
     torch.manual_seed(config.seed)
     kept, head_reason = decide_head(keep_head, r)
     if kept:
-        old = (loaded.info.target_mean, loaded.info.target_std)
-        fitted = linear_map(model, x_tr, y_tr, *old) if keep_head is None else (1.0, 0.0)
-        rescale_head(model, *old, *standardize(y_tr), *fitted)
+        fitted = linear_map(pred, y_tr) if keep_head is None else (1.0, 0.0)
+        rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_tr), *fitted)
     else:
         model.reset_head()
 
     def phases_for(name: str):
         return lambda m: strategy_phases(parse_strategy(name, len(m.layer_names)), m, config)
 
-    source_record = {"source": str(source), "path": str(loaded.path), "target": loaded.info.target,
-                     "card_metrics": loaded.card.get("metrics")}
     head_record = {"kept": kept, "reason": head_reason}
     if strat.name == "auto":
         names = auto_candidates(len(y_tr), model.groups)

@@ -59,14 +59,11 @@ def pretrain(
 
 
 def _initial_model(init: str | Path, y_train) -> tuple[ElemNet, dict]:
-    """The network of ``init`` (first member of an ensemble), head rescaled to ``y_train``'s scaler."""
-    from .checkpoint import load_model
+    """The network of ``init``, its head rescaled to ``y_train``'s scaler, and the card record."""
+    from .checkpoint import load_start_network
     from .finetune import rescale_head
-    from .model import ElemNetEnsemble
     from .training import standardize
 
-    loaded = load_model(init)
-    model = loaded.model.first if isinstance(loaded.model, ElemNetEnsemble) else loaded.model
+    model, loaded, record = load_start_network(init)
     rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_train))
-    return model, {"init_model": {"source": str(init), "path": str(loaded.path), "target": loaded.info.target,
-                                  "card_metrics": loaded.card.get("metrics")}}
+    return model, {"init_model": record}

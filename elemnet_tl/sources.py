@@ -27,10 +27,9 @@ def bundled_sources() -> list[str]:
     return [f"bundled:{name}" for name in BUNDLED_MODELS]
 
 
-def choose_source(probe: Callable[[str, Path], RunResult], sources: list[str] | None = None,
-                  unit: str = "") -> tuple[str, dict]:
-    """Run ``probe(source, run_dir)`` for each source; returns the best source and the card record."""
-    sources = sources or bundled_sources()
+def choose_source(probe: Callable[[str, Path], RunResult]) -> tuple[str, dict]:
+    """Run ``probe(source, run_dir)`` for each bundled source; returns the best one and the card record."""
+    sources = bundled_sources()
     if len(sources) == 1:
         return sources[0], {"name": sources[0], "reason": "the only bundled model", "probe": {}}
     scores: dict[str, float] = {}
@@ -38,9 +37,8 @@ def choose_source(probe: Callable[[str, Path], RunResult], sources: list[str] | 
         for i, source in enumerate(sources):
             scores[source] = float(probe(source, Path(tmp) / f"probe{i}").metrics["val_mae"])
     best = min(scores, key=scores.__getitem__)
-    units = f" ({unit})" if unit else ""
     ranked = ", ".join(f"{s} {v:.4g}" for s, v in sorted(scores.items(), key=lambda kv: kv[1]))
-    reason = f"lowest validation MAE{units} of a full fine-tune from each bundled model: {ranked}"
+    reason = f"lowest validation MAE of a full fine-tune from each bundled model: {ranked}"
     return best, {"name": best, "reason": reason, "probe": scores}
 
 

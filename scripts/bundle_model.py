@@ -32,14 +32,17 @@ def unseen_test_mae(card: dict, loaded) -> dict | None:
     first_card = json.loads((Path(init["path"]).parent / "card.json").read_text())
     first = load_and_prepare(first_card["data"]["train"]["path"], duplicates="most-stable")
     train = card["data"]["train"]
-    inputs = load_training_inputs(train["path"], test_fraction=card["split"]["n_test"] / train["kept"],
-                                  seed=card["seed"], duplicates="most-stable")
+    compositions = train["read"] - train["rejected"] - train["merged"]  # "kept" is after the test hold-out
+    inputs = load_training_inputs(train["path"], test_fraction=card["split"]["n_test"] / compositions,
+                                  seed=card["seed"], duplicates=train["duplicates"])
     test = inputs.test
     keys = composition_keys(np.vstack([first.fractions, test.fractions]))
     seen = np.isin(keys[len(first.fractions):], keys[:len(first.fractions)])
     pred = predict_tensor(loaded.model, torch.as_tensor(test.fractions, dtype=torch.float32)).numpy()
     pred = pred * loaded.info.target_std + loaded.info.target_mean
     err = np.abs(pred - test.target)
+    if not np.isclose(err.mean(), card["metrics"]["test_mae"], rtol=1e-4):
+        raise SystemExit(f"could not rebuild the test split of {card['command']!r}")
     return {"first_stage_data": first_card["data"]["train"]["source"], "first_stage_val_mae":
             first_card["metrics"]["val_mae"], "test_in_first_stage": int(seen.sum()), "test_unseen": int((~seen).sum()),
             "test_mae_all": float(err.mean()), "test_mae_unseen": float(err[~seen].mean())}
