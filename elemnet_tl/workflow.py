@@ -72,7 +72,14 @@ def load_training_inputs(
     (never deduplicated: every test row is scored) or a seeded ``test_fraction`` of the data."""
     if test and test_fraction:
         raise InputError("give either --test or --test-fraction, not both")
+    for name, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= value < 1 or (name == "--val-fraction" and not val and value == 0):
+            raise InputError(f"{name} must be between 0 and 1, got {value:g}")
     train = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
+    needed = 1 + (not val) + bool(test_fraction)
+    if train.n_kept < needed:
+        raise InputError(f"{data}: {train.n_kept} usable row(s) after rejections and duplicates; training needs "
+                         f"at least {needed} (rows to train on and to hold out)")
     val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col) if val else None
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
     if test_fraction:

@@ -179,3 +179,19 @@ def test_text_cell_in_target_does_not_silently_switch_target(tmp_path):
     path.write_text("formula,e_form,band_gap\nNaCl,-2.13,8.5\nMgO,-3.1 eV,7.8\nLiF,-3.19,13.6\n")
     one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], "ambiguous target column", "e_form",
                    "band_gap")
+
+
+@pytest.mark.parametrize("command", ["finetune", "pretrain"])
+def test_too_few_usable_rows_to_train(tmp_path, command):
+    table = tmp_path / "one.csv"
+    pd.DataFrame({"formula": ["NaCl", "Xx2O"], "target": [1.0, 2.0]}).to_csv(table, index=False)
+    one_line_error([command, str(table), "-o", str(tmp_path / "run")], "one.csv", "1 usable row", "at least 2")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1"])
+def test_bad_validation_fraction(tmp_path, value):
+    table = tmp_path / "two.csv"
+    pd.DataFrame({"formula": ["NaCl", "KCl", "LiF"], "target": [1.0, 2.0, 3.0]}).to_csv(table, index=False)
+    one_line_error(["pretrain", str(table), "-o", str(tmp_path / "run"), "--val-fraction", value],
+                   "--val-fraction", "between 0 and 1")
