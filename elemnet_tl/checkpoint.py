@@ -38,6 +38,16 @@ def bundled_models() -> list[dict]:
     return out
 
 
+FRACTIONS = "element fractions"
+FRACTIONS_AND_ATTRIBUTES = "element fractions + Magpie attributes"
+"""What a network reads (ModelInfo.inputs): the attributes are computed from the fractions."""
+
+
+def input_kind(model: ElemNet | ElemNetEnsemble) -> str:
+    """:data:`FRACTIONS` or :data:`FRACTIONS_AND_ATTRIBUTES`."""
+    return FRACTIONS if model.attributes is None else FRACTIONS_AND_ATTRIBUTES
+
+
 @dataclass
 class ModelInfo:
     """What a checkpoint says about its model."""
@@ -48,7 +58,7 @@ class ModelInfo:
     target_std: float
     target: str = "target"
     unit: str = ""
-    inputs: str = "element fractions"
+    inputs: str = FRACTIONS
     members: int = 1
     """> 1: an :class:`~elemnet_tl.model.ElemNetEnsemble` of that many ElemNets."""
 
@@ -141,12 +151,13 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Loaded
     try:
         info = ModelInfo(arch=meta["arch"], dropout=float(meta["dropout"]), target_mean=float(meta["target_mean"]),
                          target_std=float(meta["target_std"]), target=meta.get("target", "target"),
-                         unit=meta.get("unit", ""), inputs=meta.get("inputs", "element fractions"),
+                         unit=meta.get("unit", ""), inputs=meta.get("inputs", FRACTIONS),
                          members=int(meta.get("members", "1")))
-        if info.members > 1:
-            model = ElemNetEnsemble([ElemNet(info.arch, dropout=info.dropout) for _ in range(info.members)])
-        else:
-            model = ElemNet(info.arch, dropout=info.dropout)
+        if info.inputs not in (FRACTIONS, FRACTIONS_AND_ATTRIBUTES):
+            raise ValueError(f"unknown inputs {info.inputs!r}")
+        attributes = info.inputs == FRACTIONS_AND_ATTRIBUTES
+        nets = [ElemNet(info.arch, dropout=info.dropout, attributes=attributes) for _ in range(info.members)]
+        model = ElemNetEnsemble(nets) if info.members > 1 else nets[0]
     except (KeyError, ValueError) as exc:
         raise InputError(f"{path}: bad model metadata: {exc}") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -218,10 +218,11 @@ def finetune(
                                "Project formation energies), 'bundled:NAME' (see elemtl datasets), a run "
                                "directory, or 'auto' (fine-tune from each bundled model, keep the one that "
                                "validates best)."),
-    strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual. "
-                                 "auto tries full and freeze:K (K = the first layer group; also "
-                                 "head under 300 rows) on the validation split and keeps the best, or a "
-                                 "weight average of them when that validates better."),
+    strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual; "
+                                 "add +pa (e.g. full+pa) to feed Magpie physical attributes to the first "
+                                 "layer too. auto tries full, full+pa and freeze:K (K = the first layer "
+                                 "group; also head under 300 rows) on the validation split and keeps the "
+                                 "best, or a weight average of them when that validates better."),
     val: Optional[Path] = ValFile,
     val_fraction: float = ValFraction,
     test: Optional[Path] = TestFile,

@@ -92,17 +92,10 @@ def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: 
 
 def _pa(train: Featurized, test: Featurized) -> tuple[np.ndarray, np.ndarray]:
     """Physical attributes, NaN filled with the training median, standardized on the training rows."""
-    from .physical import physical_attributes
+    from .attributes import standardized_attributes
 
-    a = physical_attributes(train.fractions.astype(np.float64))
-    b = physical_attributes(test.fractions.astype(np.float64))
-    med = np.nanmedian(a, axis=0)
-    med = np.where(np.isfinite(med), med, 0.0)
-    a = np.where(np.isfinite(a), a, med)
-    b = np.where(np.isfinite(b), b, med)
-    mu, sd = a.mean(0), a.std(0)
-    sd = np.where(sd > 1e-12, sd, 1.0)
-    return (a - mu) / sd, (b - mu) / sd
+    a, b = standardized_attributes(train.fractions, test.fractions)
+    return a, b
 
 
 def _write_split(split: Split, where: Path) -> tuple[Path, Path]:

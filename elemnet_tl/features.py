@@ -235,18 +235,12 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         acts = self.activations(x, self.layers_)
         blocks = [acts[name] for name in self.layers_]
         if self.with_pa:
-            from .physical import feature_labels, physical_attributes
+            from .physical import feature_labels, imputation_medians, impute, physical_attributes
 
-            n_pa = len(feature_labels())
-            pa = physical_attributes(x) if len(x) else np.zeros((0, n_pa))
-            pa = np.where(np.isfinite(pa), pa, np.nan)
+            pa = physical_attributes(x) if len(x) else np.zeros((0, len(feature_labels())))
             if fitting:
-                med = np.zeros(n_pa)
-                if len(pa):
-                    seen = ~np.isnan(pa).all(axis=0)
-                    med[seen] = np.nanmedian(pa[:, seen], axis=0)
-                self.pa_medians_ = med
-            blocks.append(np.where(np.isnan(pa), self.pa_medians_[None, :], pa))
+                self.pa_medians_ = imputation_medians(pa)
+            blocks.append(impute(pa, self.pa_medians_))
         return np.concatenate(blocks, axis=1)
 
     def transform_all(self, X: Any) -> np.ndarray:

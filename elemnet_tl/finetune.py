@@ -63,7 +63,7 @@ def decide_head(keep_head: bool | None, r: float) -> tuple[bool, str]:
 def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
     """Strategies ``auto`` tries on the validation split (all start from the pretrained weights)."""
     first_group = len(next(iter(groups.values())))
-    names = ["full", f"freeze:{first_group}"]
+    names = ["full", "full+pa", f"freeze:{first_group}"]
     if n_train < 300:
         names.append("head")
     return names
@@ -95,7 +95,7 @@ def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str, 
     sim = f"r = {r:.2f}" if math.isfinite(r) else "r undefined"
     units = f" ({unit})" if unit else ""
     if chosen.startswith("soup:"):
-        members = chosen[5:].replace("+", " and ")
+        members = chosen[5:].replace(",", " and ")
         head = (f"{chosen}: the weight average of {members} validates at {soup_val:.4g}{units}, better than any "
                 f"single candidate ({parts})")
     else:
@@ -125,9 +125,10 @@ def finetune(
 ) -> RunResult:
     """Start from a pretrained ElemNet (``source``: run directory or ``bundled``) and fit ``data``.
 
-    ``strategy``: ``full``, ``freeze:K``, ``head``, ``reinit``, ``gradual`` or ``auto`` (tries the
-    candidates of :func:`auto_candidates` on the validation split and keeps the best; the card's
-    ``strategy`` says which and why). ``keep_head``: keep the pretrained output layer (True), re-initialise
+    ``strategy``: ``full``, ``freeze:K``, ``head``, ``reinit``, ``gradual`` (each also with ``+pa``:
+    Magpie physical attributes feed the first layer too) or ``auto`` (tries the candidates of
+    :func:`auto_candidates` on the validation split and keeps the best; the card's ``strategy`` says
+    which and why). ``keep_head``: keep the pretrained output layer (True), re-initialise
     it (False), or (None) keep it, linearly calibrated, only when the source already predicts the target
     with r ≥ :data:`SAME_PROPERTY_R`; the card's ``head`` says which and why.
     ``members`` > 1 averages that many fine-tuned models, each validated on its own split.
@@ -168,6 +169,10 @@ def finetune(
         rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_tr), *fitted)
     else:
         model.reset_head()
+
+    needs_attributes = strat.name == "auto" or strat.attributes
+    if needs_attributes and model.attributes is None:
+        model.add_attributes(x_tr)
 
     def phases_for(name: str):
         return lambda m: strategy_phases(parse_strategy(name, len(m.layer_names)), m, config)

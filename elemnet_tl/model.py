@@ -7,6 +7,7 @@ import re
 import torch
 from torch import nn
 
+from .attributes import AttributeInputs, with_attributes
 from .elements import N_ELEMENTS
 
 DEFAULT_ARCH = "1024x4-512x3-256x3-128x3-64x2-32x1"
@@ -41,9 +42,12 @@ class ElemNet(nn.Module):
     Hidden layers are named ``fc1`` ... ``fcN`` and the output layer ``out``; freezing and feature
     extraction address layers by these names. :attr:`groups` gathers consecutive layers of one width
     (``g1`` = the four 1024-wide layers, ..., last group ``head`` = ``out``).
+    With ``attributes``, Magpie physical attributes computed from the fractions also feed ``fc1``
+    through :class:`~elemnet_tl.attributes.AttributeInputs` (``self.attributes``; None otherwise).
     """
 
-    def __init__(self, arch: str = DEFAULT_ARCH, n_inputs: int = N_ELEMENTS, dropout: float = 0.0) -> None:
+    def __init__(self, arch: str = DEFAULT_ARCH, n_inputs: int = N_ELEMENTS, dropout: float = 0.0,
+                 attributes: bool = False) -> None:
         super().__init__()
         self.arch = arch
         self.n_inputs = n_inputs
@@ -58,7 +62,34 @@ class ElemNet(nn.Module):
         self.layers = nn.ModuleDict(layers)
         self.widths = widths
         self.drop = nn.Dropout(self.dropout) if self.dropout > 0 else nn.Identity()
+        self.attributes: AttributeInputs | None = AttributeInputs(widths[0]) if attributes else None
         self.reset_parameters()
+
+    def add_attributes(self, fractions) -> None:
+        """Feed physical attributes to ``fc1`` too (statistics from the training ``fractions``; the new
+        weights start at zero, so the network's predictions do not change)."""
+        self.attributes = AttributeInputs(self.widths[0]).fit(fractions).to(self.layers["fc1"].weight.device)
+
+    def drop_unused_attributes(self) -> None:
+        """Remove the attribute input when training left its weights at zero (it changes nothing)."""
+        if self.attributes is not None and not self.attributes.used():
+            self.attributes = None
+
+    def prepare(self, fractions):
+        """The network's input matrix for ``(n, 86)`` fractions: themselves, plus the standardized
+        attributes when the network reads them (computed once, e.g. before training)."""
+        import numpy as np
+
+        if self.attributes is None:
+            return fractions
+        return np.hstack([np.asarray(fractions, dtype=np.float32), self.attributes.standardized(fractions)])
+
+    def _first(self, x: torch.Tensor) -> torch.Tensor:
+        """``fc1``'s output, attributes included (``x``: fractions, or fractions + prepared attributes)."""
+        if self.attributes is None:
+            return self.layers["fc1"](x)
+        x = with_attributes(x, self.attributes, self.n_inputs)
+        return self.layers["fc1"](x[..., :self.n_inputs]) + self.attributes(x[..., self.n_inputs:])
 
     @property
     def layer_names(self) -> list[str]:
@@ -94,7 +125,7 @@ class ElemNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name, layer in self.layers.items():
-            x = layer(x)
+            x = self._first(x) if name == "fc1" else layer(x)
             if name != "out":
                 x = self.drop(torch.relu(x))
         return x.squeeze(-1)
@@ -108,7 +139,7 @@ class ElemNet(nn.Module):
             raise ValueError(f"unknown layer(s) {sorted(unknown)}; layers are {self.layer_names}")
         found: dict[str, torch.Tensor] = {}
         for name, layer in self.layers.items():
-            x = layer(x)
+            x = self._first(x) if name == "fc1" else layer(x)
             if name != "out":
                 x = torch.relu(x)
             if name in wanted:
@@ -148,7 +179,21 @@ class ElemNetEnsemble(nn.Module):
     def groups(self) -> dict[str, list[str]]:
         return self.first.groups
 
+    @property
+    def attributes(self) -> AttributeInputs | None:
+        return self.first.attributes
+
+    def drop_unused_attributes(self) -> None:
+        """Remove the attribute inputs when no member trained them."""
+        if not any(m.attributes is not None and m.attributes.used() for m in self.members):
+            for m in self.members:
+                m.attributes = None
+
+    def prepare(self, fractions):
+        return self.first.prepare(fractions)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = with_attributes(x, self.first.attributes, self.first.n_inputs)  # computed once for all members
         return torch.stack([m(x) for m in self.members]).mean(0)
 
     def activations(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:

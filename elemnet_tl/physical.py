@@ -293,6 +293,21 @@ def physical_attributes(fractions: np.ndarray) -> np.ndarray:
     return out
 
 
+def imputation_medians(attributes: np.ndarray) -> np.ndarray:
+    """Per-column median of the finite values (0 for a column with none): the fill for missing attributes."""
+    pa = np.where(np.isfinite(attributes), attributes, np.nan)
+    med = np.zeros(pa.shape[1])
+    seen = ~np.isnan(pa).all(axis=0) if len(pa) else np.zeros(pa.shape[1], dtype=bool)
+    if seen.any():
+        med[seen] = np.nanmedian(pa[:, seen], axis=0)
+    return med
+
+
+def impute(attributes: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``attributes`` with every non-finite value replaced by its column's ``fill``."""
+    return np.where(np.isfinite(attributes), attributes, np.asarray(fill)[None, :])
+
+
 def physical_attributes_frame(fractions: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
     """:func:`physical_attributes` as a ``pandas.DataFrame`` with :func:`feature_labels` columns.
 

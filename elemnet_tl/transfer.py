@@ -7,6 +7,9 @@ Strategies, as users know them:
   * ``reinit``    architecture only, fresh weights (the from-scratch control);
   * ``gradual``   head first, then everything with discriminative learning rates (lower for early
                   layers), as fastai's ``fine_tune`` does; the optimizer state is reset between phases.
+
+Any of them with ``+pa`` (e.g. ``full+pa``) also feeds Magpie physical attributes to the first layer
+(:mod:`elemnet_tl.attributes`): new weights, starting at zero, trained in every phase.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from .model import ElemNet
 from .training import FitConfig
 
 STRATEGY_NAMES = ("auto", "full", "freeze:K", "head", "reinit", "gradual")
+WITH_ATTRIBUTES = "+pa"
+"""Suffix of a strategy that also reads physical attributes."""
 LR_MULT = 10.0
 """gradual: the first layer group learns LR_MULT times slower than the head."""
 HEAD_LR_SCALE = 5.0
@@ -29,14 +34,22 @@ HEAD_LR_SCALE = 5.0
 class Strategy:
     name: str
     k: int = 0
+    attributes: bool = False
 
     def __str__(self) -> str:
-        return f"freeze:{self.k}" if self.name == "freeze" else self.name
+        base = f"freeze:{self.k}" if self.name == "freeze" else self.name
+        return base + (WITH_ATTRIBUTES if self.attributes else "")
 
 
 def parse_strategy(text: str, n_layers: int = 17) -> Strategy:
-    """``full`` | ``freeze:K`` | ``head`` | ``reinit`` | ``gradual`` | ``auto``."""
+    """``full`` | ``freeze:K`` | ``head`` | ``reinit`` | ``gradual`` | ``auto``, any but ``auto`` with
+    ``+pa``."""
     text = text.strip().lower()
+    if text.endswith(WITH_ATTRIBUTES) and not text[:-len(WITH_ATTRIBUTES)].endswith(WITH_ATTRIBUTES):
+        base = parse_strategy(text[:-len(WITH_ATTRIBUTES)], n_layers)
+        if base.name == "auto":
+            raise ValueError("--strategy auto+pa: auto already tries full+pa; use --strategy auto")
+        return replace(base, attributes=True)
     match = re.fullmatch(r"freeze:(\d+)", text)
     if match:
         k = int(match.group(1))
@@ -46,7 +59,8 @@ def parse_strategy(text: str, n_layers: int = 17) -> Strategy:
         return Strategy("freeze", k)
     if text in ("auto", "full", "head", "reinit", "gradual"):
         return Strategy(text)
-    raise ValueError(f"--strategy {text!r}: choose from {', '.join(STRATEGY_NAMES)}")
+    raise ValueError(f"--strategy {text!r}: choose from {', '.join(STRATEGY_NAMES)} (any but auto may end in "
+                     f"{WITH_ATTRIBUTES})")
 
 
 @dataclass
@@ -59,11 +73,26 @@ class Phase:
 
 
 def set_trainable(model: ElemNet, layers: list[str]) -> None:
-    """Only the named layers train."""
+    """Only the named layers train (the attribute input, if any, stays as it is)."""
     wanted = set(layers)
     for name, layer in model.layers.items():
         for p in layer.parameters():
             p.requires_grad_(name in wanted)
+    if model.attributes is not None:
+        model.attributes.proj.weight.requires_grad_(False)
+
+
+def plus_attributes(build: Callable[[ElemNet], list[dict]]) -> Callable[[ElemNet], list[dict]]:
+    """``build``'s groups plus the attribute input's weights at the base learning rate."""
+
+    def with_pa(model: ElemNet) -> list[dict]:
+        if model.attributes is None:
+            raise ValueError("a +pa strategy needs a network with attribute inputs (ElemNet.add_attributes)")
+        groups = build(model)
+        model.attributes.proj.weight.requires_grad_(True)
+        return groups + [{"params": [model.attributes.proj.weight], "lr_scale": 1.0}]
+
+    return with_pa
 
 
 def layers_groups(layers: list[str], scale: float = 1.0) -> Callable[[ElemNet], list[dict]]:
@@ -93,8 +122,15 @@ def discriminative_groups(lr_mult: float = LR_MULT) -> Callable[[ElemNet], list[
 def strategy_phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list[Phase]:
     """The fits a strategy runs, starting from ``model``'s current (pretrained) weights.
 
-    ``reinit`` re-initialises every layer here.
+    ``reinit`` re-initialises every layer here. With ``+pa`` every phase also trains the attribute input.
     """
+    phases = _phases(strategy, model, base)
+    if strategy.attributes:
+        phases = [replace(p, param_groups=plus_attributes(p.param_groups)) for p in phases]
+    return phases
+
+
+def _phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list[Phase]:
     names = model.layer_names
     if strategy.name in ("full", "reinit"):
         if strategy.name == "reinit":

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import ModelInfo
+from .checkpoint import ModelInfo, input_kind
 from .errors import InputError
 from .featurize import Featurized, load_and_prepare, write_rejected
 from .io import write_table
@@ -202,9 +202,10 @@ def train_members(
             arrays = (x_all[tr], y_all[tr], x_all[va], y_all[va])
         else:
             arrays = (x_tr, y_tr, x_va, y_va)
-        data = tuple(torch.as_tensor(a if k % 2 == 0 else (a - mean) / std, dtype=torch.float32)
+        data = tuple(torch.as_tensor(first.prepare(a) if k % 2 == 0 else (a - mean) / std, dtype=torch.float32)
                      for k, a in enumerate(arrays))
-        net = ElemNet(first.arch, n_inputs=first.n_inputs, dropout=first.dropout).to(device)
+        net = ElemNet(first.arch, n_inputs=first.n_inputs, dropout=first.dropout,
+                      attributes=first.attributes is not None).to(device)
         net.load_state_dict(start)
         phases = [replace(p, config=replace(p.config, seed=seed + i)) for p in make_phases(net)]
         where = run_dir / "members" / str(i)
@@ -280,7 +281,8 @@ def run_training(
     mean, std = standardize(y_tr)
 
     def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor((y - mean) / std, dtype=torch.float32)
+        return (torch.as_tensor(model.prepare(x), dtype=torch.float32),
+                torch.as_tensor((y - mean) / std, dtype=torch.float32))
 
     data = (*tensors(x_tr, y_tr), *tensors(x_va, y_va))
     if len(y_va) < 20 and show_progress:
@@ -309,7 +311,7 @@ def run_training(
                                                   data[2].to(dev), data[3].to(dev), std)
         model.load_state_dict(soup_state)  # the evaluation left the last trial in the model
         if len(names) > 1:
-            chosen = "soup:" + "+".join(names)
+            chosen = "soup:" + ",".join(names)
             fit_result = replace(fit_result, best_val_mae=soup_val)
     ensemble_note = None
     if members > 1:
@@ -334,8 +336,9 @@ def run_training(
         write_table(pd.DataFrame({"line": inputs.test.frame["line"], "formula": inputs.test.frame["formula"],
                                   "target": inputs.test.target, "prediction": pred}),
                     run_dir / "test_predictions.csv")
+    model.drop_unused_attributes()
     info = ModelInfo(arch=model.arch, dropout=model.dropout, target_mean=mean, target_std=std,
-                     target=inputs.target_name, unit=inputs.unit, members=members)
+                     target=inputs.target_name, unit=inputs.unit, members=members, inputs=input_kind(model))
     card = {
         **provenance(config.seed, str(dev)),
         "command_kind": command,

@@ -160,8 +160,10 @@ def test_regressor_export_import_roundtrip(kind, params, tmp_path):
     loaded.pop("feature_mask")
     assert all(a.dtype != object for a in loaded.values())
     rebuilt = R.ExportedRegressor(meta["regressor"], loaded)
+    # knn: distances from |a|^2 - 2ab + |b|^2 here vs scikit-learn's own formula; agree to ~1e-7
+    tol = 1e-6 if kind == "knn" else 1e-9
     for data in (x, x_new):
-        np.testing.assert_allclose(rebuilt.predict(data), est.predict(data), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(rebuilt.predict(data), est.predict(data), rtol=tol, atol=tol)
 
 
 def test_regressor_files_are_checked(tmp_path):

@@ -318,8 +318,8 @@ def test_sized_config_keeps_given_values():
 
 def test_auto_candidates():
     groups = {"g1": ["fc1", "fc2", "fc3", "fc4"], "g2": ["fc5"], "head": ["out"]}
-    assert auto_candidates(100, groups) == ["full", "freeze:4", "head"]
-    assert auto_candidates(5000, groups) == ["full", "freeze:4"]
+    assert auto_candidates(100, groups) == ["full", "full+pa", "freeze:4", "head"]
+    assert auto_candidates(5000, groups) == ["full", "full+pa", "freeze:4"]
 
 
 # ---------------------------------------------------------------- finetune(): the API
@@ -339,7 +339,7 @@ def assert_auto_choice(card: dict) -> None:
     best = min(tried, key=lambda k: tried[k]["val_mae"])
     name = strategy["name"]
     if name.startswith("soup:"):
-        members = name[len("soup:"):].split("+")
+        members = name[len("soup:"):].split(",")
         assert len(members) >= 2 and members[0] == best and set(members) <= set(tried), name
         assert card["metrics"]["val_mae"] < tried[best]["val_mae"]
     else:
@@ -366,7 +366,7 @@ def test_auto_records_choice_and_reason(auto_run):
     n_train = card["split"]["n_train"]
     strategy = card["strategy"]
     assert strategy["candidates"] == auto_candidates(n_train, {"g1": ["fc1", "fc2"], "g2": ["fc3"], "head": ["out"]})
-    assert strategy["candidates"] == ["full", "freeze:2", "head"]  # n_train < 300: head too
+    assert strategy["candidates"] == ["full", "full+pa", "freeze:2", "head"]  # n_train < 300: head too
     assert_auto_choice(card)
     assert f"{n_train} training rows" in strategy["reason"]
     assert math.isfinite(card["source_correlation"])
@@ -388,7 +388,7 @@ def test_auto_run_directory(auto_run):
     run = auto_run.run_dir
     for name in ("model.safetensors", "card.json", "learning_curve.png", "test_predictions.csv"):
         assert (run / name).is_file(), name
-    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "head"]
+    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "full+pa", "head"]
     loaded = load_model(run)
     assert loaded.info.arch == ARCH
 

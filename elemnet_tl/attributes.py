@@ -1,0 +1,104 @@
+"""Physical attributes as a second input of a fine-tuned ElemNet.
+
+A pretrained ElemNet reads element fractions only. For a small target where Magpie physical attributes
+carry information the pretrained representation lacks, :class:`AttributeInputs` adds them to the first
+hidden layer: ``fc1(fractions) + W · standardized attributes``, with ``W`` starting at zero so the
+network starts exactly as pretrained and learns how much to use them. The attributes are computed from
+the fractions (:mod:`elemnet_tl.physical`), missing values filled with the training median and
+standardized on the training rows; these statistics are buffers, saved with the weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .elements import N_ELEMENTS
+
+
+def attribute_count() -> int:
+    """Number of Magpie attributes (149)."""
+    from .physical import feature_labels
+
+    return len(feature_labels())
+
+
+def standardizer(attributes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fill, mean, std)`` from training attributes: median fill for missing values, then z-scores
+    (std 1 for constant columns)."""
+    from .physical import imputation_medians, impute
+
+    fill = imputation_medians(attributes)
+    filled = impute(attributes, fill)
+    mean = filled.mean(axis=0) if len(filled) else np.zeros(attributes.shape[1])
+    std = filled.std(axis=0) if len(filled) else np.ones(attributes.shape[1])
+    return fill, mean, np.where(std > 1e-12, std, 1.0)
+
+
+def standardized_attributes(train_fractions: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Physical attributes of each fraction matrix, filled and standardized with the training rows' statistics."""
+    from .physical import impute, physical_attributes
+
+    train = physical_attributes(np.asarray(train_fractions, dtype=np.float64))
+    fill, mean, std = standardizer(train)
+    out = [(impute(train, fill) - mean) / std]
+    for f in others:
+        out.append((impute(physical_attributes(np.asarray(f, dtype=np.float64)), fill) - mean) / std)
+    return out
+
+
+class AttributeInputs(nn.Module):
+    """Standardized physical attributes, mapped linearly (no bias) onto the first hidden layer; the map
+    starts at zero. Buffers ``fill``, ``mean``, ``std`` hold the training statistics."""
+
+    def __init__(self, width: int, n_attributes: int | None = None) -> None:
+        super().__init__()
+        n = attribute_count() if n_attributes is None else n_attributes
+        self.register_buffer("fill", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("std", torch.ones(n, dtype=torch.float64))
+        self.proj = nn.Linear(n, width, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    @property
+    def n_attributes(self) -> int:
+        return int(self.proj.in_features)
+
+    def fit(self, fractions: np.ndarray) -> AttributeInputs:
+        """Set the fill/standardization statistics from training fractions."""
+        from .physical import physical_attributes
+
+        stats = standardizer(physical_attributes(np.asarray(fractions, dtype=np.float64)))
+        for name, value in zip(("fill", "mean", "std"), stats):
+            getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float64))
+        return self
+
+    def standardized(self, fractions: np.ndarray) -> np.ndarray:
+        """``(n, n_attributes)`` float32 standardized attributes of ``fractions``."""
+        from .physical import impute, physical_attributes
+
+        if len(fractions) == 0:
+            return np.zeros((0, self.n_attributes), dtype=np.float32)
+        pa = physical_attributes(np.asarray(fractions, dtype=np.float64))
+        fill, mean, std = (t.detach().cpu().numpy() for t in (self.fill, self.mean, self.std))
+        return ((impute(pa, fill) - mean) / std).astype(np.float32)
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """Fractions ``(n, 86)`` -> fractions and standardized attributes ``(n, 86 + n_attributes)``."""
+        pa = self.standardized(x.detach().cpu().double().numpy())
+        return torch.cat([x, torch.as_tensor(pa, device=x.device).to(x.dtype)], dim=-1)
+
+    def used(self) -> bool:
+        """Whether the map was trained away from zero (otherwise the attributes change nothing)."""
+        return bool(self.proj.weight.detach().abs().max() > 0)
+
+    def forward(self, attributes: torch.Tensor) -> torch.Tensor:
+        return self.proj(attributes)
+
+
+def with_attributes(x: torch.Tensor, module: AttributeInputs | None, n_inputs: int = N_ELEMENTS) -> torch.Tensor:
+    """Fraction inputs expanded with the attributes when ``module`` is set and they are not there yet."""
+    if module is None or x.shape[-1] != n_inputs:
+        return x
+    return module.expand(x)

@@ -1,0 +1,137 @@
+"""Physical attributes as a second input of a fine-tuned ElemNet (``+pa`` strategies)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_ARCH, binary_table
+
+from elemnet_tl.attributes import AttributeInputs, attribute_count, standardized_attributes
+from elemnet_tl.checkpoint import FRACTIONS, FRACTIONS_AND_ATTRIBUTES, load_model
+from elemnet_tl.compositions import parse_formulas
+from elemnet_tl.finetune import FINETUNE_DEFAULTS
+from elemnet_tl.finetune import finetune as finetune_any
+from elemnet_tl.model import ElemNet, ElemNetEnsemble
+from elemnet_tl.physical import physical_attributes
+from elemnet_tl.predict import predict_fractions
+from elemnet_tl.transfer import Strategy, parse_strategy, strategy_phases
+
+QUICK = replace(FINETUNE_DEFAULTS, epochs=4)
+finetune = functools.partial(finetune_any, members=1, config=QUICK, show_progress=False)
+
+
+def fractions(n: int = 60, seed: int = 0) -> np.ndarray:
+    return parse_formulas(binary_table(n, seed)["formula"]).fractions
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pa")
+    binary_table(200, seed=2).drop_duplicates("formula").to_csv(folder / "train.csv", index=False)
+    binary_table(40, seed=3).to_csv(folder / "test.csv", index=False)
+    return folder
+
+
+def test_standardized_attributes_use_training_statistics():
+    train, test = fractions(80, 0), fractions(30, 1)
+    a, b = standardized_attributes(train, test)
+    assert a.shape == (80, attribute_count()) and b.shape == (30, attribute_count())
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+    varying = physical_attributes(train).std(axis=0) > 1e-9
+    assert np.allclose(a[:, varying].mean(axis=0), 0, atol=1e-9)
+    assert np.allclose(a[:, varying].std(axis=0), 1, atol=1e-6)
+    # the test rows are scaled with the training statistics, not their own
+    raw_test = physical_attributes(test)
+    raw_train = np.where(np.isfinite(physical_attributes(train)), physical_attributes(train), np.nan)
+    col = int(np.nonzero(varying & np.isfinite(raw_test).all(axis=0) & np.isfinite(raw_train).all(axis=0))[0][0])
+    expected = (raw_test[:, col] - raw_train[:, col].mean()) / raw_train[:, col].std()
+    assert np.allclose(b[:, col], expected)
+
+
+def test_added_attributes_do_not_change_predictions():
+    """The attribute weights start at zero: the pretrained network predicts exactly as before."""
+    torch.manual_seed(0)
+    net = ElemNet(TINY_ARCH)
+    x = torch.as_tensor(fractions(50), dtype=torch.float32)
+    before = net(x).detach()
+    net.add_attributes(x.numpy())
+    assert isinstance(net.attributes, AttributeInputs)
+    assert torch.equal(net(x).detach(), before)
+    assert not net.attributes.used()
+
+
+def test_prepared_inputs_equal_on_the_fly_attributes():
+    """Training feeds precomputed attributes (86 + 149 columns); prediction computes them from the fractions."""
+    torch.manual_seed(0)
+    net = ElemNet(TINY_ARCH)
+    train = fractions(60)
+    net.add_attributes(train)
+    torch.nn.init.normal_(net.attributes.proj.weight, std=0.1)
+    prepared = torch.as_tensor(net.prepare(train))
+    assert prepared.shape == (60, 86 + attribute_count())
+    x = torch.as_tensor(train, dtype=torch.float32)
+    assert torch.allclose(net(prepared), net(x), atol=1e-6)
+    assert torch.allclose(net.activations(prepared, ["fc2"])["fc2"], net.activations(x, ["fc2"])["fc2"], atol=1e-6)
+
+
+def test_parse_strategies_with_attributes():
+    assert parse_strategy("full+pa") == Strategy("full", attributes=True)
+    assert str(parse_strategy("freeze:2+pa", 4)) == "freeze:2+pa"
+    assert str(parse_strategy("gradual+pa")) == "gradual+pa"
+    for bad in ("auto+pa", "full+pa+pa", "+pa"):
+        with pytest.raises(ValueError):
+            parse_strategy(bad)
+
+
+@pytest.mark.parametrize("name", ["full", "full+pa", "freeze:2+pa", "gradual+pa"])
+def test_attribute_weights_train_only_with_pa(name):
+    net = ElemNet(TINY_ARCH)
+    net.add_attributes(fractions(40))
+    strategy = parse_strategy(name, len(net.layer_names))
+    for phase in strategy_phases(strategy, net, QUICK):
+        groups = phase.param_groups(net)
+        optimized = {id(p) for g in groups for p in g["params"]}
+        assert (id(net.attributes.proj.weight) in optimized) == strategy.attributes, phase.name
+        assert net.attributes.proj.weight.requires_grad == strategy.attributes
+
+
+def test_full_pa_run_saves_and_reloads_attribute_model(tmp_path, source_dir, data):
+    run = finetune(data / "train.csv", tmp_path / "run", source=source_dir, strategy="full+pa",
+                   test=data / "test.csv")
+    card = json.loads((run.run_dir / "card.json").read_text())
+    assert card["strategy"]["name"] == "full+pa"
+    loaded = load_model(run.run_dir)
+    assert loaded.info.inputs == FRACTIONS_AND_ATTRIBUTES
+    assert loaded.model.attributes is not None and loaded.model.attributes.used()
+    # the saved statistics are the training rows' (not recomputed on what is predicted)
+    assert torch.equal(loaded.model.attributes.mean, run.model.attributes.mean)
+    test = parse_formulas(pd.read_csv(data / "test.csv")["formula"]).fractions
+    written = pd.read_csv(run.run_dir / "test_predictions.csv")["prediction"].to_numpy()
+    assert np.allclose(predict_fractions(run.run_dir, test, "cpu"), written, rtol=1e-5, atol=1e-6)
+
+
+def test_unused_attribute_input_is_dropped(tmp_path, source_dir, data):
+    """A strategy without +pa leaves the attribute weights at zero: the saved model reads fractions only."""
+    run = finetune(data / "train.csv", tmp_path / "run", source=source_dir, strategy="full")
+    assert load_model(run.run_dir).info.inputs == FRACTIONS
+    net = ElemNet(TINY_ARCH)
+    net.add_attributes(fractions(30))
+    net.drop_unused_attributes()
+    assert net.attributes is None
+
+
+def test_ensemble_with_attributes(tmp_path, source_dir, data):
+    run = finetune_any(data / "train.csv", tmp_path / "run", source=source_dir, strategy="full+pa", members=2,
+                       config=QUICK, show_progress=False, test=data / "test.csv")
+    loaded = load_model(run.run_dir)
+    assert isinstance(loaded.model, ElemNetEnsemble) and loaded.info.inputs == FRACTIONS_AND_ATTRIBUTES
+    assert all(m.attributes is not None for m in loaded.model.members)
+    written = pd.read_csv(run.run_dir / "test_predictions.csv")["prediction"].to_numpy()
+    test = parse_formulas(pd.read_csv(data / "test.csv")["formula"]).fractions
+    assert np.allclose(predict_fractions(run.run_dir, test, "cpu"), written, rtol=1e-5, atol=1e-6)
