@@ -179,11 +179,12 @@ def make_splits(data: Featurized, test: Featurized | None, seeds: int, sizes: li
     return splits
 
 
-def chosen_sources(out_dir: Path) -> dict[str, int]:
-    """How often ``--from auto`` picked each source in the tl-finetune runs under ``out_dir``."""
+def chosen_counts(out_dir: Path, key: str) -> dict[str, int]:
+    """How often each value of the card entry ``key`` (``source_choice`` of ``--from auto``, ``strategy``
+    of ``--strategy auto``) was picked in the tl-finetune runs under ``out_dir``."""
     counts: dict[str, int] = {}
     for card in sorted((out_dir / "runs" / "tl-finetune").glob("*/seed*/card.json")):
-        name = (json.loads(card.read_text()).get("source_choice") or {}).get("name")
+        name = (json.loads(card.read_text()).get(key) or {}).get("name")
         if name:
             counts[name] = counts.get(name, 0) + 1
     return counts
@@ -276,7 +277,8 @@ def compare_scratch(
                   f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "
                   "a different split for each seed"),
         "seeds": seeds, "train_sizes": sizes, "methods": list(methods), "source": source,
-        "sources_chosen": chosen_sources(out_dir), "strategy": strategy,
+        "sources_chosen": chosen_counts(out_dir, "source_choice"), "strategy": strategy,
+        "strategies_chosen": chosen_counts(out_dir, "strategy"),
         "members": members,
         "n_train": splits[-1].train.n_kept if splits else 0,
         "unit": str(full.table.provenance.get("unit", "")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,7 +66,7 @@ class ElemNet(nn.Module):
         self.attributes: AttributeInputs | None = AttributeInputs(widths[0]) if attributes else None
         self.reset_parameters()
 
-    def add_attributes(self, fractions) -> None:
+    def add_attributes(self, fractions: np.ndarray) -> None:
         """Feed physical attributes to ``fc1`` too (statistics from the training ``fractions``; the new
         weights start at zero, so the network's predictions do not change)."""
         self.attributes = AttributeInputs(self.widths[0]).fit(fractions).to(self.layers["fc1"].weight.device)
@@ -75,11 +76,9 @@ class ElemNet(nn.Module):
         if self.attributes is not None and not self.attributes.used():
             self.attributes = None
 
-    def prepare(self, fractions):
+    def prepare(self, fractions: np.ndarray) -> np.ndarray:
         """The network's input matrix for ``(n, 86)`` fractions: themselves, plus the standardized
         attributes when the network reads them (computed once, e.g. before training)."""
-        import numpy as np
-
         if self.attributes is None:
             return fractions
         return np.hstack([np.asarray(fractions, dtype=np.float32), self.attributes.standardized(fractions)])
@@ -189,7 +188,7 @@ class ElemNetEnsemble(nn.Module):
             for m in self.members:
                 m.attributes = None
 
-    def prepare(self, fractions):
+    def prepare(self, fractions: np.ndarray) -> np.ndarray:
         return self.first.prepare(fractions)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -137,11 +137,22 @@ def _fmt(v: float | None, std: float | None = None) -> str:
     return f"{v:.4g} ± {std:.2g}" if std is not None else f"{v:.4g}"
 
 
+def _picks(chosen: dict[str, int]) -> str:
+    return ", ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in chosen.items())
+
+
+def _strategy_words(setup: dict) -> str:
+    chosen = setup.get("strategies_chosen") or {}
+    if setup["strategy"] != "auto" or not chosen:
+        return str(setup["strategy"])
+    return f"auto (chose {_picks(chosen)}; +pa: physical attributes also feed the first layer)"
+
+
 def _source_words(setup: dict) -> str:
     chosen = setup.get("sources_chosen") or {}
     if not chosen:
         return str(setup["source"])
-    picks = ", ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in chosen.items())
+    picks = _picks(chosen)
     return (f"{setup['source']} — tl-finetune fine-tuned from each bundled model on its validation split and "
             f"started from the better one: {picks}; tl-features used bundled (formation energy)")
 
@@ -196,7 +207,7 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
               f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions.",
               f"- Split: {setup['split']}; {setup['n_train']} training rows. Every method sees the same rows.",
               f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
-              f"- Pretrained source: {_source_words(setup)}; fine-tuning strategy: {setup['strategy']}.",
+              f"- Pretrained source: {_source_words(setup)}; fine-tuning strategy: {_strategy_words(setup)}.",
               f"- Every network method (tl-finetune, sc-ef, sc-pa) averages {setup.get('members', 1)} networks, each "
               "holding out its own 10 % of the training rows for early stopping; the test rows are used once, "
               "for the scores above."]

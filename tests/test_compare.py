@@ -289,3 +289,15 @@ def test_from_auto_reports_the_chosen_source(monkeypatch, tmp_path, source_dir, 
     assert results["methods"]["tl-finetune"]["test_mae_mean"] is not None
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"{source_dir} (1 run)" in report
+
+
+def test_report_names_the_strategies_auto_chose(compared):
+    """Each tl-finetune run's card names the strategy auto picked; the report counts them."""
+    out, results = compared
+    cards = sorted((out / "runs" / "tl-finetune").glob("*/seed*/card.json"))
+    picked = [json.loads(c.read_text())["strategy"]["name"] for c in cards]
+    assert len(picked) == 2 * SEEDS
+    assert results["setup"]["strategies_chosen"] == {name: picked.count(name) for name in picked}
+    report = (out / "report.md").read_text()
+    for name in set(picked):
+        assert f"{name} ({picked.count(name)} run" in report
