@@ -100,7 +100,8 @@ def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str, 
                 f"single candidate ({parts})")
     else:
         head = f"{chosen}: lowest validation MAE{units} among {parts}"
-    return f"{head}; {n_train} training rows, source predictions vs target {sim}"
+    note = "; +pa: Magpie physical attributes also feed the first layer" if "+pa" in chosen else ""
+    return f"{head}; {n_train} training rows, source predictions vs target {sim}{note}"
 
 
 def finetune(

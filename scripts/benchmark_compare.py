@@ -109,7 +109,7 @@ def table(summary: dict) -> str:
         wins += bool(tl < sc)
         compared += not (np.isnan(tl) or np.isnan(sc))
         study = entry.get("study") or ("", "", "")
-        gain = "—" if np.isnan(tl) or np.isnan(sc) else f"{100 * (sc - tl) / sc:+.0f} %"
+        gain = "—" if np.isnan(tl) or np.isnan(sc) else f"{100 * (sc - tl) / sc:+.1f} %"
         cells = " | ".join(_cell(row, m) for m in methods)
         lines.append(f"| {name} | {cells} | {gain} | {study[1]} | {study[2]} |")
     family = ", ".join([*TRANSFER, *extra])

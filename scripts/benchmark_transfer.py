@@ -8,6 +8,7 @@ run go to a JSON file and a markdown table beside the study's numbers.
 Usage:
   python scripts/benchmark_transfer.py [--sets slme,spillage,...] [--methods auto,reference,full,...]
                                        [--from bundled] [--seeds 1] [--out docs/transfer_results.json]
+  (methods: any finetune --strategy, e.g. full+pa, plus reference and features)
 Needs ../shared/data (skips with a message when absent).
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 JARVIS = ROOT.parent / "shared" / "data" / "targets" / "jarvis_tl"
 SETS = ("slme", "spillage", "mbj_bandgap", "bulkmoduluskv", "meps", "pseebeck", "magmom_outcar", "piezo_max_dij")
-METHODS = ("auto", "reference", "full", "freeze:4", "head", "reinit", "gradual", "features")
+METHODS = ("auto", "reference", "full", "full+pa", "freeze:4", "head", "reinit", "gradual", "features")
 
 
 def reference(train: Path, test: Path, source: str, seed: int) -> float:

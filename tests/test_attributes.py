@@ -135,3 +135,15 @@ def test_ensemble_with_attributes(tmp_path, source_dir, data):
     written = pd.read_csv(run.run_dir / "test_predictions.csv")["prediction"].to_numpy()
     test = parse_formulas(pd.read_csv(data / "test.csv")["formula"]).fractions
     assert np.allclose(predict_fractions(run.run_dir, test, "cpu"), written, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_reason_explains_pa():
+    from types import SimpleNamespace
+
+    from elemnet_tl.finetune import explain_choice
+
+    tried = {"full": (SimpleNamespace(best_val_mae=0.5),), "full+pa": (SimpleNamespace(best_val_mae=0.4),)}
+    reason = explain_choice(tried, "full+pa", 1000, 0.1, "eV")
+    assert reason.startswith("full+pa: lowest validation MAE (eV) among full+pa 0.4, full 0.5")
+    assert "physical attributes" in reason
+    assert "physical attributes" not in explain_choice(tried, "full", 1000, 0.1, "eV")
