@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_ARCH, binary_table
+from typer.testing import CliRunner
 
 from elemnet_tl.attributes import AttributeInputs, attribute_count, standardized_attributes
 from elemnet_tl.checkpoint import FRACTIONS, FRACTIONS_AND_ATTRIBUTES, load_model
+from elemnet_tl.cli import app
 from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.finetune import FINETUNE_DEFAULTS
 from elemnet_tl.finetune import finetune as finetune_any
@@ -114,6 +116,15 @@ def test_full_pa_run_saves_and_reloads_attribute_model(tmp_path, source_dir, dat
     test = parse_formulas(pd.read_csv(data / "test.csv")["formula"]).fractions
     written = pd.read_csv(run.run_dir / "test_predictions.csv")["prediction"].to_numpy()
     assert np.allclose(predict_fractions(run.run_dir, test, "cpu"), written, rtol=1e-5, atol=1e-6)
+    # `elemtl predict` needs only formulas: the model computes its attributes itself
+    pd.DataFrame({"formula": ["NaCl", "Fe2O3", "Xx2"]}).to_csv(tmp_path / "new.csv", index=False)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "new.csv"), "--model", str(run.run_dir),
+                                      "-o", str(tmp_path / "pred.csv"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "pred.csv")
+    expected = predict_fractions(run.run_dir, parse_formulas(["NaCl", "Fe2O3"]).fractions, "cpu")
+    np.testing.assert_allclose(frame["prediction"][:2], expected, rtol=1e-5)
+    assert np.isnan(frame["prediction"][2])  # unparseable: listed as rejected, not predicted
 
 
 def test_unused_attribute_input_is_dropped(tmp_path, source_dir, data):
