@@ -145,7 +145,8 @@ def _strategy_words(setup: dict) -> str:
     chosen = setup.get("strategies_chosen") or {}
     if setup["strategy"] != "auto" or not chosen:
         return str(setup["strategy"])
-    return f"auto (chose {_picks(chosen)}; +pa: physical attributes also feed the first layer)"
+    note = "; +pa: physical attributes also feed the first layer" if any("+pa" in name for name in chosen) else ""
+    return f"auto (chose {_picks(chosen)}{note})"
 
 
 def _source_words(setup: dict) -> str:

@@ -301,3 +301,12 @@ def test_report_names_the_strategies_auto_chose(compared):
     report = (out / "report.md").read_text()
     for name in set(picked):
         assert f"{name} ({picked.count(name)} run" in report
+
+
+def test_strategy_words_explain_pa_only_when_chosen():
+    from elemnet_tl.report import _strategy_words
+
+    assert _strategy_words({"strategy": "auto", "strategies_chosen": {"full": 2}}) == "auto (chose full (2 runs))"
+    words = _strategy_words({"strategy": "auto", "strategies_chosen": {"full+pa": 1}})
+    assert words.startswith("auto (chose full+pa (1 run)") and "physical attributes" in words
+    assert _strategy_words({"strategy": "full", "strategies_chosen": {"full": 1}}) == "full"
