@@ -36,16 +36,22 @@ def standardizer(attributes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return fill, mean, np.where(std > 1e-12, std, 1.0)
 
 
+def scale(attributes: np.ndarray, fill: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Missing values filled, then z-scored with the given training statistics."""
+    from .physical import impute
+
+    return (impute(attributes, fill) - mean) / std
+
+
 def standardized_attributes(train_fractions: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Physical attributes of each fraction matrix, filled and standardized with the training rows' statistics."""
-    from .physical import impute, physical_attributes
+    """Physical attributes (float64) of each fraction matrix, filled and standardized with the training
+    rows' statistics."""
+    from .physical import physical_attributes
 
     train = physical_attributes(np.asarray(train_fractions, dtype=np.float64))
-    fill, mean, std = standardizer(train)
-    out = [(impute(train, fill) - mean) / std]
-    for f in others:
-        out.append((impute(physical_attributes(np.asarray(f, dtype=np.float64)), fill) - mean) / std)
-    return out
+    stats = standardizer(train)
+    return [scale(train, *stats)] + [scale(physical_attributes(np.asarray(f, dtype=np.float64)), *stats)
+                                     for f in others]
 
 
 class AttributeInputs(nn.Module):
@@ -76,13 +82,13 @@ class AttributeInputs(nn.Module):
 
     def standardized(self, fractions: np.ndarray) -> np.ndarray:
         """``(n, n_attributes)`` float32 standardized attributes of ``fractions``."""
-        from .physical import impute, physical_attributes
+        from .physical import physical_attributes
 
         if len(fractions) == 0:
             return np.zeros((0, self.n_attributes), dtype=np.float32)
         pa = physical_attributes(np.asarray(fractions, dtype=np.float64))
-        fill, mean, std = (t.detach().cpu().numpy() for t in (self.fill, self.mean, self.std))
-        return ((impute(pa, fill) - mean) / std).astype(np.float32)
+        stats = (t.detach().cpu().numpy() for t in (self.fill, self.mean, self.std))
+        return scale(pa, *stats).astype(np.float32)
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """Fractions ``(n, 86)`` -> fractions and standardized attributes ``(n, 86 + n_attributes)``."""

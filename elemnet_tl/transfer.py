@@ -45,10 +45,12 @@ def parse_strategy(text: str, n_layers: int = 17) -> Strategy:
     """``full`` | ``freeze:K`` | ``head`` | ``reinit`` | ``gradual`` | ``auto``, any but ``auto`` with
     ``+pa``."""
     text = text.strip().lower()
-    if text.endswith(WITH_ATTRIBUTES) and not text[:-len(WITH_ATTRIBUTES)].endswith(WITH_ATTRIBUTES):
+    if text.endswith(WITH_ATTRIBUTES):
         base = parse_strategy(text[:-len(WITH_ATTRIBUTES)], n_layers)
         if base.name == "auto":
             raise ValueError("--strategy auto+pa: auto already tries full+pa; use --strategy auto")
+        if base.attributes:
+            raise ValueError(f"--strategy {text!r}: {WITH_ATTRIBUTES} at most once")
         return replace(base, attributes=True)
     match = re.fullmatch(r"freeze:(\d+)", text)
     if match:
@@ -126,7 +128,8 @@ def strategy_phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list
     """
     phases = _phases(strategy, model, base)
     if strategy.attributes:
-        phases = [replace(p, param_groups=plus_attributes(p.param_groups)) for p in phases]
+        phases = [replace(p, name=p.name + WITH_ATTRIBUTES, param_groups=plus_attributes(p.param_groups))
+                  for p in phases]
     return phases
 
 

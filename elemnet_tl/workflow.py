@@ -192,6 +192,7 @@ def train_members(
     (or the validation file), all with the same target scaler; returns the ensemble and a summary."""
     mean, std = scaler
     x_tr, y_tr, x_va, y_va = inputs.arrays()
+    x_tr, x_va = first.prepare(x_tr), first.prepare(x_va)  # attributes (if any) computed once, not per member
     if inputs.val is None:
         x_all, y_all = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
         fraction = len(y_va) / len(y_all)
@@ -202,7 +203,7 @@ def train_members(
             arrays = (x_all[tr], y_all[tr], x_all[va], y_all[va])
         else:
             arrays = (x_tr, y_tr, x_va, y_va)
-        data = tuple(torch.as_tensor(first.prepare(a) if k % 2 == 0 else (a - mean) / std, dtype=torch.float32)
+        data = tuple(torch.as_tensor(a if k % 2 == 0 else (a - mean) / std, dtype=torch.float32)
                      for k, a in enumerate(arrays))
         net = ElemNet(first.arch, n_inputs=first.n_inputs, dropout=first.dropout,
                       attributes=first.attributes is not None).to(device)
