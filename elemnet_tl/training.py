@@ -2,7 +2,9 @@
 
 Data stay on the device as tensors for the whole run; a batch is an index slice of a per-epoch
 permutation (seeded by ``seed`` and the epoch, so a resumed run replays the same batches). Metrics
-are accumulated on the device and read once per epoch. Nothing here touches files or globals: the
+are accumulated on the device and read once per epoch. On CUDA the training step (forward, backward,
+AdamW) is captured once as a CUDA graph and replayed, since ElemNet's ~150 small kernels per step
+otherwise leave the GPU waiting on kernel launches. Nothing here touches files or globals: the
 caller passes the device, the data (or its shard) and callbacks for logging and checkpoints.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -101,8 +104,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda":  # no weight-cast cache: a captured graph must recompute the casts
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return torch.autocast("cpu", enabled=False)
 
 
@@ -120,12 +123,101 @@ def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 16384) -
     return torch.cat(outs) if outs else torch.empty(0, device=device)
 
 
-def make_optimizer(groups: list[dict], config: FitConfig) -> torch.optim.Optimizer:
-    """AdamW; the fused kernel where this torch has it (2-3x faster steps at small batches on CPU)."""
+def make_optimizer(groups: list[dict], config: FitConfig, capturable: bool = False) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel where this torch has it (2-3x faster steps at small batches on CPU).
+
+    ``capturable``: learning rates and step counts live on the device as tensors, so the step can be
+    captured in a CUDA graph (set a group's rate with ``group["lr"].fill_(...)``).
+    """
+    if capturable:
+        device = groups[0]["params"][0].device
+        groups = [{**g, "lr": torch.tensor(float(g.get("lr", config.lr)), device=device)} for g in groups]
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True,
+                                 capturable=True)
     try:
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """``optimizer.state_dict()`` with tensor learning rates as floats (JSON-safe, device-free)."""
+    sd = optimizer.state_dict()
+    sd["param_groups"] = [{k: (float(v) if k == "lr" and torch.is_tensor(v) else v) for k, v in g.items()}
+                          for g in sd["param_groups"]]
+    return sd
+
+
+GRAPH_WARMUP_STEPS = 3
+"""Eager steps (on a side stream) before the step is captured: they create the optimizer state and
+let cuBLAS pick its kernels."""
+
+
+class TrainStep:
+    """One optimizer step on rows ``idx`` of the resident data, adding the loss to ``loss_sum``.
+
+    ``graph=True`` (CUDA only; the optimizer must be capturable): after a few eager steps the step is
+    captured as a CUDA graph and replayed from then on, one launch instead of ~150. Should the capture
+    fail (an operation that cannot be captured), it warns and stays eager.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                 x: torch.Tensor, y: torch.Tensor, batch: int, device: torch.device, graph: bool = False) -> None:
+        self.model, self.optimizer, self.loss_fn, self.x, self.y = model, optimizer, loss_fn, x, y
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.use_graph = graph and device.type == "cuda"
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+        if self.use_graph:
+            self.static_idx = torch.zeros(batch, dtype=torch.long, device=device)
+            self.stream = torch.cuda.Stream(device)
+
+    def _step(self, idx: torch.Tensor) -> None:
+        with _autocast(self.device):
+            loss = self.loss_fn(self.model(self.x[idx]).float(), self.y[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum.add_(loss.detach())
+
+    def set_lr(self, factor: float) -> None:
+        for g in self.optimizer.param_groups:
+            if torch.is_tensor(g["lr"]):
+                g["lr"].fill_(g["base_lr"] * factor)
+            else:
+                g["lr"] = g["base_lr"] * factor
+
+    def __call__(self, idx: torch.Tensor, factor: float) -> None:
+        self.set_lr(factor)
+        if not self.use_graph:
+            self._step(idx)
+            return
+        self.static_idx.copy_(idx)
+        if self.graph is None and self.eager_steps >= GRAPH_WARMUP_STEPS:
+            self.graph = self._capture()
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        main = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(main)
+        with torch.cuda.stream(self.stream):
+            self._step(self.static_idx)
+        main.wait_stream(self.stream)
+        self.eager_steps += 1
+
+    def _capture(self) -> torch.cuda.CUDAGraph | None:
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates its own gradients
+        try:
+            with torch.cuda.graph(graph):
+                self._step(self.static_idx)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: fall back to eager steps
+            warnings.warn(f"CUDA graph capture failed, training without it: {exc}", RuntimeWarning, stacklevel=2)
+            self.use_graph = False
+            torch.cuda.synchronize(self.device)
+            return None
+        return graph
 
 
 def _clone_state(model: nn.Module) -> dict:
@@ -145,13 +237,15 @@ def fit(
     y_scale: float = 1.0,
     state: TrainState | None = None,
     on_epoch: Callable[[EpochLog, TrainState], None] | None = None,
+    cuda_graph: bool = True,
 ) -> FitResult:
     """Train ``model`` on standardized targets; keep the weights with the best validation MAE.
 
     ``param_groups``: optimizer groups (``{"params": [...], "lr_scale": s}``); default all trainable
     parameters at ``config.lr``. ``y_scale`` converts standardized errors to target units for
     reporting. ``state`` resumes a run; ``on_epoch(log, state)`` is called after every epoch with the
-    full state (for progress bars, metrics files and resumable checkpoints). On return the model holds
+    full state (for progress bars, metrics files and resumable checkpoints). ``cuda_graph``: on CUDA,
+    replay the step as a CUDA graph (same arithmetic, far fewer launches). On return the model holds
     the best weights.
     """
     device = torch.device(device)
@@ -168,7 +262,8 @@ def fit(
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
     groups = [{"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0),
                "base_lr": config.lr * g.get("lr_scale", 1.0)} for g in param_groups if g["params"]]
-    optimizer = make_optimizer(groups, config)
+    graph = cuda_graph and device.type == "cuda"
+    optimizer = make_optimizer(groups, config, capturable=graph)
     loss_fn = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
     batch = min(config.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: stable steps on tiny sets
@@ -178,6 +273,9 @@ def fit(
     if state.epoch > 0:
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
+        if graph:  # the saved rates are floats; a capturable optimizer keeps them as device tensors
+            for g in optimizer.param_groups:
+                g["lr"] = torch.tensor(float(g["lr"]), device=device)
         if state.rng is not None:
             torch.set_rng_state(state.rng)
     else:
@@ -191,6 +289,7 @@ def fit(
         live = [p for p in model.parameters()]
         shadow = [p for p in ema_model.parameters()]
     scored = ema_model if ema_model is not None else model
+    train_step = TrainStep(model, optimizer, loss_fn, x_train, y_train, batch, device, graph=graph)
     model.train()
     stopped_early = False
     start_time = time.perf_counter() - state.seconds
@@ -200,25 +299,18 @@ def fit(
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=gen).to(device)
-        loss_sum = torch.zeros((), device=device)
+        train_step.loss_sum.zero_()
         for i in range(steps_per_epoch):
-            factor = lr_factor(epoch * steps_per_epoch + i, total_steps, config.warmup, config.final_lr)
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            idx = perm[i * batch:(i + 1) * batch]
-            with _autocast(device):
-                loss = loss_fn(model(x_train[idx]).float(), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(perm[i * batch:(i + 1) * batch],
+                       lr_factor(epoch * steps_per_epoch + i, total_steps, config.warmup, config.final_lr))
             if ema_model is not None:
                 with torch.no_grad():
                     torch._foreach_lerp_(shadow, live, 1.0 - ema_decay)
-            loss_sum += loss.detach()
+        train_loss = float(train_step.loss_sum) / steps_per_epoch
         val_pred = predict_tensor(scored, x_val)
-        val_mae = float((val_pred - y_val).abs().mean()) * y_scale if len(y_val) else float(loss_sum) / steps_per_epoch
-        log = EpochLog(epoch + 1, float(loss_sum) / steps_per_epoch, val_mae,
-                       optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+        val_mae = float((val_pred - y_val).abs().mean()) * y_scale if len(y_val) else train_loss
+        log = EpochLog(epoch + 1, train_loss, val_mae, float(optimizer.param_groups[0]["lr"]),
+                       time.perf_counter() - t0)
         state.history.append(log)
         if val_mae < state.best_val:
             state.best_val, state.best_epoch = val_mae, epoch + 1
@@ -232,7 +324,7 @@ def fit(
         if on_epoch is not None:
             state.model = model.state_dict()
             state.ema = ema_model.state_dict() if ema_model is not None else {}
-            state.optimizer = optimizer.state_dict()
+            state.optimizer = _portable_optimizer_state(optimizer)
             state.rng = torch.get_rng_state()
             on_epoch(log, state)
     model.load_state_dict(state.best_model)

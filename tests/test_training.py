@@ -345,3 +345,29 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     assert a["epoch"].tolist() == list(range(1, EPOCHS + 1))
     np.testing.assert_array_equal(a["val_mae"], b["val_mae"])
     assert same_weights(read_tensors(killed / MODEL_FILE), read_tensors(tmp_path / "straight" / MODEL_FILE))
+
+
+def test_portable_optimizer_state_has_float_rates():
+    """A capturable optimizer keeps its rates as tensors; the saved state must hold plain floats."""
+    from elemnet_tl.training import _portable_optimizer_state
+
+    param = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.AdamW([{"params": [param], "lr": torch.tensor(0.01), "base_lr": 0.01}], lr=0.01)
+    groups = _portable_optimizer_state(opt)["param_groups"]
+    assert json.loads(json.dumps(groups))[0]["lr"] == pytest.approx(0.01)
+    assert torch.is_tensor(opt.param_groups[0]["lr"])  # the live optimizer is untouched
+
+
+def test_train_step_graph_request_on_cpu_stays_eager():
+    from elemnet_tl.training import TrainStep, make_optimizer
+
+    torch.manual_seed(0)
+    model = ElemNet(ARCH)
+    x, y, _, _ = tiny_data()
+    opt = make_optimizer([{"params": list(model.parameters()), "base_lr": 1e-3}], FitConfig())
+    step = TrainStep(model, opt, torch.nn.L1Loss(), x, y, 32, torch.device("cpu"), graph=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    step(torch.arange(32), 1.0)
+    assert not step.use_graph and step.graph is None
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert float(step.loss_sum) > 0

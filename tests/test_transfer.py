@@ -99,8 +99,8 @@ def optimizers(monkeypatch):
     made = []
     real = training_module.make_optimizer
 
-    def spy(groups, config):
-        opt = real(groups, config)
+    def spy(groups, config, **kwargs):
+        opt = real(groups, config, **kwargs)
         made.append(opt)
         return opt
 
