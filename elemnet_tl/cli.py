@@ -173,7 +173,7 @@ def pretrain(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: 512)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default: 1e-3)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs "
-                                           "(default: 30); 0 disables."),
+                                           "(default: 30, or a quarter of a longer --epochs); 0 disables."),
     arch: str = typer.Option("1024x4-512x3-256x3-128x3-64x2-32x1", "--arch", help="Hidden layers, width x count."),
     dropout: float = typer.Option(0.0, "--dropout", help="Dropout after each hidden layer (ElemNet study: none)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default: 1e-4)."),
@@ -195,9 +195,11 @@ def pretrain(
 
     Example: elemtl pretrain ../shared/data/source/matbench_mp_e_form.csv.gz -o runs/mp --epochs 100
     """
-    from .pretrain import PRETRAIN_DEFAULTS
+    from .pretrain import PRETRAIN_DEFAULTS, default_patience
     from .pretrain import pretrain as run
 
+    if patience is None and epochs is not None:
+        patience = default_patience(epochs)
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
     if weight_decay is not None:
         config = replace(config, weight_decay=weight_decay)

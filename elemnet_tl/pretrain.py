@@ -15,6 +15,15 @@ PRETRAIN_DEFAULTS = FitConfig(epochs=120, batch_size=512, lr=1e-3, weight_decay=
 """The pretraining recipe (see docs/benchmarks.md for how it was chosen)."""
 
 
+def default_patience(epochs: int) -> int:
+    """Early-stopping patience for a schedule of ``epochs``: 30, or a quarter of a longer schedule.
+
+    Over a long cosine schedule the rate stays high for many epochs and the validation MAE wanders;
+    a fixed 30 stopped a 400-epoch run at epoch 172, before the decay (docs/benchmarks.md, On a GPU).
+    """
+    return max(PRETRAIN_DEFAULTS.patience, epochs // 4)
+
+
 def pretrain(
     data: str | Path,
     run_dir: str | Path,

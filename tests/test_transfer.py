@@ -584,6 +584,25 @@ def test_ensemble_averages_members_each_with_its_own_split(tmp_path, source_dir,
     assert again.card["metrics"]["val_mae"] > 0
 
 
+def test_pretrain_patience_grows_with_a_long_schedule(tmp_path):
+    """A long cosine schedule keeps the rate high for long: the default patience is a quarter of it."""
+    from elemnet_tl.pretrain import PRETRAIN_DEFAULTS, default_patience
+
+    assert default_patience(PRETRAIN_DEFAULTS.epochs) == PRETRAIN_DEFAULTS.patience  # the bundled recipe's
+    assert default_patience(400) == 100
+    binary_table(40, seed=3).to_csv(tmp_path / "d.csv", index=False)
+    args = ["pretrain", str(tmp_path / "d.csv"), "-o", str(tmp_path / "r"), "--arch", "8x1", "--epochs", "200",
+            "--batch-size", "8", "--quiet"]
+    result = CliRunner().invoke(app, args + ["--lr", "1e-9"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "r" / "card.json").read_text())
+    assert card["training"]["patience"] == 50
+    assert card["training"]["stopped_early"]
+    assert card["training"]["epochs_run"] == card["training"]["best_epoch"] + 50  # stopped by that patience
+    result = CliRunner().invoke(app, args + ["--patience", "5", "--overwrite"])
+    assert json.loads((tmp_path / "r" / "card.json").read_text())["training"]["patience"] == 5
+
+
 def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     """``pretrain --init`` starts from the given weights (head rescaled to the new target) and records it."""
     frame = binary_table(120, seed=7)
@@ -597,6 +616,7 @@ def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     card = json.loads((tmp_path / "cont" / "card.json").read_text())
     assert card["init_model"]["path"].endswith("model.safetensors")
     assert card["training"]["weight_decay"] == 0.02
+    assert card["training"]["patience"] == 30  # the recipe's, for a short schedule
     continued = load_model(tmp_path / "cont")
     x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
     from elemnet_tl.training import predict_tensor
