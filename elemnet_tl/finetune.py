@@ -134,7 +134,8 @@ def finetune(
     with r ≥ :data:`SAME_PROPERTY_R`; the card's ``head`` says which and why.
     ``members`` > 1 averages that many fine-tuned models, each validated on its own split.
     ``source="auto"`` first fine-tunes ``full`` from each bundled model and starts from the one that
-    validates best (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why).
+    validates best (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why); that
+    source's probe serves as the run's ``full`` candidate (``auto``) or first network (``full``).
     """
     config = config or FINETUNE_DEFAULTS
     if members < 1:
@@ -144,18 +145,34 @@ def finetune(
                 formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                 show_progress=show_progress)
     if is_auto(source):
+        probes: dict[str, RunResult] = {}
+
         def probe(candidate: str, where: Path) -> RunResult:
             if show_progress:
                 console.print(f"--from auto: probing {candidate}", highlight=False)
-            return finetune(data, where, **{**args, "source": candidate, "strategy": "full", "members": 1,
-                                            "test": None})
+            probes[candidate] = _finetune(data, where, **{**args, "source": candidate, "strategy": "full",
+                                                         "members": 1, "test": None}, start_like=strategy)
+            return probes[candidate]
 
         chosen, choice = choose_source(probe)
         if show_progress:
             console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False)
-        return record_choice(finetune(data, run_dir, **{**args, "source": chosen}), choice)
+        # the chosen source's probe is the run's own `full` (same start, data, seed and split): not trained twice
+        probed = probes[chosen].trained[""] if chosen in probes else None
+        return record_choice(_finetune(data, run_dir, **{**args, "source": chosen}, probed_full=probed), choice)
+    return _finetune(data, run_dir, source=source, **args)
+
+
+def _finetune(data: str | Path, run_dir: str | Path, *, source: str | Path, strategy: str, val, test, val_fraction,
+              keep_head, members, config, device, overwrite, duplicates, formula_col, target_col, stability_col,
+              show_progress, start_like: str | None = None, probed_full: tuple | None = None) -> RunResult:
+    """:func:`finetune` from one source. ``start_like``: build the start network as a run of that
+    strategy would (the physical-attribute input too), so that run can reuse this one's training.
+    ``probed_full``: a ``full`` fine-tune already trained from this run's start (``RunResult.trained``
+    of a ``start_like`` run), used as this run's ``full`` candidate or first network."""
     model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
     strat = parse_strategy(strategy, len(model.layer_names))
+    like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,
                                   stability_col=stability_col)
@@ -171,7 +188,7 @@ def finetune(
     else:
         model.reset_head()
 
-    needs_attributes = strat.name == "auto" or strat.attributes
+    needs_attributes = like.name == "auto" or like.attributes or strat.attributes
     if needs_attributes and model.attributes is None:
         model.add_attributes(x_tr)
 
@@ -194,8 +211,19 @@ def finetune(
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=device, overwrite=overwrite,
                         extra_card=extra, describe=describe, soup=strat.name == "auto", members=members,
-                        show_progress=show_progress,
-                        checkpoint=False)
+                        show_progress=show_progress, checkpoint=False, reuse=_reuse(strat, probed_full))
+
+
+def _reuse(strat: Strategy, probed_full: tuple | None) -> dict | None:
+    """``run_training``'s ``reuse`` for a probed ``full`` fine-tune: auto's ``full`` candidate, or the
+    single candidate of a plain ``full`` run; nothing for other strategies."""
+    if probed_full is None:
+        return None
+    if strat.name == "auto":
+        return {"full": probed_full}
+    if strat == Strategy("full"):
+        return {"": probed_full}
+    return None
 
 
 __all__ = ["FINETUNE_DEFAULTS", "Strategy", "finetune", "sized_config"]

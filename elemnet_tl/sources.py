@@ -2,7 +2,8 @@
 
 Each bundled source is fine-tuned once with the ``full`` strategy (one network, the run's own seeded
 validation split and recipe); the source with the lowest validation MAE is the one the real run starts
-from. The choice and every probe's validation MAE go into ``card.json`` under ``source_choice``.
+from (the winning probe is not trained again: it is that run's ``full`` network). The choice and
+every probe's validation MAE go into ``card.json`` under ``source_choice``.
 """
 
 from __future__ import annotations

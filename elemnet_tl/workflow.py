@@ -16,7 +16,7 @@ from .featurize import Featurized, load_and_prepare, write_rejected
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
-from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
+from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir, write_metrics
 from .training import FitConfig, FitResult, predict_tensor, resolve_device, standardize
 
 
@@ -125,6 +125,9 @@ class RunResult:
     card: dict
     model: ElemNet
     info: ModelInfo
+    trained: dict = field(default_factory=dict, repr=False)
+    """Each candidate's training (name -> result, phase summaries, weights, config), for reuse by a later
+    run that would train the same candidate from the same start (``run_training(reuse=...)``)."""
 
     @property
     def metrics(self) -> dict:
@@ -258,6 +261,7 @@ def run_training(
     members: int = 1,
     show_progress: bool = True,
     checkpoint: bool = True,
+    reuse: dict | None = None,
 ) -> RunResult:
     """Standardize the target, fit with early stopping, score the test file, write the run directory.
 
@@ -266,7 +270,9 @@ def run_training(
     best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); with ``soup``
     a greedy weight average of the candidates replaces it when that validates better. With
     ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
-    seeded validation split, and the run's model is the ensemble (mean) of all of them.
+    seeded validation split, and the run's model is the ensemble (mean) of all of them. ``reuse``:
+    candidates already trained from the same start on the same data (``RunResult.trained`` of an
+    earlier run), taken as they are instead of trained again.
     """
     from .transfer import Phase, layers_groups
 
@@ -293,12 +299,17 @@ def run_training(
     start = copy_state(model)
     tried: dict[str, tuple] = {}
     for name, make_phases in candidates.items():
+        where = run_dir / "candidates" / name.replace(":", "_") if len(candidates) > 1 else run_dir
+        if reuse and name in reuse:
+            tried[name] = reuse[name]
+            where.mkdir(parents=True, exist_ok=True)
+            write_metrics(where, tried[name][0].history)
+            continue
         model.load_state_dict(start)
         phases = make_phases(model)
         record = {"command": command, "arch": model.arch, "data": inputs.records, "candidate": name,
                   "phases": [{"name": p.name, **p.config.to_dict()} for p in phases],
                   "n_train": int(len(y_tr)), "n_val": int(len(y_va))}
-        where = run_dir / "candidates" / name.replace(":", "_") if len(candidates) > 1 else run_dir
         where.mkdir(parents=True, exist_ok=True)
         result, summaries = run_phases(where, model, data, phases, record, device=dev, y_scale=std,
                                        resume=resume and len(candidates) == 1, show=show_progress,
@@ -354,4 +365,4 @@ def run_training(
         **(extra_card or {}),
     }
     finish_run(run_dir, model, info, card, fit_result.history, fit_result.best_epoch)
-    return RunResult(run_dir, card, model, info)
+    return RunResult(run_dir, card, model, info, tried)

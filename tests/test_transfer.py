@@ -678,6 +678,46 @@ def test_from_auto_picks_the_source_that_validates_best(monkeypatch, tmp_path, s
     assert result.metrics["val_mae"] == pytest.approx(choice["probe"][choice["name"]], rel=1e-6)
 
 
+@pytest.mark.parametrize("strategy", ["auto", "full", "freeze:1"])
+def test_from_auto_does_not_train_the_chosen_probe_twice(monkeypatch, tmp_path, source_dir, strategy):
+    """The chosen source's probe is the run's own ``full`` network: reused, with exactly the result of
+    training it again; other strategies train everything."""
+    sources_module = importlib.import_module("elemnet_tl.sources")
+    workflow_module = importlib.import_module("elemnet_tl.workflow")
+    pa_source = tmp_path / "second"  # the same network under another name: two sources to probe
+    pa_source.mkdir()
+    for f in source_dir.iterdir():
+        if f.is_file():
+            (pa_source / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(sources_module, "bundled_sources", lambda: [str(source_dir), str(pa_source)])
+    binary_table(200, seed=11).to_csv(tmp_path / "d.csv", index=False)
+    trainings = []
+    real = workflow_module.run_phases
+
+    def spy(*args, **kwargs):
+        trainings.append(kwargs.get("label"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workflow_module, "run_phases", spy)
+
+    def run(where):
+        trainings.clear()
+        result = finetune_any(tmp_path / "d.csv", tmp_path / where, source="auto", strategy=strategy, members=2,
+                              config=replace(QUICK, epochs=3), show_progress=False)
+        return result, len(trainings)
+
+    reused, n_reused = run("reused")
+    monkeypatch.setattr(finetune_module, "_reuse", lambda strat, probed: None)
+    again, n_again = run("again")
+    n_candidates = len(reused.card.get("candidates", {})) or 1
+    assert n_again == 2 + n_candidates + 1  # two probes, the candidates, one more member
+    assert n_reused == n_again - (strategy in ("auto", "full"))
+    assert reused.card["metrics"] == again.card["metrics"]
+    assert reused.card.get("strategy") == again.card.get("strategy")
+    a, b = reused.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_from_auto_with_one_bundled_model_needs_no_probe(monkeypatch, tmp_path, source_dir, data_dir):
     sources_module = importlib.import_module("elemnet_tl.sources")
     monkeypatch.setattr(sources_module, "bundled_sources", lambda: [str(source_dir)])
