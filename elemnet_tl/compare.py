@@ -94,7 +94,7 @@ def _pa(train: Featurized, test: Featurized) -> tuple[np.ndarray, np.ndarray]:
     """Physical attributes, NaN filled with the training median, standardized on the training rows."""
     from .attributes import standardized_attributes
 
-    a, b = standardized_attributes(train.fractions, test.fractions)  # float64, as before
+    a, b = standardized_attributes(train.fractions, test.fractions)
     return a, b
 
 

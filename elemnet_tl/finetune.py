@@ -172,7 +172,7 @@ def _finetune(data: str | Path, run_dir: str | Path, *, source: str | Path, stra
     of a ``start_like`` run), used as this run's ``full`` candidate or first network."""
     model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
     strat = parse_strategy(strategy, len(model.layer_names))
-    like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat
+    like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat  # only auto's start differs
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,
                                   stability_col=stability_col)
@@ -188,7 +188,7 @@ def _finetune(data: str | Path, run_dir: str | Path, *, source: str | Path, stra
     else:
         model.reset_head()
 
-    needs_attributes = like.name == "auto" or like.attributes or strat.attributes
+    needs_attributes = strat.name == "auto" or strat.attributes or like.name == "auto"
     if needs_attributes and model.attributes is None:
         model.add_attributes(x_tr)
 
@@ -211,7 +211,8 @@ def _finetune(data: str | Path, run_dir: str | Path, *, source: str | Path, stra
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=device, overwrite=overwrite,
                         extra_card=extra, describe=describe, soup=strat.name == "auto", members=members,
-                        show_progress=show_progress, checkpoint=False, reuse=_reuse(strat, probed_full))
+                        show_progress=show_progress, checkpoint=False, reuse=_reuse(strat, probed_full),
+                        keep_trained=start_like is not None)
 
 
 def _reuse(strat: Strategy, probed_full: tuple | None) -> dict | None:

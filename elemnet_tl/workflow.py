@@ -126,8 +126,9 @@ class RunResult:
     model: ElemNet
     info: ModelInfo
     trained: dict = field(default_factory=dict, repr=False)
-    """Each candidate's training (name -> result, phase summaries, weights, config), for reuse by a later
-    run that would train the same candidate from the same start (``run_training(reuse=...)``)."""
+    """With ``run_training(keep_trained=True)``: each candidate's training (name -> result, phase
+    summaries, weights, config), for a later run that would train the same candidate from the same
+    start (``run_training(reuse=...)``)."""
 
     @property
     def metrics(self) -> dict:
@@ -262,6 +263,7 @@ def run_training(
     show_progress: bool = True,
     checkpoint: bool = True,
     reuse: dict | None = None,
+    keep_trained: bool = False,
 ) -> RunResult:
     """Standardize the target, fit with early stopping, score the test file, write the run directory.
 
@@ -272,7 +274,7 @@ def run_training(
     ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
     seeded validation split, and the run's model is the ensemble (mean) of all of them. ``reuse``:
     candidates already trained from the same start on the same data (``RunResult.trained`` of an
-    earlier run), taken as they are instead of trained again.
+    earlier run), taken as they are instead of trained again; ``keep_trained`` keeps this run's for that.
     """
     from .transfer import Phase, layers_groups
 
@@ -365,4 +367,4 @@ def run_training(
         **(extra_card or {}),
     }
     finish_run(run_dir, model, info, card, fit_result.history, fit_result.best_epoch)
-    return RunResult(run_dir, card, model, info, tried)
+    return RunResult(run_dir, card, model, info, tried if keep_trained else {})
