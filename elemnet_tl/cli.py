@@ -177,6 +177,8 @@ def pretrain(
     arch: str = typer.Option("1024x4-512x3-256x3-128x3-64x2-32x1", "--arch", help="Hidden layers, width x count."),
     dropout: float = typer.Option(0.0, "--dropout", help="Dropout after each hidden layer (ElemNet study: none)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default: 1e-4)."),
+    ema: float = typer.Option(0.0, "--ema", help="Validate and keep a moving average of the weights over about "
+                              "this many epochs (0: off)."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from this model's weights (run directory or "
                                        "'bundled') instead of fresh ones; --arch and --dropout are then "
                                        "the model's."),
@@ -203,6 +205,9 @@ def pretrain(
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
     if weight_decay is not None:
         config = replace(config, weight_decay=weight_decay)
+    if ema < 0:
+        raise InputError(f"--ema must be >= 0, got {ema}")
+    config = replace(config, ema_epochs=ema)
     result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
                  arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite,
                  duplicates=duplicates, init=init,

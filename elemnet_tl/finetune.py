@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,18 +140,18 @@ def finetune(
     config = config or FINETUNE_DEFAULTS
     if members < 1:
         raise ValueError(f"--ensemble must be at least 1, got {members}")
-    args = dict(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
-                members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
-                formula_col=formula_col, target_col=target_col, stability_col=stability_col,
-                show_progress=show_progress)
+    options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
+                       members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
+                       formula_col=formula_col, target_col=target_col, stability_col=stability_col,
+                       show_progress=show_progress)
     if is_auto(source):
         probes: dict[str, RunResult] = {}
+        probe_options = replace(options, strategy="full", members=1, test=None)
 
         def probe(candidate: str, where: Path) -> RunResult:
             if show_progress:
                 console.print(f"--from auto: probing {candidate}", highlight=False)
-            probes[candidate] = _finetune(data, where, **{**args, "source": candidate, "strategy": "full",
-                                                         "members": 1, "test": None}, start_like=strategy)
+            probes[candidate] = _finetune(data, where, candidate, probe_options, start_like=strategy)
             return probes[candidate]
 
         chosen, choice = choose_source(probe)
@@ -159,31 +159,50 @@ def finetune(
             console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False)
         # the chosen source's probe is the run's own `full` (same start, data, seed and split): not trained twice
         probed = probes[chosen].trained[""] if chosen in probes else None
-        return record_choice(_finetune(data, run_dir, **{**args, "source": chosen}, probed_full=probed), choice)
-    return _finetune(data, run_dir, source=source, **args)
+        return record_choice(_finetune(data, run_dir, chosen, options, probed_full=probed), choice)
+    return _finetune(data, run_dir, source, options)
 
 
-def _finetune(data: str | Path, run_dir: str | Path, *, source: str | Path, strategy: str, val, test, val_fraction,
-              keep_head, members, config, device, overwrite, duplicates, formula_col, target_col, stability_col,
-              show_progress, start_like: str | None = None, probed_full: tuple | None = None) -> RunResult:
+@dataclass(frozen=True)
+class _Options:
+    """:func:`finetune`'s options other than the data, run directory and source."""
+
+    strategy: str
+    val: str | Path | None
+    test: str | Path | None
+    val_fraction: float
+    keep_head: bool | None
+    members: int
+    config: FitConfig
+    device: str
+    overwrite: bool
+    duplicates: str
+    formula_col: str | None
+    target_col: str | None
+    stability_col: str | None
+    show_progress: bool
+
+
+def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Options, *,
+              start_like: str | None = None, probed_full: tuple | None = None) -> RunResult:
     """:func:`finetune` from one source. ``start_like``: build the start network as a run of that
     strategy would (the physical-attribute input too), so that run can reuse this one's training.
     ``probed_full``: a ``full`` fine-tune already trained from this run's start (``RunResult.trained``
     of a ``start_like`` run), used as this run's ``full`` candidate or first network."""
     model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
-    strat = parse_strategy(strategy, len(model.layer_names))
+    strat = parse_strategy(o.strategy, len(model.layer_names))
     like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat  # only auto's start differs
-    inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction, seed=config.seed,
-                                  duplicates=duplicates, formula_col=formula_col, target_col=target_col,
-                                  stability_col=stability_col)
+    inputs = load_training_inputs(data, val=o.val, test=o.test, val_fraction=o.val_fraction, seed=o.config.seed,
+                                  duplicates=o.duplicates, formula_col=o.formula_col, target_col=o.target_col,
+                                  stability_col=o.stability_col)
     x_tr, y_tr, _, _ = inputs.arrays()
-    config = sized_config(config, len(y_tr))
+    config = sized_config(o.config, len(y_tr))
     pred = source_predictions(loaded, model, x_tr)
     r = source_correlation(pred, y_tr)
     torch.manual_seed(config.seed)
-    kept, head_reason = decide_head(keep_head, r)
+    kept, head_reason = decide_head(o.keep_head, r)
     if kept:
-        fitted = linear_map(pred, y_tr) if keep_head is None else (1.0, 0.0)
+        fitted = linear_map(pred, y_tr) if o.keep_head is None else (1.0, 0.0)
         rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_tr), *fitted)
     else:
         model.reset_head()
@@ -209,9 +228,9 @@ def _finetune(data: str | Path, run_dir: str | Path, *, source: str | Path, stra
         describe = None
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
-    return run_training(run_dir, model, inputs, plan, command="finetune", device=device, overwrite=overwrite,
-                        extra_card=extra, describe=describe, soup=strat.name == "auto", members=members,
-                        show_progress=show_progress, checkpoint=False, reuse=_reuse(strat, probed_full),
+    return run_training(run_dir, model, inputs, plan, command="finetune", device=o.device, overwrite=o.overwrite,
+                        extra_card=extra, describe=describe, soup=strat.name == "auto", members=o.members,
+                        show_progress=o.show_progress, checkpoint=False, reuse=_reuse(strat, probed_full),
                         keep_trained=start_like is not None)
 
 

@@ -611,11 +611,12 @@ def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     source = load_model(source_dir)
     result = CliRunner().invoke(app, ["pretrain", str(tmp_path / "second.csv"), "-o", str(tmp_path / "cont"),
                                       "--init", str(source_dir), "--epochs", "0", "--weight-decay", "0.02",
-                                      "--quiet"])
+                                      "--ema", "0.5", "--quiet"])
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "cont" / "card.json").read_text())
     assert card["init_model"]["path"].endswith("model.safetensors")
     assert card["training"]["weight_decay"] == 0.02
+    assert card["training"]["ema_epochs"] == 0.5
     assert card["training"]["patience"] == 30  # the recipe's, for a short schedule
     continued = load_model(tmp_path / "cont")
     x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
