@@ -179,6 +179,8 @@ def pretrain(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default: 1e-4)."),
     ema: float = typer.Option(0.0, "--ema", help="Validate and keep a moving average of the weights over about "
                               "this many epochs (0: off)."),
+    pa: bool = typer.Option(False, "--pa", help="Magpie physical attributes (computed from the formula) also "
+                            "feed the first layer."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from this model's weights (run directory or "
                                        "'bundled') instead of fresh ones; --arch and --dropout are then "
                                        "the model's."),
@@ -210,7 +212,7 @@ def pretrain(
     config = replace(config, ema_epochs=ema)
     result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
                  arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite,
-                 duplicates=duplicates, init=init,
+                 duplicates=duplicates, init=init, attributes=pa,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet)
     _print_run(result)

@@ -116,6 +116,8 @@ class ElemNet(nn.Module):
             else:
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             nn.init.zeros_(layer.bias)
+        if self.attributes is not None:  # the attribute input starts unused, as when first added
+            nn.init.zeros_(self.attributes.proj.weight)
 
     def reset_head(self) -> None:
         """Fresh output layer (a new target)."""

@@ -8,6 +8,7 @@ import torch
 
 from .model import DEFAULT_ARCH, ElemNet
 from .training import FitConfig
+from .transfer import Phase, layers_groups, plus_attributes
 from .workflow import RunResult, load_training_inputs, run_training
 
 PRETRAIN_DEFAULTS = FitConfig(epochs=120, batch_size=512, lr=1e-3, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
@@ -43,6 +44,7 @@ def pretrain(
     target_col: str | None = None,
     stability_col: str | None = None,
     init: str | Path | None = None,
+    attributes: bool = False,
     show_progress: bool = True,
 ) -> RunResult:
     """Train ElemNet from scratch on ``data`` and write a run directory.
@@ -50,7 +52,9 @@ def pretrain(
     Duplicates default to ``most-stable`` (lowest value per composition: pretraining data is a
     formation energy). ``init`` (a run directory or ``bundled``) starts from that model's weights
     instead of fresh ones, e.g. to continue a model pretrained on one DFT set on another (its output
-    layer is rescaled to the new target's standardization). Returns the :class:`RunResult`.
+    layer is rescaled to the new target's standardization). ``attributes``: Magpie physical attributes
+    (computed from the fractions) also feed the first layer, as in a ``+pa`` fine-tune; a model that
+    reads them (``init``'s too) trains that input with the rest. Returns the :class:`RunResult`.
     """
     config = config or PRETRAIN_DEFAULTS
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction,
@@ -63,7 +67,12 @@ def pretrain(
         model = ElemNet(arch, dropout=dropout)
     else:
         model, extra = _initial_model(init, inputs.arrays()[1])
-    return run_training(run_dir, model, inputs, config, command="pretrain", device=device, resume=resume,
+    plan: FitConfig | list = config
+    if attributes and model.attributes is None:
+        model.add_attributes(inputs.arrays()[0])
+    if model.attributes is not None:
+        plan = [Phase("pretrain", config, plus_attributes(layers_groups(model.layer_names)))]
+    return run_training(run_dir, model, inputs, plan, command="pretrain", device=device, resume=resume,
                         overwrite=overwrite, extra_card=extra, show_progress=show_progress)
 
 

@@ -158,3 +158,27 @@ def test_auto_reason_explains_pa():
     assert reason.startswith("full+pa: lowest validation MAE (eV) among full+pa 0.4, full 0.5")
     assert "physical attributes" in reason
     assert "physical attributes" not in explain_choice(tried, "full", 1000, 0.1, "eV")
+
+
+def test_pretrain_with_attributes_is_a_source_for_every_command(tmp_path, data):
+    """``pretrain --pa`` trains the attribute input with the network; fine-tunes keep it (frozen unless +pa),
+    ``reinit`` starts it at zero again, and feature extraction reads it."""
+    result = CliRunner().invoke(app, ["pretrain", str(data / "train.csv"), "-o", str(tmp_path / "src"), "--pa",
+                                      "--arch", TINY_ARCH, "--epochs", "3", "--batch-size", "32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    source = load_model(tmp_path / "src")
+    assert source.info.inputs == FRACTIONS_AND_ATTRIBUTES and source.model.attributes.used()
+    card = json.loads((tmp_path / "src" / "card.json").read_text())
+    assert card["model"]["inputs"] == FRACTIONS_AND_ATTRIBUTES
+
+    full = finetune(data / "train.csv", tmp_path / "full", source=tmp_path / "src", strategy="full")
+    assert torch.equal(full.model.attributes.proj.weight, source.model.attributes.proj.weight)
+    assert not torch.equal(full.model.layers["fc1"].weight, source.model.layers["fc1"].weight)
+    reinit = finetune(data / "train.csv", tmp_path / "reinit", source=tmp_path / "src", strategy="reinit")
+    assert load_model(reinit.run_dir).info.inputs == FRACTIONS  # scratch: the attribute input unused
+
+    from elemnet_tl.features import PretrainedFeatures
+
+    x = fractions(20, seed=5)
+    feats = PretrainedFeatures(source=str(tmp_path / "src"), layers="fc2", device="cpu").fit(x)
+    assert feats.transform(x).shape == (20, source.model.widths[1])
