@@ -48,6 +48,15 @@ def unseen_test_mae(card: dict, loaded) -> dict | None:
             "test_mae_all": float(err.mean()), "test_mae_unseen": float(err[~seen].mean())}
 
 
+def inputs_line(card: dict) -> str:
+    """What the network reads, in words."""
+    if card["model"].get("inputs", "element fractions") == "element fractions":
+        return "86 element fractions in ElemNet's order"
+    return ("86 element fractions in ElemNet's order, and the 149 Magpie physical attributes computed from them\n"
+            "  (standardized with the training rows' statistics, stored with the weights) through a linear map\n"
+            "  onto the first hidden layer (`elemtl pretrain --pa`)")
+
+
 def model_card(card: dict, name: str = "formation-energy") -> str:
     m, t, tr, data = card["metrics"], card["target"], card["training"], card["data"]
     train = data["train"]
@@ -60,7 +69,7 @@ def model_card(card: dict, name: str = "formation-energy") -> str:
     return f"""# Bundled model: ElemNet pretrained on {t['name']}
 
 {first}* Architecture: ElemNet {card['model']['arch']} (+ output layer), ReLU, dropout {card['model']['dropout']},
-  {card['model']['parameters']:,} parameters; input: 86 element fractions in ElemNet's order.
+  {card['model']['parameters']:,} parameters; input: {inputs_line(card)}.
 * Training data: {train.get('source')} (sha256 {str(train.get('sha256'))[:12]}…): {train.get('read')} rows,
   {train.get('rejected')} rejected, {train.get('merged')} merged
   ({train.get('duplicates')}: {train.get('duplicates_reason')}),
