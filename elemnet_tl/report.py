@@ -12,7 +12,7 @@ from .io import atomic_path, write_json, write_table, write_text
 TL_METHODS = ("tl-finetune", "tl-features")
 SCRATCH_METHODS = ("sc-ef", "sc-pa", "pa-rf")
 DESCRIPTIONS = {
-    "tl-finetune": "fine-tuned pretrained ElemNet (element fractions)",
+    "tl-finetune": "fine-tuned pretrained ElemNet",
     "tl-features": "pretrained ElemNet activations + scikit-learn regressor",
     "sc-ef": "ElemNet from scratch on element fractions",
     "sc-pa": "ElemNet from scratch on Magpie physical attributes",
