@@ -94,8 +94,8 @@ def _pa(train: Featurized, test: Featurized) -> tuple[np.ndarray, np.ndarray]:
     """Physical attributes, NaN filled with the training median, standardized on the training rows."""
     from .attributes import standardized_attributes
 
-    a, b = standardized_attributes(train.fractions, test.fractions)
-    return a, b
+    train_pa, test_pa = standardized_attributes(train.fractions, test.fractions)
+    return train_pa, test_pa
 
 
 def _write_split(split: Split, where: Path) -> tuple[Path, Path]:

@@ -8,7 +8,6 @@ import torch
 
 from .model import DEFAULT_ARCH, ElemNet
 from .training import FitConfig
-from .transfer import Phase, layers_groups, plus_attributes
 from .workflow import RunResult, load_training_inputs, run_training
 
 PRETRAIN_DEFAULTS = FitConfig(epochs=120, batch_size=512, lr=1e-3, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
@@ -67,12 +66,9 @@ def pretrain(
         model = ElemNet(arch, dropout=dropout)
     else:
         model, extra = _initial_model(init, inputs.arrays()[1])
-    plan: FitConfig | list = config
     if attributes and model.attributes is None:
         model.add_attributes(inputs.arrays()[0])
-    if model.attributes is not None:
-        plan = [Phase("pretrain", config, plus_attributes(layers_groups(model.layer_names)))]
-    return run_training(run_dir, model, inputs, plan, command="pretrain", device=device, resume=resume,
+    return run_training(run_dir, model, inputs, config, command="pretrain", device=device, resume=resume,
                         overwrite=overwrite, extra_card=extra, show_progress=show_progress)
 
 

@@ -276,10 +276,11 @@ def run_training(
     candidates already trained from the same start on the same data (``RunResult.trained`` of an
     earlier run), taken as they are instead of trained again; ``keep_trained`` keeps this run's for that.
     """
-    from .transfer import Phase, layers_groups
+    from .transfer import Phase, layers_groups, plus_attributes
 
-    if isinstance(plan, FitConfig):
-        plan = [Phase(command, plan, layers_groups(model.layer_names))]
+    if isinstance(plan, FitConfig):  # one fit of every layer, and of the attribute input when the network has one
+        groups = layers_groups(model.layer_names)
+        plan = [Phase(command, plan, groups if model.attributes is None else plus_attributes(groups))]
     candidates = plan if isinstance(plan, dict) else {"": lambda m, phases=plan: phases}
     run_dir = prepare_run_dir(run_dir, resume, overwrite)
     for note in write_rejections(run_dir, inputs):
