@@ -207,9 +207,7 @@ def pretrain(
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
     if weight_decay is not None:
         config = replace(config, weight_decay=weight_decay)
-    if ema < 0:
-        raise InputError(f"--ema must be >= 0, got {ema}")
-    config = replace(config, ema_epochs=ema)
+    config = replace(config, ema_epochs=ema)  # FitConfig rejects a bad value in one line
     result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
                  arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite,
                  duplicates=duplicates, init=init, attributes=pa,
@@ -294,6 +292,8 @@ def predict(
     frame, featurized = run(data, model, output, formula_col=formula_col, target_col=target_col, device=device)
     lines = [f"{featurized.n_read} rows read, {featurized.n_rejected} rejected, "
              f"{featurized.n_kept} predicted; wrote {output}"]
+    if featurized.table.target_note():
+        lines.append(featurized.table.target_note())
     if "error" in frame:
         import numpy as np
 

@@ -45,6 +45,13 @@ class Table:
     def has_target(self) -> bool:
         return self.target_col is not None
 
+    def target_note(self) -> str | None:
+        """A line naming the target column when it was guessed (not given, not named ``target``)."""
+        if not self.provenance.get("target_guessed"):
+            return None
+        return (f"{self.source}: target taken from column '{self.target_col}', the only numeric column; "
+                "name another with --target-col")
+
     def looks_like_formation_energy(self) -> bool:
         """True when the target's name (or the dataset/file name) says formation energy/enthalpy."""
         names = [self.target_col or "", str(self.provenance.get("target", "")), Path(self.source).name]
@@ -198,6 +205,9 @@ def load_table(
         raise InputError(f"{text}: the table has no rows")
     fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
     tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)
+    if tcol is not None:
+        provenance["target_column"] = tcol
+        provenance["target_guessed"] = target_col is None and tcol.lower() != "target"
     out = frame.copy()
     raw_target = None
     out.insert(0, "line", lines)

@@ -49,15 +49,15 @@ class Featurized:
         return self.frame["target"].to_numpy(dtype=np.float64)
 
     def summary(self) -> str:
-        """One line: rows read, rejected, merged, kept and the duplicate rule."""
-        return (
-            f"{self.table.source}: {self.n_read} rows read, {self.n_rejected} rejected, "
-            f"{self.n_merged} merged, {self.n_kept} kept (duplicates: {self.rule} — {self.rule_reason})"
-        )
+        """Rows read, rejected, merged, kept and the duplicate rule; a second line if the target was guessed."""
+        line = (f"{self.table.source}: {self.n_read} rows read, {self.n_rejected} rejected, "
+                f"{self.n_merged} merged, {self.n_kept} kept (duplicates: {self.rule} — {self.rule_reason})")
+        note = self.table.target_note()
+        return f"{line}\n{note}" if note else line
 
     def record(self) -> dict:
         """Provenance (source, path, sha256, dataset name) and row counts, for a run's card."""
-        keep = ("source", "path", "sha256", "name", "citation")
+        keep = ("source", "path", "sha256", "name", "citation", "target_column")
         return {**{k: v for k, v in self.table.provenance.items() if k in keep}, **self.counts()}
 
     def counts(self) -> dict:

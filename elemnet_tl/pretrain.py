@@ -56,6 +56,7 @@ def pretrain(
     reads them (``init``'s too) trains that input with the rest. Returns the :class:`RunResult`.
     """
     config = config or PRETRAIN_DEFAULTS
+    config.check_resolved()
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction,
                                   test_fraction=test_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import InputError
+
 
 @dataclass
 class FitConfig:
@@ -43,8 +45,29 @@ class FitConfig:
     """Validate and keep an exponential moving average of the weights over about this many epochs
     (0: off). Smooths the noisy path of small-data fine-tuning."""
 
+    def __post_init__(self) -> None:
+        rules = [("epochs", self.epochs >= 0, ">= 0"), ("batch_size", self.batch_size >= 0, ">= 0"),
+                 ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                 ("warmup", 0 <= self.warmup < 1, "in [0, 1)"), ("final_lr", self.final_lr >= 0, ">= 0"),
+                 ("patience", self.patience >= 0, ">= 0"), ("ema_epochs", self.ema_epochs >= 0, ">= 0"),
+                 ("loss", self.loss in ("l1", "mse"), "l1 or mse")]
+        for name, ok, rule in rules:
+            if not ok:
+                raise InputError(f"{_option(name)} must be {rule}, got {getattr(self, name)}")
+
+    def check_resolved(self) -> None:
+        """Raise unless epochs and batch size are set (0 means "sized from the data" until resolved)."""
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{_option(name)} must be >= 1, got {getattr(self, name)}")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _option(field_name: str) -> str:
+    """The command-line option of a FitConfig field (``ema_epochs`` -> ``--ema``)."""
+    return {"ema_epochs": "--ema"}.get(field_name, "--" + field_name.replace("_", "-"))
 
 
 @dataclass
@@ -258,6 +281,7 @@ def fit(
     n = len(x_train)
     if n == 0:
         raise ValueError("no training rows")
+    config.check_resolved()
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
     groups = [{"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0),

@@ -106,11 +106,14 @@ def load_training_inputs(
 
 
 def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
-    """Rejected rows of each input, beside the run; returns one message per file written."""
+    """Rejected rows of each input, beside the run; returns one message per file written (and per
+    input whose target column was guessed)."""
     notes = []
     for name, f in (("train", inputs.train), ("val", inputs.val), ("test", inputs.test)):
         if f is None:
             continue
+        if f.table.target_note():
+            notes.append(f.table.target_note())
         path = write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")

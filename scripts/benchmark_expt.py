@@ -2,8 +2,9 @@
 
 Each fold: `finetune` (default strategy auto, from the bundled model) on 4/5 of the compositions,
 test on the other 1/5. Prints per-fold and mean ± std MAE and writes docs/expt_cv.json.
-Usage: python scripts/benchmark_expt.py [--strategy auto] [--folds 5] [--from bundled]
-Runs offline: the data ship with pymatgen.
+Usage: python scripts/benchmark_expt.py [--strategy auto] [--folds 5] [--from bundled] [--data FILE]
+Runs offline: the data ship with pymatgen (--data: the same rows as a formula,target CSV, for a machine whose
+pymatgen lacks the file).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--from", dest="source", default="bundled")
     parser.add_argument("--out", default="docs/expt_cv.json")
+    parser.add_argument("--data", default="expt-formation-enthalpy")
     args = parser.parse_args()
     from elemnet_tl.featurize import load_and_prepare
     from elemnet_tl.finetune import finetune
 
-    data = load_and_prepare("expt-formation-enthalpy")
+    data = load_and_prepare(args.data)
     frame = pd.DataFrame({"formula": data.frame["formula"], "target": data.target})
     folds = np.random.default_rng(0).permutation(len(frame)) % args.folds
     work = Path(tempfile.mkdtemp(prefix="elemtl_expt_"))
@@ -45,7 +47,7 @@ def main() -> int:
                      "strategy": result.card["strategy"]["name"]})
         print(json.dumps(rows[-1]), flush=True)
     maes = np.array([r["test_mae"] for r in rows])
-    summary = {"dataset": "expt-formation-enthalpy", "n": len(frame), "folds": args.folds,
+    summary = {"dataset": args.data, "n": len(frame), "folds": args.folds,
                "strategy": args.strategy, "source": args.source, "mae_mean": float(maes.mean()),
                "mae_std": float(maes.std(ddof=1)), "rows": rows, "date": time.strftime("%Y-%m-%d")}
     print(f"{args.folds}-fold CV MAE: {maes.mean():.4f} ± {maes.std(ddof=1):.4f} eV/atom")

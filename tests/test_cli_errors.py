@@ -69,6 +69,21 @@ def test_ambiguous_target_column(tmp_path):
                    "band_gap", "density", "--target-col")
 
 
+def test_a_guessed_target_column_is_named(tmp_path):
+    """An energy column with units is not numeric: the count column is then the only numeric one and
+    becomes the target; the run says so (and the card records it) instead of silently training on it."""
+    path = tmp_path / "t.csv"
+    path.write_text("formula,natoms,energy\nNaCl,2,-2.1 eV\nMgO,2,-3.0 eV\nFe2O3,5,-1.7 eV\n")
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 0, result.output
+    assert "target taken from column 'natoms'" in result.output and "--target-col" in result.output
+    from elemnet_tl.featurize import load_and_prepare
+
+    assert load_and_prepare(path).record()["target_column"] == "natoms"
+    named = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "o2.csv"), "--target-col", "natoms"])
+    assert named.exit_code == 0 and "target taken" not in named.output
+
+
 def test_no_numeric_target_column(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("formula,notes\nNaCl,rock salt\n")
@@ -195,3 +210,19 @@ def test_bad_validation_fraction(tmp_path, value):
     pd.DataFrame({"formula": ["NaCl", "KCl", "LiF"], "target": [1.0, 2.0, 3.0]}).to_csv(table, index=False)
     one_line_error(["pretrain", str(table), "-o", str(tmp_path / "run"), "--val-fraction", value],
                    "--val-fraction", "between 0 and 1")
+
+
+@pytest.mark.parametrize("command,option,value,says", [
+    ("pretrain", "--epochs", "0", "--epochs must be >= 1, got 0"),
+    ("pretrain", "--batch-size", "0", "--batch-size must be >= 1"),
+    ("pretrain", "--lr", "-1", "--lr must be > 0"),
+    ("pretrain", "--lr", "nan", "--lr must be > 0"),
+    ("pretrain", "--ema", "-1", "--ema must be >= 0"),
+    ("pretrain", "--weight-decay", "-0.1", "--weight-decay must be >= 0"),
+    ("pretrain", "--patience", "-2", "--patience must be >= 0"),
+    ("finetune", "--epochs", "-3", "--epochs must be >= 0"),
+])
+def test_bad_training_option(tmp_path, good_csv, command, option, value, says):
+    """A training option out of range is one line before anything is read or written."""
+    one_line_error([command, str(good_csv), "-o", str(tmp_path / "run"), option, value], says)
+    assert not (tmp_path / "run").exists()
