@@ -610,7 +610,7 @@ def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     frame.to_csv(tmp_path / "second.csv", index=False)
     source = load_model(source_dir)
     result = CliRunner().invoke(app, ["pretrain", str(tmp_path / "second.csv"), "-o", str(tmp_path / "cont"),
-                                      "--init", str(source_dir), "--epochs", "0", "--weight-decay", "0.02",
+                                      "--init", str(source_dir), "--epochs", "1", "--weight-decay", "0.02",
                                       "--ema", "0.5", "--quiet"])
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "cont" / "card.json").read_text())
@@ -619,16 +619,20 @@ def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     assert card["training"]["ema_epochs"] == 0.5
     assert card["training"]["patience"] == 30  # the recipe's, for a short schedule
     continued = load_model(tmp_path / "cont")
-    x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
-    from elemnet_tl.training import predict_tensor
-
-    def in_units(loaded):
-        return predict_tensor(loaded.model, x) * loaded.info.target_std + loaded.info.target_mean
-
-    # zero epochs: the body is the source's, and the rescaled head predicts exactly what the source did
-    assert continued.info.target_std != pytest.approx(source.info.target_std, rel=0.1)
-    torch.testing.assert_close(in_units(continued), in_units(source), rtol=1e-4, atol=1e-4)
     assert continued.info.arch == source.info.arch
+    assert continued.info.target_std != pytest.approx(source.info.target_std, rel=0.1)
+
+    # before any step: the body is the source's, and the rescaled head predicts exactly what the source did
+    from elemnet_tl.pretrain import _initial_model
+    from elemnet_tl.training import predict_tensor, standardize
+
+    y = frame["target"].to_numpy()
+    start, _ = _initial_model(source_dir, y)
+    mean, std = standardize(y)
+    x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
+    torch.testing.assert_close(predict_tensor(start, x) * std + mean,
+                               predict_tensor(source.model, x) * source.info.target_std + source.info.target_mean,
+                               rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("keep_head", "r", "kept"), [(None, 0.97, True), (None, -0.97, True), (None, 0.6, False),
