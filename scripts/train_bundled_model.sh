@@ -4,7 +4,8 @@
 #     energies (matbench_mp_e_form: 132,752 rows -> 95,118 compositions, lowest energy per composition),
 #     Magpie physical attributes also feeding the first layer (--pa), 120 epochs (about 30 minutes on 2 CPU cores).
 #   band-gap -> elemnet_tl/pretrained/mp_gap: ElemNet on Materials Project PBE band gaps (matbench_mp_gap:
-#     106,113 rows -> 78,164 compositions, duplicates averaged), 60 epochs (about 20-30 minutes).
+#     106,113 rows -> 78,164 compositions, duplicates averaged), Magpie attributes also feeding the first
+#     layer (--pa), 60 epochs (about 15-30 minutes).
 # Both: seeded 10 % test hold-out, 10 % of the rest for validation / early stopping, seed 0.
 # Usage: bash scripts/train_bundled_model.sh [formation-energy|band-gap] [RUN_DIR]
 set -euo pipefail
@@ -15,7 +16,7 @@ case "$which" in
   formation-energy) data="$source_dir/matbench_mp_e_form.csv.gz"; folder=mp_eform; target=("formation energy" "eV/atom")
                     options=(--duplicates most-stable --pa) ;;
   band-gap) data="$source_dir/matbench_mp_gap.csv.gz"; folder=mp_gap; target=("band gap" "eV")
-            options=(--duplicates mean --epochs 60) ;;
+            options=(--duplicates mean --epochs 60 --pa) ;;
   *) echo "usage: bash scripts/train_bundled_model.sh [formation-energy|band-gap] [RUN_DIR]"; exit 2 ;;
 esac
 run="${2:-runs/bundled_$folder}"
