@@ -290,3 +290,14 @@ def test_bad_input(bad):
 
 def test_empty_input():
     assert ph.physical_attributes(np.zeros((0, N_ELEMENTS))).shape == (0, len(ph.feature_labels()))
+
+
+def test_repeated_call_reuses_the_last_result_safely(fractions):
+    first = ph.physical_attributes(fractions)
+    first[:] = -7.25e9  # the caller's copy: a later call must not see this
+    again = ph.physical_attributes(fractions.copy())
+    assert not np.any(again == -7.25e9)
+    np.testing.assert_array_equal(again, ph._compute(np.asarray(fractions, dtype=np.float64)))
+    changed = fractions.copy()
+    changed[0] = changed[1]
+    np.testing.assert_array_equal(ph.physical_attributes(changed)[0], again[1])
