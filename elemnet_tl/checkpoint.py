@@ -130,24 +130,33 @@ def save_model(path: str | Path, model: ElemNet, info: ModelInfo) -> None:
         save_file(tensors, str(tmp), metadata=info.to_metadata())
 
 
-def load_model(source: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint; checks format, element list, architecture, keys and shapes.
+def read_weights(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metadata and tensors of a safetensors file of format ``fmt`` over ElemNet's 86 elements.
 
-    Raises :class:`InputError` (one line) on a corrupted file or a mismatch.
+    Raises :class:`InputError` (one line) on a corrupted file, another format (not ``what``) or other elements.
     """
     from safetensors import safe_open
 
-    path = resolve_model_path(source)
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises several types on corrupted files
-        raise InputError(f"{path}: not a readable safetensors model ({_first_line(exc)})") from None
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{path}: not an elemnet_tl model (metadata format {meta.get('format')!r})")
+        raise InputError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    if meta.get("format") != fmt:
+        raise InputError(f"{path}: not {what} (metadata format {meta.get('format')!r})")
     if meta.get("elements", "").split() != list(ELEMENTS):
-        raise InputError(f"{path}: the model's input elements differ from ElemNet's 86 elements")
+        raise InputError(f"{path}: the network's input elements differ from ElemNet's 86 elements")
+    return meta, tensors
+
+
+def load_model(source: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint; checks format, element list, architecture, keys and shapes.
+
+    Raises :class:`InputError` (one line) on a corrupted file or a mismatch.
+    """
+    path = resolve_model_path(source)
+    meta, tensors = read_weights(path, FORMAT, "an elemnet_tl model")
     try:
         info = ModelInfo(arch=meta["arch"], dropout=float(meta["dropout"]), target_mean=float(meta["target_mean"]),
                          target_std=float(meta["target_std"]), target=meta.get("target", "target"),

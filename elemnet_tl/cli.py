@@ -34,12 +34,33 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"elemtl {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Transfer learning of materials properties from chemical composition (ElemNet)."""
+
+
 def _fail(message: str, code: int) -> None:
     from rich.markup import escape
 
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+_AFTER_INTERRUPT = {
+    "pretrain": "continue with --resume (progress is saved every 15 s and kept)",
+    "compare_scratch": "finished methods are kept; continue with --resume",
+    "finetune": "nothing was saved; run the command again",
+}
 
 
 def handles_errors(func: Callable) -> Callable:
@@ -56,7 +77,8 @@ def handles_errors(func: Callable) -> Callable:
         except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
         except KeyboardInterrupt:
-            _fail("interrupted (a training run can continue with --resume)", 130)
+            _fail(f"interrupted: {_AFTER_INTERRUPT.get(func.__name__, 'nothing was finished; run the command again')}",
+                  130)
         except Exception as exc:  # last resort: one line, traceback only on request
             if os.environ.get("ELEMTL_DEBUG"):
                 raise
@@ -72,7 +94,7 @@ TargetCol = typer.Option(None, "--target-col", help="Target column (default: 'ta
                          "numeric column).")
 Seed = typer.Option(0, "--seed", help="One seed for the split, initialisation and shuffling.")
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
-Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar (summaries and warnings still print).")
 RunDir = typer.Option(..., "--output", "-o", help="Run directory to create.")
 ValFile = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out).")
 ValFraction = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val.")
@@ -98,10 +120,12 @@ def datasets() -> None:
     from .named import list_datasets
 
     table = RichTable(title="named datasets")
-    for col in ("name", "rows", "target", "unit", "offline"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)  # the name is what users type: never cut it
+    for col in ("rows", "target", "unit", "offline"):
+        table.add_column(col, overflow="fold")
     for d in list_datasets():
-        target = d.get("target") or ("choose with --target-col: " + ", ".join(d.get("targets") or []))
+        choices = ", ".join(d.get("targets") or [])
+        target = d.get("target") or (f"--target-col: {choices}" if choices else "name it with --target-col")
         table.add_row(d["name"], str(d.get("rows") or "?"), str(target), str(d.get("unit") or ""),
                       "yes" if d.get("offline") else "download")
     console.print(table)
@@ -212,7 +236,7 @@ def pretrain(
                  arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite,
                  duplicates=duplicates, init=init, attributes=pa,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
-                 show_progress=not quiet)
+                 show_progress=not quiet, notices=True)
     _print_run(result)
 
 
@@ -261,12 +285,15 @@ def finetune(
     from .finetune import FINETUNE_DEFAULTS
     from .finetune import finetune as run
 
+    for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value is not None and value < 1:  # leave the option out for the size-based default
+            raise InputError(f"{option} must be >= 1, got {value}")
     config = _fit_config(FINETUNE_DEFAULTS, epochs, batch_size, lr, patience, seed)
     result = run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
                  keep_head=keep_head, members=ensemble, config=config, device=device, overwrite=overwrite,
                  duplicates=duplicates,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
-                 show_progress=not quiet)
+                 show_progress=not quiet, notices=True)
     chosen = result.card["strategy"]
     _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}",
                         f"output layer {result.card['head']['reason']}"])
@@ -276,7 +303,9 @@ def finetune(
 @handles_errors
 def predict(
     data: str = typer.Argument(..., help="Table or named dataset with formulas (a target column is optional)."),
-    model: str = typer.Option("bundled", "--model", "-m", help="Run directory, or 'bundled'."),
+    model: str = typer.Option("bundled", "--model", "-m", help="Run directory (pretrain, finetune or "
+                              "extract-features), 'bundled', or 'bundled:NAME' (e.g. bundled:band-gap; see "
+                              "elemtl datasets)."),
     output: Path = typer.Option(..., "--output", "-o", help="Predictions table (.csv, .csv.gz, .parquet)."),
     formula_col: Optional[str] = FormulaCol,
     target_col: Optional[str] = TargetCol,
@@ -341,11 +370,15 @@ def compare_scratch(
                                          "(default: from the data size)."),
     device: str = Device,
     resume: bool = typer.Option(False, "--resume", help="Skip method/seed pairs already finished in OUTPUT."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a comparison already in OUTPUT."),
     formula_col: Optional[str] = FormulaCol,
     target_col: Optional[str] = TargetCol,
     quiet: bool = Quiet,
 ) -> None:
     """Transfer vs from-scratch on one split, several seeds: a table, plots and report.md.
+
+    Rejected rows go to OUTPUT/train.rejected.csv and OUTPUT/test.rejected.csv (line, formula, reason).
+    Exit code 1 when a method failed (the others' results are still written).
 
     Example: elemtl compare-scratch my.csv --test my_test.csv -o out --seeds 3
     """
@@ -356,12 +389,21 @@ def compare_scratch(
     from .compare import compare_scratch as run
     from .finetune import FINETUNE_DEFAULTS
 
-    config = replace(FINETUNE_DEFAULTS, epochs=epochs) if epochs else FINETUNE_DEFAULTS
-    sizes = [float(v) for v in train_sizes.split(",")] if train_sizes else None
+    if epochs is not None and epochs < 1:  # leave the option out for the size-based default
+        raise InputError(f"--epochs must be at least 1, got {epochs}")
+    config = replace(FINETUNE_DEFAULTS, epochs=epochs) if epochs is not None else FINETUNE_DEFAULTS
+    sizes = None
+    if train_sizes is not None:
+        try:
+            sizes = [float(v) for v in train_sizes.split(",")]
+        except ValueError:
+            raise InputError(f"--train-sizes {train_sizes!r}: give comma-separated fractions in (0, 1], "
+                             "e.g. 0.1,0.25,0.5,1") from None
     results = run(data, output, test=test, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                   seeds=seeds, train_sizes=sizes, test_fraction=test_fraction, source=source, strategy=strategy,
-                  members=ensemble, config=config, device=device, resume=resume, formula_col=formula_col,
-                  target_col=target_col, show_progress=not quiet)
+                  members=ensemble, config=config, device=device, resume=resume, overwrite=overwrite,
+                  formula_col=formula_col, target_col=target_col, show_progress=not quiet,
+                  on_note=lambda line: _echo_summary([line]))
     table = RichTable(title=f"test MAE, {seeds} seed(s)")
     for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):
         table.add_column(col)
@@ -370,15 +412,18 @@ def compare_scratch(
             table.add_row(name, "failed", str(e.get("error"))[:60], "", "", f"{e['seconds']:.0f}")
         else:
             spread = f"{e['test_mae_std']:.2g}" if seeds > 1 else "—"
-            table.add_row(name, f"{e['test_mae_mean']:.4g}", spread, f"{e['test_rmse_mean']:.4g}",
-                          f"{e['test_r2_mean']:.3f}", f"{e['seconds']:.0f}")
+            r2 = "n/a" if e["test_r2_mean"] is None else f"{e['test_r2_mean']:.3f}"
+            table.add_row(name, f"{e['test_mae_mean']:.4g}", spread, f"{e['test_rmse_mean']:.4g}", r2,
+                          f"{e['seconds']:.0f}")
     console.print(table)
-    v = results["verdict"]
-    if v.get("best_transfer") and v.get("best_scratch"):
-        gain = v["transfer_gain_percent"]
-        how = f"beats it by {gain:.1f} %" if v["transfer_wins"] else f"is {-gain:.1f} % worse"
-        console.print(f"transfer ({v['best_transfer']}) vs the best from-scratch method ({v['best_scratch']}): "
-                      f"{how}; report: {output / 'report.md'}", highlight=False)
+    from .report import headline
+
+    said = headline(results["verdict"])
+    _echo_summary([*([said] if said else []), f"report: {output / 'report.md'}"])
+    if results["failed"]:
+        _fail(f"{len(results['failed'])} method(s) failed: "
+              + ", ".join(f"{m} ({results['methods'][m].get('error')})" for m in results["failed"])
+              + f"; tracebacks in {output / 'runs'}/METHOD/.../error.txt", 1)
 
 
 def main() -> None:

@@ -14,8 +14,12 @@ def extract_features_command(
     data: str = typer.Argument(..., help="Training table or named dataset (formula + target)."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to create: features.parquet, card.json, "
                                 "regressor.json + regressor.npz."),
-    source: str = typer.Option("bundled", "--from", help="Pretrained network: 'bundled', a run directory or a "
-                               ".safetensors file."),
+    source: str = typer.Option("bundled", "--from", help="Pretrained network: 'bundled' (= "
+                               "bundled:formation-energy), bundled:NAME (e.g. bundled:band-gap), 'auto' (the "
+                               "bundled model whose chosen layer(s) a ridge probe predicts best in "
+                               "cross-validation), a run directory or a .safetensors file. Only the layers the "
+                               "features need are copied into OUTPUT (a bundled model is recorded by name), "
+                               "so OUTPUT keeps working if the source moves."),
     layers: str = typer.Option("auto", "--layers", help="auto | NAME[,NAME...] (fc1 ... fc16, out). auto "
                                "compares fc1 and the last layer of each width group (at most 6) with a ridge "
                                "probe in 5-fold cross-validation on the training data and keeps the best."),
@@ -40,7 +44,8 @@ def extract_features_command(
 ) -> None:
     """Pretrained ElemNet activations as features, plus a scikit-learn regressor chosen by cross-validation.
 
-    The directory works with `elemtl predict DATA --model OUTPUT`; card.json reports the cross-validated MAE.
+    The directory works with `elemtl predict DATA --model OUTPUT`, also after the source network is moved
+    or OUTPUT is copied elsewhere; card.json reports the cross-validated MAE.
 
     Example: elemtl extract-features my_property.csv -o runs/feat --test my_test.csv
     """

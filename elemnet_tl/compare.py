@@ -27,7 +27,7 @@ from .featurize import Featurized, load_and_prepare
 from .io import write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
-from .runs import provenance, regression_metrics
+from .runs import prepare_run_dir, provenance, regression_metrics
 from .training import FitConfig, fit, predict_tensor, resolve_device, standardize
 from .workflow import split_indices, subset
 
@@ -179,11 +179,16 @@ def make_splits(data: Featurized, test: Featurized | None, seeds: int, sizes: li
     return splits
 
 
-def chosen_counts(out_dir: Path, key: str) -> dict[str, int]:
+def chosen_counts(out_dir: Path, key: str, dirs: list[Path] | None = None) -> dict[str, int]:
     """How often each value of the card entry ``key`` (``source_choice`` of ``--from auto``, ``strategy``
-    of ``--strategy auto``) was picked in the tl-finetune runs under ``out_dir``."""
+    of ``--strategy auto``) was picked in the tl-finetune runs under ``out_dir`` (only those in ``dirs``,
+    this run's, when given)."""
     counts: dict[str, int] = {}
-    for card in sorted((out_dir / "runs" / "tl-finetune").glob("*/seed*/card.json")):
+    cards = sorted((out_dir / "runs" / "tl-finetune").glob("*/seed*/card.json"))
+    if dirs is not None:
+        wanted = {Path(d) / "card.json" for d in dirs}
+        cards = [c for c in cards if c in wanted]
+    for card in cards:
         name = (json.loads(card.read_text()).get(key) or {}).get("name")
         if name:
             counts[name] = counts.get(name, 0) + 1
@@ -193,6 +198,98 @@ def chosen_counts(out_dir: Path, key: str) -> dict[str, int]:
 def _outcome_path(out_dir: Path, method: str, split: Split) -> Path:
     size = f"size{split.size:g}" if split.size != 1.0 else "full"
     return out_dir / "runs" / method / size / f"seed{split.seed}"
+
+
+OUTPUT_FILES = ("report.md", "results.json", "results.csv", "parity.png", "mae_bars.png", "learning_curve.png",
+                "train.rejected.csv", "test.rejected.csv")
+"""What a comparison writes at the top of its output directory (besides ``runs/<method>/``)."""
+
+NEEDS_MODEL = ("tl-finetune", "tl-features", "sc-ef", "sc-pa")
+"""Methods that read the pretrained model (its weights, or its architecture for the scratch networks)."""
+
+
+def check_options(methods: tuple[str, ...], seeds: int, train_sizes: list[float] | None, test_fraction: float,
+                  has_test: bool, source: str, strategy: str, members: int, device: str) -> list[float]:
+    """Every option checked before anything is loaded or trained (:class:`InputError`, one line);
+    returns the sorted training sizes (1.0 always among them)."""
+    from .checkpoint import load_start_network, resolve_model_path
+    from .sources import is_auto
+    from .transfer import parse_strategy
+
+    if not methods:
+        raise InputError(f"--methods: no method given; choose from {', '.join(METHODS)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    repeated = sorted({m for m in methods if methods.count(m) > 1})
+    if repeated:
+        raise InputError(f"--methods: {', '.join(repeated)} given more than once")
+    if seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {seeds}")
+    if members < 1:
+        raise InputError(f"--ensemble must be at least 1, got {members}")
+    sizes = sorted(set(train_sizes or [1.0]))
+    if any(not 0 < s <= 1 for s in sizes):
+        raise InputError("--train-sizes must be fractions in (0, 1], got " + ",".join(f"{s:g}" for s in sizes))
+    if 1.0 not in sizes:
+        sizes.append(1.0)
+    if not has_test and not 0 < test_fraction < 1:
+        raise InputError(f"--test-fraction must be between 0 and 1 (both excluded), got {test_fraction:g}")
+    try:
+        resolve_device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"--device {device}: {str(exc).splitlines()[0]}") from None
+    # the checks finetune makes: --from names a readable model, --strategy parses for its layers
+    n_layers = 17
+    if any(m in NEEDS_MODEL for m in methods):
+        n_layers = len(load_start_network(fixed_source(source))[0].layer_names)
+    elif not is_auto(source):
+        resolve_model_path(source)
+    try:
+        parse_strategy(strategy, n_layers)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return sizes
+
+
+def check_output_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an output that is a file, or a folder already holding a comparison (unless ``resume`` or
+    ``overwrite``)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory")  # as runs.prepare_run_dir says
+    if not out_dir.is_dir() or resume or overwrite:
+        return
+    held = [f for f in OUTPUT_FILES if (out_dir / f).exists()] + [
+        f"runs/{m}" for m in METHODS if (out_dir / "runs" / m).exists()]
+    if held:
+        raise InputError(f"{out_dir}: already holds a comparison ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace it or --resume to "
+                         "continue it")
+
+
+def clear_output_dir(out_dir: Path) -> None:
+    """``--overwrite``: remove an earlier comparison's files and method runs (nothing else in the folder)."""
+    import shutil
+
+    for f in OUTPUT_FILES:
+        (out_dir / f).unlink(missing_ok=True)
+    for m in METHODS:
+        shutil.rmtree(out_dir / "runs" / m, ignore_errors=True)
+
+
+def _rejection_notes(out_dir: Path, full: Featurized, test_f: Featurized | None) -> tuple[list[str], dict]:
+    """Write ``train.rejected.csv`` / ``test.rejected.csv`` (line, formula, reason) in ``out_dir`` as the
+    training commands do; returns the console lines and, per input, its count and file."""
+    from .workflow import TrainingInputs, write_rejections
+
+    empty = np.array([], dtype=int)
+    records = {"train": full.record(), **({"test": test_f.record()} if test_f is not None else {})}
+    notes = write_rejections(out_dir, TrainingInputs(full, None, test_f, empty, empty, records=records))
+    files = {}
+    for name, f in (("train", full), ("test", test_f)):
+        if f is not None and f.n_rejected:
+            files[name] = {"rows": f.n_rejected, "file": f"{name}.rejected.csv"}
+    return notes, files
 
 
 def compare_scratch(
@@ -210,31 +307,47 @@ def compare_scratch(
     config: FitConfig | None = None,
     device: str = "auto",
     resume: bool = False,
+    overwrite: bool = False,
     formula_col: str | None = None,
     target_col: str | None = None,
     duplicates: str = "auto",
     show_progress: bool = True,
     on_result: Callable[[MethodOutcome], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run every method on the same split(s) and write results.json/csv, report.md and plots to ``out_dir``."""
+    """Run every method on the same split(s) and write results.json/csv, report.md and plots to ``out_dir``.
+
+    Every option is checked first (:class:`InputError`); an output folder already holding a comparison
+    is refused unless ``resume`` (finished method/seed pairs are kept) or ``overwrite``. Rejected input
+    rows go to ``train.rejected.csv`` / ``test.rejected.csv`` in ``out_dir``; each such file, and a
+    guessed target column, gets a line passed to ``on_note`` (default: printed when ``show_progress``).
+    A method that fails is recorded (``results["failed"]``), not raised.
+    """
     from .finetune import FINETUNE_DEFAULTS
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InputError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    if seeds < 1:
-        raise InputError("--seeds must be at least 1")
-    sizes = sorted(set(train_sizes or [1.0]))
-    if any(not 0 < s <= 1 for s in sizes):
-        raise InputError("--train-sizes must be fractions in (0, 1]")
-    if 1.0 not in sizes:
-        sizes.append(1.0)
+    methods = tuple(methods)
+    sizes = check_options(methods, seeds, train_sizes, test_fraction, test is not None, source, strategy, members,
+                          device)
     config = config or FINETUNE_DEFAULTS
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     full = load_and_prepare(data, formula_col, target_col, duplicates)
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
     splits = make_splits(full, test_f, seeds, sizes, test_fraction)
+    smallest = min(s.train.n_kept for s in splits)
+    if smallest < 2 or min(s.test.n_kept for s in splits) < 1:
+        raise InputError(f"{data}: {full.n_kept} usable row(s) after rejections and duplicates leave "
+                         f"{smallest} training row(s){'' if test else f' after the {test_fraction:g} test hold-out'}"
+                         "; compare-scratch needs at least 2 to train on and 1 to test on")
+    if overwrite and not resume:
+        clear_output_dir(out_dir)
+    prepare_run_dir(out_dir, resume, overwrite)  # creates it (one-line error when it cannot)
+    notes, rejected_files = _rejection_notes(out_dir, full, test_f)
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
+        elif show_progress:
+            console.print(note, highlight=False, markup=False)
     outcomes: list[MethodOutcome] = []
     for split in splits:
         for method in methods:
@@ -270,15 +383,23 @@ def compare_scratch(
                               highlight=False)
     from .report import write_report
 
+    if test_f is not None:
+        split_words = (f"test file {test} ({test_f.n_read} rows read, {test_f.n_rejected} rejected, "
+                       f"{test_f.n_kept} scored: every kept row, duplicates too)")
+    else:
+        split_words = (f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "
+                       "a different split for each seed")
+    finetuned = [_outcome_path(out_dir, "tl-finetune", s) for s in splits] if "tl-finetune" in methods else []
     setup = {
         "data": {**{k: v for k, v in full.table.provenance.items() if k in ("source", "sha256", "name", "unit")},
                  **full.counts()},
-        "split": (f"test file {test} ({test_f.n_kept} rows, every row scored)" if test_f is not None else
-                  f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "
-                  "a different split for each seed"),
+        "test_data": None if test_f is None else {"source": str(test), **test_f.counts()},
+        "rejected_files": rejected_files,
+        "split": split_words,
+        "n_test": splits[0].test.n_kept,
         "seeds": seeds, "train_sizes": sizes, "methods": list(methods), "source": source,
-        "sources_chosen": chosen_counts(out_dir, "source_choice"), "strategy": strategy,
-        "strategies_chosen": chosen_counts(out_dir, "strategy"),
+        "sources_chosen": chosen_counts(out_dir, "source_choice", finetuned), "strategy": strategy,
+        "strategies_chosen": chosen_counts(out_dir, "strategy", finetuned),
         "members": members,
         "n_train": splits[-1].train.n_kept if splits else 0,
         "unit": str(full.table.provenance.get("unit", "")),

@@ -3,11 +3,16 @@
 A composition is a row of 86 element fractions in :data:`elemnet_tl.elements.ELEMENTS` order
 (rows sum to 1). Two formulas are the same composition when their fractions are equal:
 Fe2O3, Fe4O6 and Fe0.4O0.6 are one composition.
+
+Adducts and hydrates are written with ``·``, ``•``, ``∙`` or ``*``: ``CuSO4·5H2O`` is CuSO4 plus five
+H2O, and each part may start with a count (``2Na2CO3·3H2O2``). With an ASCII dot, ``MgSO4.H2O`` is
+read as a hydrate, but ``CaSO4.2H2O`` is rejected as ambiguous (pymatgen would read O4.2).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +27,20 @@ DUPLICATE_RULES = ("auto", "most-stable", "mean", "keep")
 
 KEY_DECIMALS = 8
 """Fractions are rounded to this many decimals to decide that two formulas are one composition."""
+
+ZERO_AMOUNT = 1e-8
+"""Amounts below this are absent (pymatgen's ``Composition.amount_tolerance``): written explicitly, a rejection."""
+
+ADDUCT_SEPARATORS = ("·", "•", "∙", "*")
+"""Separators of adduct/hydrate parts: U+00B7, U+2022, U+2219 and the ASCII star."""
+
+_ADDUCT_SPLIT = re.compile("|".join(map(re.escape, ADDUCT_SEPARATORS)))
+_COUNT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)?\s*(.*?)\s*$", re.S)
+# pymatgen's tokens: an element and its amount, or a closing bracket and the group's multiplier
+_TOKEN = re.compile(r"([(\[{])|([)\]}])\s*([.e\d]*)|([A-Z][a-z]*)\s*([-*.e\d]*)")
+_DOT_HYDRATE = re.compile(r"\.(\d+(?:\.\d+)?)?\s*(H2O)$")
+# what ends the part before the dot: a symbol or closing bracket, then maybe an integer amount
+_BEFORE_DOT = re.compile(r"([A-Z][a-z]*|[)\]}])\s*(\d*)$")
 
 
 @dataclass(frozen=True)
@@ -39,22 +58,120 @@ class Parsed:
         return np.array([r is None for r in self.reasons], dtype=bool)
 
 
+def _is_zero(amount: str) -> bool:
+    """Whether an explicit amount string is zero (below :data:`ZERO_AMOUNT`); unreadable ones are not."""
+    if not amount.strip():
+        return False
+    try:
+        value = float(amount)
+    except ValueError:
+        return False  # pymatgen rejects it with its own message
+    return abs(value) < ZERO_AMOUNT
+
+
+def _zero_amounts(part: str) -> list[str]:
+    """Elements and bracketed groups of one formula part written with a zero amount, e.g. ``Fe`` in Fe0O3."""
+    zeros: list[str] = []
+    opens: list[int] = []
+    for m in _TOKEN.finditer(part):
+        if m[1]:
+            opens.append(m.start())
+        elif m[2]:
+            start = opens.pop() if opens else 0
+            if _is_zero(m[3]):
+                zeros.append(part[start:m.start() + 1])
+        elif _is_zero(m[5]):
+            zeros.append(m[4])
+    return list(dict.fromkeys(zeros))
+
+
+def _last_amount(before: str, end: re.Match[str]) -> str:
+    """The element or bracketed group that ends ``before``, with its amount: ``O4``, ``(NO3)2``."""
+    if end[1].isalpha():
+        return end[0]
+    depth = 0
+    for i in range(end.start(), -1, -1):
+        depth += (before[i] in ")]}") - (before[i] in "([{")
+        if depth == 0:
+            return before[i:]
+    return end[0]
+
+
+def _dot_hydrate(part: str) -> tuple[str, str | None]:
+    """Read an ASCII-dot hydrate: ``(part, reason)``.
+
+    ``MgSO4.H2O`` and ``CaSO4.0.5H2O`` have no other reading and become ``X·nH2O``; ``CaSO4.2H2O`` is
+    rejected as ambiguous (pymatgen reads O4.2); ``Sr0.5H2O`` stays a fractional formula.
+    """
+    m = _DOT_HYDRATE.search(part)
+    if m is None or m.start() == 0:
+        return part, None
+    before, count = part[:m.start()], m[1] or ""
+    end = _BEFORE_DOT.search(before)
+    if end is None or (end[2] and not end[2].strip("0")):
+        return part, None  # Fe0.5Ni0.5.2H2O: pymatgen rejects it; Sr0.5H2O: Sr0 + 0.5 H2O is no compound
+    if "." in count or not count:
+        return f"{before}·{count}{m[2]}", None
+    return part, (f"'{part}' is ambiguous (hydrate or {_last_amount(before, end)}.{count}?): "
+                  f"write a hydrate as {before}·{count}{m[2]}")
+
+
+def _parse_part(part: str, counted: bool) -> tuple[dict[str, float] | None, str | None]:
+    """Element amounts of one formula part, or ``(None, reason)``. ``counted``: the part of an adduct may start
+    with a count that multiplies the rest (``5H2O``)."""
+    from pymatgen.core import Composition
+
+    count, body = 1.0, part.strip()
+    if counted:
+        m = _COUNT.match(part)
+        count, body = (1.0 if m[1] is None else float(m[1])), m[2]
+        if not body:
+            return None, "unparseable formula: empty part in an adduct (A·nB)"
+        if count < ZERO_AMOUNT:
+            return None, f"zero amount of {body}"
+    zeros = _zero_amounts(body)
+    if zeros:
+        return None, f"zero amount of {', '.join(zeros)}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            amounts = Composition(body).get_el_amt_dict()
+    except Exception as exc:  # pymatgen raises ValueError, KeyError, ... on bad formulas
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"unparseable formula: {detail}"
+    return {el: amt * count for el, amt in amounts.items()}, None
+
+
+def _amounts(text: str) -> tuple[dict[str, float] | None, str | None]:
+    """Element amounts of a formula, adduct parts summed (``A·nB`` = A + n B), or ``(None, reason)``."""
+    parts: list[str] = []
+    for part in _ADDUCT_SPLIT.split(text):
+        part, reason = _dot_hydrate(part)
+        if reason:
+            return None, reason
+        parts.extend(_ADDUCT_SPLIT.split(part))
+    total: dict[str, float] = {}
+    for part in parts:
+        amounts, reason = _parse_part(part, counted=len(parts) > 1)
+        if amounts is None:
+            return None, reason
+        for el, amt in amounts.items():
+            total[el] = total.get(el, 0.0) + amt
+    return total, None
+
+
 def _parse_one(formula: object) -> tuple[np.ndarray | None, str | None]:
     """Fractions of one formula, or ``(None, reason)``."""
-    from pymatgen.core import Composition, Element
+    from pymatgen.core import Element
 
     if formula is None or (isinstance(formula, float) and math.isnan(formula)):
         return None, "empty formula"
     text = str(formula).strip()
     if not text:
         return None, "empty formula"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            amounts = Composition(text).get_el_amt_dict()
-    except Exception as exc:  # pymatgen raises ValueError, KeyError, ... on bad formulas
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"unparseable formula: {detail}"
+    amounts, reason = _amounts(text)
+    if amounts is None:
+        return None, reason
     amounts = {el: amt for el, amt in amounts.items() if amt > 0}
     if not amounts:
         return None, "formula has no atoms"

@@ -76,6 +76,41 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+_SPREADSHEETS = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
+
+
+def _open_text(path: Path):
+    """The file's raw bytes stream (gunzipped for .gz)."""
+    import gzip
+
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _sniff_separator(path: Path) -> str:
+    """``,`` unless the header line has no comma but semicolons or tabs (spreadsheet exports in some locales)."""
+    try:
+        with _open_text(path) as fh:
+            header = fh.readline().decode("utf-8", errors="replace")
+    except OSError:
+        return ","
+    if "," in header:
+        return ","
+    if ";" in header:
+        return ";"
+    return "\t" if "\t" in header else ","
+
+
+def _first_bad_line(path: Path) -> int:
+    """1-based number of the first line that is not valid UTF-8 (0 if none is found)."""
+    with _open_text(path) as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
 def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
     """Read CSV / CSV.gz / TSV / parquet / JSON; returns the frame and the number of its first row.
 
@@ -89,10 +124,18 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
         if name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz")):
             lines = ".jsonl" in name
             return pd.read_json(path, lines=lines), 1
-        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-        return pd.read_csv(path, sep=sep, skip_blank_lines=False), 2
+        if name.endswith(_SPREADSHEETS):
+            raise InputError(f"{path}: spreadsheet files are not read; save the sheet as CSV (comma-separated, "
+                             "UTF-8) and give that file")
+        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else _sniff_separator(path)
+        decimal = "," if sep == ";" else "."  # ';'-separated exports write decimal commas
+        return pd.read_csv(path, sep=sep, decimal=decimal, skip_blank_lines=False), 2
+    except InputError:
+        raise
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: line {_first_bad_line(path)} is not UTF-8 text; save the file as UTF-8") from None
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot read as a table: {reason}") from None

@@ -8,3 +8,7 @@ class InputError(ValueError):
 
     The message is one line naming the file, column or row and the reason.
     """
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite (usually a learning rate far too high for the data)."""

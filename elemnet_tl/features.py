@@ -6,6 +6,12 @@ layer and a regressor by cross-validation on the training data, fits the regress
 directory that ``elemtl predict --model DIR`` can use (:func:`is_feature_run`,
 :func:`load_feature_model`).
 
+The directory is self-contained: a bundled source is recorded by name (it ships with the package); any
+other source's layers that the features need (``fc1`` up to the deepest chosen layer, plus the
+physical-attribute input when the network has one) are saved in it as ``source_network.safetensors``
+(weights and metadata only, no pickle; :func:`save_feature_network`), and predictions load from there.
+The original source's path stays in ``card.json`` for provenance only.
+
 The regressors, their cross-validation and their pickle-free saving live in :mod:`elemnet_tl.regressors`.
 """
 
@@ -22,12 +28,23 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .checkpoint import CARD_FILE, MODEL_FILE, STATE_FILE, load_model
+from .checkpoint import (
+    BUNDLED_DIR,
+    BUNDLED_MODELS,
+    CARD_FILE,
+    FRACTIONS,
+    FRACTIONS_AND_ATTRIBUTES,
+    MODEL_FILE,
+    STATE_FILE,
+    input_kind,
+    load_model,
+    read_weights,
+)
 from .datasets import sha256_of
-from .elements import N_ELEMENTS
+from .elements import ELEMENTS, N_ELEMENTS
 from .errors import InputError
-from .io import write_json, write_table
-from .model import ElemNet
+from .io import atomic_path, write_json, write_table
+from .model import ElemNet, ElemNetEnsemble
 from .regressors import (
     FORMAT,
     REGRESSOR_JSON,
@@ -57,8 +74,15 @@ COMMAND_KIND = "extract-features"
 FEATURES_FILE = "features.parquet"
 TEST_FEATURES_FILE = "test_features.parquet"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
+NETWORK_FILE = "source_network.safetensors"
+"""The part of a non-bundled source network the features need, saved in the extraction directory."""
+NETWORK_FORMAT = "elemnet_tl/feature-network/1"
+"""safetensors metadata ``format`` of :data:`NETWORK_FILE` (not a full model: ``load_model`` refuses it)."""
 OUTPUT_FILES = (CARD_FILE, FEATURES_FILE, TEST_FEATURES_FILE, TEST_PREDICTIONS_FILE, REGRESSOR_JSON, REGRESSOR_NPZ,
-                "train.rejected.csv", "test.rejected.csv")
+                NETWORK_FILE, "train.rejected.csv", "test.rejected.csv")
+FROM_VALUES = ("auto, bundled (= bundled:formation-energy), bundled:NAME ("
+               + ", ".join(BUNDLED_MODELS) + "), a run directory or a .safetensors file")
+"""What ``--from`` accepts (error messages)."""
 MAX_CANDIDATE_LAYERS = 6
 BATCH = 4096
 """Rows per forward pass."""
@@ -113,6 +137,90 @@ def layer_feature_names(model: ElemNet, layers: list[str], with_pa: bool) -> lis
     return names
 
 
+# --------------------------------------------------------------------------------------------- saved network
+
+
+def is_bundled(source: str | Path) -> bool:
+    """``bundled`` or ``bundled:NAME`` (a model shipped with the package, recorded by name)."""
+    text = str(source)
+    return text == "bundled" or text.startswith("bundled:")
+
+
+def is_network_file(path: str | Path) -> bool:
+    """True when ``path`` is a file written by :func:`save_feature_network`."""
+    from safetensors import safe_open
+
+    p = Path(str(path))
+    if not p.is_file():
+        return False
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            return (fh.metadata() or {}).get("format") == NETWORK_FORMAT
+    except Exception:  # not a safetensors file
+        return False
+
+
+def needed_layers(model: ElemNet, layers: list[str]) -> list[str]:
+    """``fc1`` ... the deepest of ``layers`` (what a forward pass to them goes through)."""
+    names = model.layer_names
+    return names[:max(names.index(n) for n in layers) + 1]
+
+
+def save_feature_network(path: str | Path, model: ElemNet, layers: list[str], source: dict,
+                         dtypes: dict[str, torch.dtype] | None = None) -> list[str]:
+    """Write the layers the features of ``layers`` need (``fc1`` up to the deepest one, plus the
+    physical-attribute input when the network has one) as safetensors, atomically; returns the saved
+    layer names. ``source`` (JSON: where the network came from, its architecture and card) goes into
+    the metadata; ``dtypes`` maps state-dict keys to the dtype to store (the source file's)."""
+    from safetensors.torch import save_file
+
+    keep = needed_layers(model, layers)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        part = key.split(".")
+        if part[0] == "layers" and part[1] not in keep:
+            continue
+        dtype = (dtypes or {}).get(key, value.dtype)
+        tensors[key] = value.detach().to("cpu", dtype).contiguous()
+    meta = {"format": NETWORK_FORMAT, "arch": model.arch, "dropout": repr(model.dropout),
+            "inputs": input_kind(model), "elements": " ".join(ELEMENTS), "layers": " ".join(keep),
+            "source": json.dumps(source)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return keep
+
+
+def load_feature_network(path: str | Path) -> tuple[ElemNet, dict]:
+    """The truncated network :func:`save_feature_network` wrote (float32, eval mode; only the saved layers
+    exist) and its ``source`` record. Raises :class:`InputError` (one line) on a corrupted or foreign file."""
+    p = Path(str(path))
+    meta, tensors = read_weights(p, NETWORK_FORMAT, "a saved feature network")
+    try:
+        inputs = meta["inputs"]
+        if inputs not in (FRACTIONS, FRACTIONS_AND_ATTRIBUTES):
+            raise ValueError(f"unknown inputs {inputs!r}")
+        model = ElemNet(meta["arch"], dropout=float(meta["dropout"]), attributes=inputs == FRACTIONS_AND_ATTRIBUTES)
+        keep = meta["layers"].split()
+        source = json.loads(meta.get("source") or "{}")
+        if not keep or keep != model.layer_names[:len(keep)]:
+            raise ValueError(f"saved layers {keep} are not the first layers of {meta['arch']!r}")
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{p}: bad network metadata: {exc}") from None
+    for name in model.layer_names[len(keep):]:
+        del model.layers[name]  # never computed: a forward pass to them fails instead of using random weights
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:
+        diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
+        raise InputError(f"{p}: weights do not match layers {keep[0]}..{keep[-1]} of {meta['arch']!r} "
+                         f"(first differences: {diff})")
+    if not all(torch.isfinite(v).all() for v in tensors.values()):
+        raise InputError(f"{p}: weights contain NaN or infinite values")
+    model.load_state_dict(tensors)
+    model.eval()
+    return model, source
+
+
 # --------------------------------------------------------------------------------------------- transformer
 
 
@@ -131,7 +239,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    source : ``"bundled"``, a run directory or a ``.safetensors`` file.
+    source : ``"bundled"``, ``"bundled:NAME"``, a run directory, a ``.safetensors`` model or a network saved
+        by :func:`save_feature_network` (an ensemble's first member gives the features).
     layers : ``"auto"`` (needs ``y`` in :meth:`fit`: the candidate layer whose standardized activations
         a ridge probe predicts best in cross-validation), a layer name, ``"fc4,fc7"`` or a list.
     with_pa : append Magpie physical attributes (NaN -> training median).
@@ -141,7 +250,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     Fitted attributes: ``layers_``, ``feature_names_all_``, ``mask_`` (kept columns),
     ``feature_names_out_``, ``pa_medians_`` (or None), ``source_path_``, ``source_sha256_``,
-    ``source_arch_``, ``cv_table_`` (layer probe rows; empty unless auto), ``n_features_in_``.
+    ``source_arch_``, ``source_card_`` (the source's card, abridged), ``cv_table_`` (layer probe rows;
+    empty unless auto), ``n_features_in_``.
     """
 
     def __init__(self, source: str = "bundled", layers: str | list[str] = "auto", with_pa: bool = False,
@@ -159,15 +269,30 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         from .training import resolve_device
 
         dev = resolve_device(self.device)
-        loaded = load_model(self.source, "cpu")
-        net = loaded.model.double().to(dev)
+        if is_network_file(self.source):
+            net, record = load_feature_network(self.source)
+            path = Path(str(self.source))
+            self.source_arch_ = net.arch
+            self.source_target_ = record.get("pretrained_target") or {}
+            self.source_card_ = record.get("card") or {}
+            self.source_members_ = 1
+        else:
+            loaded = load_model(self.source, "cpu")
+            net, path = loaded.model, loaded.path
+            self.source_members_ = len(net.members) if isinstance(net, ElemNetEnsemble) else 1
+            if isinstance(net, ElemNetEnsemble):
+                net = net.first  # an ensemble's layers and activations are its first member's
+            self.source_arch_ = loaded.info.arch
+            self.source_target_ = {"name": loaded.info.target, "unit": loaded.info.unit}
+            self.source_card_ = {k: loaded.card[k] for k in ("command_kind", "created", "target", "model",
+                                                              "metrics") if k in loaded.card}
+        self._dtypes = {k: v.dtype for k, v in net.state_dict().items()}  # as stored (float32 weights)
+        net = net.double().to(dev)
         net.eval()
         self._net = net
         self._net_key = (str(self.source), str(self.device))
-        self.source_path_ = str(loaded.path)
-        self.source_sha256_ = sha256_of(loaded.path)
-        self.source_arch_ = loaded.info.arch
-        self.source_target_ = {"name": loaded.info.target, "unit": loaded.info.unit}
+        self.source_path_ = str(path)
+        self.source_sha256_ = sha256_of(path)
 
     def _network(self) -> ElemNet:
         """The source network, loaded on first use."""
@@ -318,7 +443,9 @@ def is_feature_run(path: str | Path) -> bool:
 
 
 def load_feature_model(path: str | Path, device: str = "cpu") -> FeatureModel:
-    """Reload a feature run: the source network named in the card (checked by sha256) and the regressor.
+    """Reload a feature run: its saved source network (:data:`NETWORK_FILE`; or the bundled model named
+    in the card; or, for directories written before the network was saved in them, the source path in
+    the card), checked by sha256, and the regressor.
 
     Raises :class:`InputError` (one line) for a directory without a regressor, a missing or changed
     source network, or corrupted files.
@@ -330,20 +457,32 @@ def load_feature_model(path: str | Path, device: str = "cpu") -> FeatureModel:
     meta, arrays = load_regressor_files(out_dir)
     src = card.get("source") or meta.get("source") or {}
     given = src.get("given")
-    if not given:
-        raise InputError(f"{out_dir / CARD_FILE}: names no source network")
-    from .checkpoint import resolve_model_path
+    stored = src.get("stored")
+    if stored:  # the layers the features need, saved in the directory
+        load_from = out_dir / str(stored.get("file") or NETWORK_FILE)
+        if not load_from.is_file():
+            raise InputError(f"{out_dir}: {load_from.name} (the source network's layers the features need) "
+                             "is missing")
+        digest = sha256_of(load_from)
+        if stored.get("sha256") and digest != stored["sha256"]:
+            raise InputError(f"{load_from}: contents differ from what {CARD_FILE} records (sha256 "
+                             f"{digest[:12]}..., card says {stored['sha256'][:12]}...)")
+    else:  # a bundled source by name, or a directory written before the network was saved in it
+        if not given:
+            raise InputError(f"{out_dir / CARD_FILE}: names no source network")
+        from .checkpoint import resolve_model_path
 
-    try:
-        model_path = resolve_model_path(given)
-    except InputError as exc:
-        raise InputError(f"{out_dir}: its source network is unavailable: {exc}") from None
-    digest = sha256_of(model_path)
-    if src.get("sha256") and digest != src["sha256"]:
-        raise InputError(f"{out_dir}: source network {given} ({model_path}) changed since the features were "
-                         f"extracted (sha256 {digest[:12]}..., card says {src['sha256'][:12]}...)")
+        try:
+            model_path = resolve_model_path(given)
+        except InputError as exc:
+            raise InputError(f"{out_dir}: its source network is unavailable: {exc}") from None
+        digest = sha256_of(model_path)
+        if src.get("sha256") and digest != src["sha256"]:
+            raise InputError(f"{out_dir}: source network {given} ({model_path}) changed since the features were "
+                             f"extracted (sha256 {digest[:12]}..., card says {src['sha256'][:12]}...)")
+        load_from = given
     feats = meta.get("features") or {}
-    features = PretrainedFeatures.restore(given, feats.get("layers") or [], bool(feats.get("with_pa")),
+    features = PretrainedFeatures.restore(str(load_from), feats.get("layers") or [], bool(feats.get("with_pa")),
                                           arrays.pop("feature_mask"), arrays.pop("pa_medians", None), device)
     if features.feature_names_out_ != list(feats.get("names") or []):
         raise InputError(f"{out_dir}: saved feature names do not match the source network's layers")
@@ -387,10 +526,37 @@ def _feature_frame(featurized: Featurized, names: list[str], values: np.ndarray)
 
 def _source_given(source: str | Path) -> str:
     """``bundled[:name]`` as given, a path made absolute (recorded in the card)."""
-    text = str(source)
-    if text == "bundled" or text.startswith("bundled:"):
+    text = str(source).strip()
+    if is_bundled(text):
         return text
-    return str(Path(text).expanduser().resolve())
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise InputError(f"--from {text}: no such file or directory; give {FROM_VALUES}")
+    return str(path.resolve())
+
+
+def _source_path_record(transformer: PretrainedFeatures) -> str:
+    """Where the source weights were, for provenance: inside the package for a bundled model (the same on
+    every machine), else the absolute path."""
+    path = Path(transformer.source_path_).resolve()
+    if is_bundled(transformer.source):
+        try:
+            return str(Path("elemnet_tl") / path.relative_to(BUNDLED_DIR.parent))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _probe_mae(transformer: PretrainedFeatures, x: np.ndarray, y: np.ndarray, folds: Any) -> float:
+    """CV MAE of a ridge probe on a fitted transformer's activations (its best layer's, with layers=auto)."""
+    if transformer.cv_table_:
+        return float(best_row(transformer.cv_table_)["cv_mae"])
+    acts = transformer.activations(x, transformer.layers_)
+    a = np.concatenate([acts[n] for n in transformer.layers_], axis=1)
+    a = a[:, np.ptp(a, axis=0) > 0] if len(a) else a
+    if a.shape[1] == 0:
+        return float("inf")
+    return float(ridge_cv(a, y, folds).mean(axis=0).min())
 
 
 def extract_features(
@@ -413,17 +579,22 @@ def extract_features(
     """Features from a pretrained network (+ a regressor chosen by CV) written to ``out_dir``.
 
     ``layers``: ``auto`` (the candidate layer a ridge probe predicts best in cross-validation on the
-    training data), a layer name or ``"fc4,fc7"``. ``regressor``: ``auto`` (the one of rf, gbr, ridge,
-    svr, knn with the lowest CV MAE), one of them (its hyper-parameters still chosen by CV) or ``none``
-    (features only). ``test`` is scored once at the end (never deduplicated).
+    training data), a layer name or ``"fc4,fc7"``. ``source``: ``bundled``, ``bundled:NAME``, a run
+    directory, a ``.safetensors`` file, or ``auto``: the bundled model whose chosen layer(s) a ridge probe
+    predicts best in the same cross-validation (card: ``source_choice``). ``regressor``: ``auto`` (the one
+    of rf, gbr, ridge, svr, knn with the lowest CV MAE), one of them (its hyper-parameters still chosen by
+    CV) or ``none`` (features only). ``test`` is scored once at the end (never deduplicated).
 
     Writes ``features.parquet`` (formula, target, one column per unit), ``card.json`` (metrics:
     ``val_mae`` = CV MAE on the training data), ``regressor.json`` + ``regressor.npz`` and, with a test
-    file, ``test_features.parquet`` and ``test_predictions.csv``.
+    file, ``test_features.parquet`` and ``test_predictions.csv``. With a regressor and a source that is not
+    bundled, the layers the features need are saved as ``source_network.safetensors`` (so the directory
+    keeps working when the source moves); a bundled source is recorded by name.
     """
-    from .featurize import load_and_prepare, write_rejected
+    from .featurize import load_and_prepare, overlap_warning, write_rejected
     from .progress import console
     from .runs import prepare_run_dir, provenance, regression_metrics
+    from .sources import bundled_sources, is_auto
     from .training import resolve_device
 
     t_start = time.perf_counter()
@@ -440,21 +611,25 @@ def extract_features(
         if show_progress:
             console.print(text, highlight=False, soft_wrap=True)
 
-    need_target = regressor != "none" or auto_layers
+    auto_source = is_auto(source)
+    givens = bundled_sources() if auto_source else [_source_given(source)]
+    need_target = regressor != "none" or auto_layers or auto_source
     train = load_and_prepare(data, formula_col, target_col, duplicates, require_target=need_target)
     has_target = train.table.has_target
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test is not None else None
-    given = _source_given(source)
-    transformer = PretrainedFeatures(source=given, layers=layers, with_pa=with_pa, seed=seed, device=str(dev))
-    transformer._load_network()  # a bad source fails before the output directory is touched
-    parse_layers(layers, transformer._net)
+    candidates = [PretrainedFeatures(source=g, layers=layers, with_pa=with_pa, seed=seed, device=str(dev))
+                  for g in givens]
+    for candidate in candidates:
+        candidate._load_network()  # a bad source fails before the output directory is touched
+        parse_layers(layers, candidate._net)
+    transformer, given = candidates[0], givens[0]
     x = train.fractions
     y = train.target if has_target else None
     if need_target:
         folds = cv_folds(len(x), seed)  # fails early on too few rows
 
     target_dir = Path(out_dir)
-    if target_dir.resolve() == Path(transformer.source_path_).resolve().parent:
+    if any(target_dir.resolve() == Path(c.source_path_).resolve().parent for c in candidates):
         raise InputError(f"{target_dir}: is the source network's directory; write the features elsewhere")
     if not overwrite and target_dir.is_dir() and any(
             (target_dir / f).exists() for f in (CARD_FILE, FEATURES_FILE, MODEL_FILE, STATE_FILE)):
@@ -470,15 +645,42 @@ def extract_features(
     for note in notes:
         say(note)
     say(train.summary())
+    if test_f is not None:
+        say("test file " + test_f.summary())
+        if overlap_warning(test_f, train):
+            say(overlap_warning(test_f, train))
 
+    source_choice = None
+    if auto_source:
+        t0 = time.perf_counter()
+        scores: dict[str, float] = {}
+        for g, candidate in zip(givens, candidates):
+            say(f"--from auto: probing {g} ...")
+            candidate.fit(x, y)
+            scores[g] = _probe_mae(candidate, x, y, folds)
+            say(f"  {g}: ridge-probe CV MAE {scores[g]:.4g} (layer {','.join(candidate.layers_)})")
+        given = min(scores, key=scores.__getitem__)
+        transformer = candidates[givens.index(given)]
+        candidates = [transformer]  # the other networks are not needed any more
+        ranked = ", ".join(f"{s} {v:.4g}" for s, v in sorted(scores.items(), key=lambda kv: kv[1]))
+        source_choice = {"name": given, "reason": "lowest ridge-probe CV MAE of the chosen layer(s) of each "
+                                                  f"bundled model: {ranked}", "probe": scores}
+        say(f"--from auto: {given} — {source_choice['reason']}")
+        timings["source_selection_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    if auto_layers:
+    if auto_layers and not auto_source:
         say(f"choosing a layer: ridge probe, {describe_cv(len(x))} ...")
-    transformer.fit(x, y)
+    if not auto_source:  # with --from auto, fitted while choosing the source
+        transformer.fit(x, y)
     for row in transformer.cv_table_:
         say(f"  {row['candidate']}: CV MAE {row['cv_mae']:.4g} ({row['varying_units']} varying units)")
     timings["layer_selection_s"] = round(time.perf_counter() - t0, 2)
     layer_rows = list(transformer.cv_table_)
+    source_record = {"given": given, "path": _source_path_record(transformer), "sha256": transformer.source_sha256_,
+                     "arch": transformer.source_arch_, "pretrained_target": transformer.source_target_}
+    if transformer.source_members_ > 1:
+        source_record["ensemble"] = f"features from the first of its {transformer.source_members_} members"
+    source_record["card"] = transformer.source_card_
     t0 = time.perf_counter()
     raw = transformer.transform_all(x)
     feats = raw[:, transformer.mask_]
@@ -519,7 +721,15 @@ def extract_features(
         roundtrip = float(np.max(np.abs(exported.predict(feats) - fitted_pred))) if len(feats) else 0.0
         if not roundtrip <= 1e-6 * max(1.0, float(np.max(np.abs(fitted_pred)))):
             raise RuntimeError(f"exported {chosen_kind} does not reproduce the fitted model (max diff {roundtrip:g})")
-        extra = {"source": {"given": given, "path": transformer.source_path_, "sha256": transformer.source_sha256_},
+        if not is_bundled(given):  # the directory must not depend on the source staying where it is
+            saved_layers = save_feature_network(out / NETWORK_FILE, transformer._net, transformer.layers_,
+                                                source_record, transformer._dtypes)
+            source_record["stored"] = {
+                "file": NETWORK_FILE, "layers": saved_layers, "attributes": transformer._net.attributes is not None,
+                "sha256": sha256_of(out / NETWORK_FILE), "bytes": (out / NETWORK_FILE).stat().st_size,
+                "note": "the source network's layers the features need (fc1 up to the deepest chosen layer, "
+                        "plus the physical-attribute input if it has one); predict loads them from here"}
+        extra = {"source": source_record,
                  "features": {"layers": transformer.layers_, "with_pa": bool(with_pa),
                               "names": transformer.feature_names_out_}}
         arrays = {**arrays, "feature_mask": transformer.mask_.astype(bool)}
@@ -556,8 +766,8 @@ def extract_features(
         **provenance(seed, str(dev)),
         "command_kind": COMMAND_KIND,
         "format": FORMAT,
-        "source": {"given": given, "path": transformer.source_path_, "sha256": transformer.source_sha256_,
-                   "arch": transformer.source_arch_, "pretrained_target": transformer.source_target_},
+        "source": source_record,
+        **({"source_choice": source_choice} if source_choice else {}),
         "data": data_records,
         "target": {"name": target_name, "unit": str(train.table.provenance.get("unit", ""))} if has_target else None,
         "split": {"n_train": int(len(x)), "n_val": 0, "validation": cv_text or "none",

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compositions import DUPLICATE_RULES, dedup, parse_formulas
+from .compositions import DUPLICATE_RULES, KEY_DECIMALS, dedup, parse_formulas
 from .datasets import Table, load_table
 from .elements import ELEMENTS
 from .errors import InputError
@@ -50,7 +50,8 @@ class Featurized:
 
     def summary(self) -> str:
         """Rows read, rejected, merged, kept and the duplicate rule; a second line if the target was guessed."""
-        line = (f"{self.table.source}: {self.n_read} rows read, {self.n_rejected} rejected, "
+        rows = "row" if self.n_read == 1 else "rows"
+        line = (f"{self.table.source}: {self.n_read} {rows} read, {self.n_rejected} rejected, "
                 f"{self.n_merged} merged, {self.n_kept} kept (duplicates: {self.rule} — {self.rule_reason})")
         note = self.table.target_note()
         return f"{line}\n{note}" if note else line
@@ -87,9 +88,16 @@ def resolve_rule(table: Table, duplicates: str, stability_col: str | None) -> tu
     """Turn ``--duplicates`` into a concrete rule; returns (rule, stability column, reason in words)."""
     if duplicates not in DUPLICATE_RULES:
         raise InputError(f"--duplicates {duplicates!r}: choose from {', '.join(DUPLICATE_RULES)}")
-    if stability_col is not None and stability_col not in table.frame.columns:
+    if stability_col is not None and stability_col == table.target_col:  # the target itself marks stability
+        if duplicates in ("auto", "most-stable"):
+            return "most-stable", None, f"lowest {table.target_col} (the target) per composition"
+        stability_col = None
+    internal = ("line", "formula", "target")
+    if stability_col is not None and (stability_col not in table.frame.columns or stability_col in internal):
+        user_columns = [table.formula_col, *([table.target_col] if table.target_col else []),
+                        *(str(c) for c in table.frame.columns if c not in internal)]
         raise InputError(f"{table.source}: no stability column {stability_col!r}; "
-                         f"columns are {', '.join(map(str, table.frame.columns))}")
+                         f"columns are {', '.join(user_columns)}")
     if duplicates == "keep":
         return "keep", None, "every row kept"
     if duplicates == "mean":
@@ -163,6 +171,27 @@ def load_and_prepare(
                  if first is not None else "no rows")
         raise InputError(f"{source}: no usable rows ({featurized.n_rejected} rejected; {where})")
     return featurized
+
+
+def shared_compositions(rows: np.ndarray, reference: np.ndarray) -> int:
+    """How many of ``rows`` (element fractions) are a composition that also occurs in ``reference``."""
+    if len(rows) == 0 or len(reference) == 0:
+        return 0
+
+    def keys(f: np.ndarray) -> np.ndarray:
+        rounded = np.round(np.asarray(f, dtype=np.float64), KEY_DECIMALS) + 0.0
+        return np.ascontiguousarray(rounded).view(np.dtype((np.void, rounded.shape[1] * 8))).ravel()
+
+    return int(np.isin(keys(rows), keys(reference)).sum())
+
+
+def overlap_warning(test: Featurized, train: Featurized) -> str | None:
+    """A warning when test compositions also occur in the training data (the test score flatters)."""
+    n = shared_compositions(test.fractions, train.fractions)
+    if not n:
+        return None
+    return (f"warning: {n} of {test.n_kept} test rows of {test.table.source} are compositions that are also in "
+            f"the training data {train.table.source}: the test score will look better than on new compositions")
 
 
 def rejected_path(output: str | Path) -> Path:

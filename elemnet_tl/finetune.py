@@ -12,7 +12,7 @@ import torch
 from .checkpoint import load_start_network
 from .progress import console
 from .sources import choose_source, is_auto, record_choice
-from .training import FitConfig, predict_tensor, standardize
+from .training import FitConfig, predict_tensor, resolve_device, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
 from .workflow import RunResult, load_training_inputs, run_training
 
@@ -57,6 +57,9 @@ def decide_head(keep_head: bool | None, r: float) -> tuple[bool, str]:
     if math.isfinite(r) and abs(r) >= SAME_PROPERTY_R:
         return True, (f"kept and linearly calibrated to the target: the source predicts it with |r| = {abs(r):.3f} "
                       f"≥ {SAME_PROPERTY_R} (same property up to a linear map)")
+    if not math.isfinite(r):
+        return False, ("re-initialised: the correlation of source predictions and target is undefined "
+                       "(fewer than 3 rows or a constant target)")
     return False, f"re-initialised: source predictions vs target r = {r:.2f}, |r| < {SAME_PROPERTY_R} (new property)"
 
 
@@ -123,6 +126,7 @@ def finetune(
     target_col: str | None = None,
     stability_col: str | None = None,
     show_progress: bool = True,
+    notices: bool | None = None,
 ) -> RunResult:
     """Start from a pretrained ElemNet (``source``: run directory or ``bundled``) and fit ``data``.
 
@@ -136,26 +140,29 @@ def finetune(
     ``source="auto"`` first fine-tunes ``full`` from each bundled model and starts from the one that
     validates best (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why); that
     source's probe serves as the run's ``full`` candidate (``auto``) or first network (``full``).
+    ``notices``: print the data summary, rejected-row files, warnings and the source choice (default:
+    ``show_progress``).
     """
     config = config or FINETUNE_DEFAULTS
+    resolve_device(device)  # a bad --device fails before anything is read or written
     if members < 1:
         raise ValueError(f"--ensemble must be at least 1, got {members}")
     options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
                        members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
                        formula_col=formula_col, target_col=target_col, stability_col=stability_col,
-                       show_progress=show_progress)
+                       show_progress=show_progress, notices=show_progress if notices is None else notices)
     if is_auto(source):
         probes: dict[str, RunResult] = {}
         probe_options = replace(options, strategy="full", members=1, test=None)
 
         def probe(candidate: str, where: Path) -> RunResult:
-            if show_progress:
+            if options.notices:
                 console.print(f"--from auto: probing {candidate}", highlight=False)
             probes[candidate] = _finetune(data, where, candidate, probe_options, start_like=strategy)
             return probes[candidate]
 
         chosen, choice = choose_source(probe)
-        if show_progress:
+        if options.notices:
             console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False)
         # the chosen source's probe is the run's own `full` (same start, data, seed and split): not trained twice
         probed = probes[chosen].trained[""] if chosen in probes else None
@@ -181,6 +188,7 @@ class _Options:
     target_col: str | None
     stability_col: str | None
     show_progress: bool
+    notices: bool
 
 
 def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Options, *,
@@ -230,8 +238,8 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=o.device, overwrite=o.overwrite,
                         extra_card=extra, describe=describe, soup=strat.name == "auto", members=o.members,
-                        show_progress=o.show_progress, checkpoint=False, reuse=_reuse(strat, probed_full),
-                        keep_trained=start_like is not None)
+                        show_progress=o.show_progress, notices=o.notices, checkpoint=False,
+                        reuse=_reuse(strat, probed_full), keep_trained=start_like is not None)
 
 
 def _reuse(strat: Strategy, probed_full: tuple | None) -> dict | None:

@@ -10,6 +10,7 @@ from torch import nn
 
 from .attributes import AttributeInputs, with_attributes
 from .elements import N_ELEMENTS
+from .errors import InputError
 
 DEFAULT_ARCH = "1024x4-512x3-256x3-128x3-64x2-32x1"
 """ElemNet's hidden layers: 86 -> 1024x4 -> 512x3 -> 256x3 -> 128x3 -> 64x2 -> 32 -> 1 (17 weight layers)."""
@@ -52,6 +53,8 @@ class ElemNet(nn.Module):
         super().__init__()
         self.arch = arch
         self.n_inputs = n_inputs
+        if not 0.0 <= float(dropout) < 1.0:
+            raise InputError(f"--dropout must be in [0, 1), got {dropout:g}")
         self.dropout = float(dropout)
         widths = parse_arch(arch)
         layers: dict[str, nn.Linear] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .model import DEFAULT_ARCH, ElemNet
-from .training import FitConfig
+from .training import FitConfig, resolve_device
 from .workflow import RunResult, load_training_inputs, run_training
 
 PRETRAIN_DEFAULTS = FitConfig(epochs=120, batch_size=512, lr=1e-3, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
@@ -45,6 +45,7 @@ def pretrain(
     init: str | Path | None = None,
     attributes: bool = False,
     show_progress: bool = True,
+    notices: bool | None = None,
 ) -> RunResult:
     """Train ElemNet from scratch on ``data`` and write a run directory.
 
@@ -53,10 +54,12 @@ def pretrain(
     instead of fresh ones, e.g. to continue a model pretrained on one DFT set on another (its output
     layer is rescaled to the new target's standardization). ``attributes``: Magpie physical attributes
     (computed from the fractions) also feed the first layer, as in a ``+pa`` fine-tune; a model that
-    reads them (``init``'s too) trains that input with the rest. Returns the :class:`RunResult`.
+    reads them (``init``'s too) trains that input with the rest. ``notices``: print the data summary,
+    rejected-row files and warnings (default: ``show_progress``). Returns the :class:`RunResult`.
     """
     config = config or PRETRAIN_DEFAULTS
     config.check_resolved()
+    resolve_device(device)  # a bad --device fails before anything is read or written
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction,
                                   test_fraction=test_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,
@@ -70,7 +73,8 @@ def pretrain(
     if attributes and model.attributes is None:
         model.add_attributes(inputs.arrays()[0])
     return run_training(run_dir, model, inputs, config, command="pretrain", device=device, resume=resume,
-                        overwrite=overwrite, extra_card=extra, show_progress=show_progress)
+                        overwrite=overwrite, extra_card=extra, show_progress=show_progress,
+                        notices=notices)
 
 
 def _initial_model(init: str | Path, y_train) -> tuple[ElemNet, dict]:

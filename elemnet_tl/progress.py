@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .training import EpochLog, TrainState
 
@@ -22,15 +22,16 @@ def epoch_bar(description: str, total_epochs: int, show: bool = True,
         yield lambda log, state: None
         return
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=False,
     )
     with progress:
         task = progress.add_task(description, total=total_epochs, info="")
 
         def on_epoch(log: EpochLog, state: TrainState) -> None:
-            info = (f"loss {log.train_loss:.4f}  val MAE {log.val_mae:.4g}{' ' + unit if unit else ''}"
-                    f"  best {state.best_val:.4g} @ {state.best_epoch}")
+            units = f" {unit}" if unit else ""
+            info = f"val MAE {log.val_mae:.4g}{units} (best {state.best_val:.4g} @{state.best_epoch})"
             total = total_epochs if not state.done else state.epoch
             progress.update(task, completed=state.epoch, total=total, info=info)
 

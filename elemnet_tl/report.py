@@ -36,7 +36,7 @@ def summarize(outcomes: list, size: float = 1.0) -> dict:
             mae = np.array([o.metrics["mae"] for o in ok])
             entry.update(test_mae_mean=float(mae.mean()), test_mae_std=float(mae.std(ddof=1)) if len(mae) > 1 else 0.0,
                          test_rmse_mean=float(np.mean([o.metrics["rmse"] for o in ok])),
-                         test_r2_mean=float(np.nanmean([o.metrics["r2"] for o in ok])))
+                         test_r2_mean=_finite_mean([o.metrics["r2"] for o in ok]))
         else:
             entry.update(test_mae_mean=None, test_mae_std=None, test_rmse_mean=None, test_r2_mean=None,
                          error=rows[0].error if rows else "not run")
@@ -44,8 +44,19 @@ def summarize(outcomes: list, size: float = 1.0) -> dict:
     return out
 
 
-def verdict(summary: dict) -> dict:
-    """Best transfer vs best from-scratch method, and the margin."""
+def _finite_mean(values: list[float]) -> float | None:
+    """Mean of the finite values (R² is NaN for a one-row or constant test set); None when there are none."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+MIN_TEST_ROWS = 30
+"""Below this many test rows a difference in test MAE says little: the verdict is marked not conclusive."""
+
+
+def verdict(summary: dict, n_test: int | None = None) -> dict:
+    """Best transfer vs best from-scratch method, the margin, and why it may not be conclusive
+    (methods that failed, a small test set, a gap within the seed-to-seed spread)."""
     def best(names):
         have = [(summary[m]["test_mae_mean"], m) for m in names
                 if m in summary and summary[m]["test_mae_mean"] is not None]
@@ -53,12 +64,47 @@ def verdict(summary: dict) -> dict:
 
     tl, sc = best(TL_METHODS), best(SCRATCH_METHODS)
     winner = best(list(summary))
+    failed = [m for m in summary if summary[m]["test_mae_mean"] is None]
     out = {"winner": winner[1] if winner else None, "best_transfer": tl[1] if tl else None,
-           "best_scratch": sc[1] if sc else None}
+           "best_scratch": sc[1] if sc else None, "failed": failed}
+    caveats = []
+    for side, names, kept in (("transfer", TL_METHODS, tl), ("from-scratch", SCRATCH_METHODS, sc)):
+        lost = [m for m in names if m in failed]
+        if lost:
+            rest = f"the {side} side is {kept[1]} alone" if kept else f"no {side} method to compare"
+            caveats.append(f"{', '.join(lost)} failed: {rest}")
+    conclusive = True
+    if n_test is not None and n_test < MIN_TEST_ROWS:
+        caveats.append(f"only {n_test} test row{'s' if n_test != 1 else ''}: too small to be conclusive "
+                       f"(at least {MIN_TEST_ROWS} are needed)")
+        conclusive = False
     if tl and sc:
         out["transfer_gain_percent"] = 100.0 * (sc[0] - tl[0]) / sc[0]
         out["transfer_wins"] = bool(tl[0] < sc[0])
+        seeds = min(len(summary[tl[1]]["per_seed"]), len(summary[sc[1]]["per_seed"]))
+        if seeds > 1:
+            spread = float(np.hypot(summary[tl[1]]["test_mae_std"] or 0.0, summary[sc[1]]["test_mae_std"] or 0.0))
+            out["seed_spread"] = spread
+            if abs(sc[0] - tl[0]) <= spread:
+                caveats.append(f"the gap ({abs(sc[0] - tl[0]):.3g}) is within the seed-to-seed spread "
+                               f"({spread:.3g})")
+                conclusive = False
+    out["conclusive"] = conclusive
+    out["caveats"] = caveats
     return out
+
+
+def headline(v: dict) -> str | None:
+    """The verdict in one sentence (no markup), with its caveats; None when there is nothing to compare."""
+    if not (v.get("best_transfer") and v.get("best_scratch")):
+        caveats = "; ".join(v.get("caveats") or [])
+        return f"Caveats: {caveats}." if caveats else None
+    word = "beats" if v["transfer_wins"] else "does NOT beat"
+    text = (f"Transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}): "
+            f"{abs(v['transfer_gain_percent']):.1f} % {'lower' if v['transfer_wins'] else 'higher'} test MAE")
+    if not v.get("conclusive", True):
+        text = "Not conclusive. " + text
+    return text + "".join(f"; {c}" for c in v.get("caveats") or []) + "."
 
 
 def _plots(out_dir: Path, outcomes: list, splits: list, summary: dict, sizes: list[float], unit: str) -> list[str]:
@@ -158,6 +204,19 @@ def _source_words(setup: dict) -> str:
             f"started from the better one: {picks}; tl-features used bundled (formation energy)")
 
 
+def _rejected_words(setup: dict, which: str) -> str:
+    entry = (setup.get("rejected_files") or {}).get(which)
+    return f" (rejected rows listed in {entry['file']})" if entry else ""
+
+
+def _test_data_lines(setup: dict) -> list[str]:
+    t = setup.get("test_data")
+    if not t:
+        return []
+    return [f"- Test data: {t.get('source')} — {t.get('read')} rows read, {t.get('rejected')} rejected, "
+            f"{t.get('kept')} scored{_rejected_words(setup, 'test')}."]
+
+
 def markdown_table(summary: dict) -> str:
     """One row per method; with a single seed the MAE column has no (meaningless) ± 0."""
     one_seed = all(len(e["per_seed"]) <= 1 for e in summary.values())
@@ -168,8 +227,9 @@ def markdown_table(summary: dict) -> str:
             lines.append(f"| {m} | {e['description']} | failed: {e.get('error')} | | | {e['seconds']:.0f} |")
         else:
             mae = _fmt(e["test_mae_mean"], None if one_seed else e["test_mae_std"])
+            r2 = "n/a" if e["test_r2_mean"] is None else f"{e['test_r2_mean']:.3f}"
             lines.append(f"| {m} | {e['description']} | {mae} | "
-                         f"{e['test_rmse_mean']:.4g} | {e['test_r2_mean']:.3f} | {e['seconds']:.0f} |")
+                         f"{e['test_rmse_mean']:.4g} | {r2} | {e['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -178,8 +238,9 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     sizes = sorted({o.size for o in outcomes})
     summary = summarize(outcomes, 1.0)
     curve = {f"{s:g}": summarize(outcomes, s) for s in sizes} if len(sizes) > 1 else None
-    results = {"methods": summary, "verdict": verdict(summary), "split": setup["split"], "data": setup["data"],
-               "setup": setup}
+    results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test")), "split": setup["split"],
+               "data": setup["data"], "setup": setup, "failed": [m for m in summary
+                                                                  if summary[m]["test_mae_mean"] is None]}
     if curve:
         results["learning_curve"] = {k: {m: {"test_mae_mean": v["test_mae_mean"], "test_mae_std": v["test_mae_std"]}
                                          for m, v in c.items()} for k, c in curve.items()}
@@ -196,16 +257,16 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     v = results["verdict"]
     unit = setup.get("unit", "")
     lines = [f"# Transfer learning vs training from scratch: {setup['data'].get('source')}", ""]
-    if v.get("best_transfer") and v.get("best_scratch"):
-        word = "beats" if v["transfer_wins"] else "does NOT beat"
-        lines += [f"**Transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}): "
-                  f"{abs(v['transfer_gain_percent']):.1f} % {'lower' if v['transfer_wins'] else 'higher'} test MAE.** "
-                  f"Winner overall: {v['winner']}.", ""]
+    said = headline(v)
+    if said:
+        lines += [f"**{said}**" + (f" Winner overall: {v['winner']}." if v.get("winner") else ""), ""]
     lines += [markdown_table(summary), "",
               f"Test MAE in {unit}." if unit else "", "", "## Setup", "",
               f"- Data: {setup['data'].get('source')} — {setup['data'].get('read')} rows read, "
               f"{setup['data'].get('rejected')} rejected, {setup['data'].get('merged')} merged as duplicates "
-              f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions.",
+              f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions"
+              + _rejected_words(setup, "train") + ".",
+              *_test_data_lines(setup),
               f"- Split: {setup['split']}; {setup['n_train']} training rows. Every method sees the same rows.",
               f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
               f"- Pretrained source: {_source_words(setup)}; fine-tuning strategy: {_strategy_words(setup)}.",

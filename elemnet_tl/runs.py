@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import CARD_FILE, MODEL_FILE, STATE_FILE, ModelInfo, load_state, save_model, save_state
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 from .io import atomic_path, write_json, write_table
 from .model import ElemNet, count_parameters
 from .training import EpochLog, FitConfig, FitResult, TrainState, fit
@@ -124,11 +124,11 @@ def plot_learning_curve(run_dir: Path, history: list[EpochLog], best_epoch: int,
     ax.axvline(best_epoch, color="grey", ls=":", label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation MAE")
-    ax.set_yscale("log")
+    _log_if_wide(ax, [h.val_mae for h in history])
     ax2 = ax.twinx()
     ax2.plot(epochs, [h.train_loss for h in history], color="tab:orange", alpha=0.6, label="train loss (scaled)")
     ax2.set_ylabel("train loss (standardized target)")
-    ax2.set_yscale("log")
+    _log_if_wide(ax2, [h.train_loss for h in history])
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right", fontsize=8)
@@ -136,6 +136,14 @@ def plot_learning_curve(run_dir: Path, history: list[EpochLog], best_epoch: int,
     with atomic_path(run_dir / CURVE_FILE) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def _log_if_wide(ax, values: list[float]) -> None:
+    """A log axis only where the values span more than a factor of five (a plain axis reads easier)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) and v.max() > 5 * v.min():
+        ax.set_yscale("log")
 
 
 @dataclass
@@ -190,8 +198,12 @@ def train_in_run_dir(
             last_save[0] = now
 
     x_tr, y_tr, x_va, y_va = data
-    result = fit(model, x_tr, y_tr, x_va, y_va, config, device=device, param_groups=param_groups,
-                 y_scale=y_scale, state=state, on_epoch=_on_epoch)
+    try:
+        result = fit(model, x_tr, y_tr, x_va, y_va, config, device=device, param_groups=param_groups,
+                     y_scale=y_scale, state=state, on_epoch=_on_epoch)
+    except TrainingDiverged:
+        state_path.unlink(missing_ok=True)  # resuming would only diverge again
+        raise
     write_metrics(run_dir, result.history)
     return TrainedRun(model, result, run_dir)
 

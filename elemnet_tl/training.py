@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 
 
 @dataclass
@@ -121,6 +121,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise InputError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA GPU is available")
     return torch.device(device)
@@ -333,6 +335,10 @@ def fit(
         train_loss = float(train_step.loss_sum) / steps_per_epoch
         val_pred = predict_tensor(scored, x_val)
         val_mae = float((val_pred - y_val).abs().mean()) * y_scale if len(y_val) else train_loss
+        if not (math.isfinite(train_loss) and math.isfinite(val_mae)):
+            raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (the loss became "
+                                   f"{train_loss if not math.isfinite(train_loss) else val_mae}): "
+                                   f"lower the learning rate (--lr, now {config.lr:g}); no model was saved")
         log = EpochLog(epoch + 1, train_loss, val_mae, float(optimizer.param_groups[0]["lr"]),
                        time.perf_counter() - t0)
         state.history.append(log)

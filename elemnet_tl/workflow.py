@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import ModelInfo, input_kind
+from .checkpoint import STATE_FILE, ModelInfo, input_kind
 from .errors import InputError
-from .featurize import Featurized, load_and_prepare, write_rejected
+from .featurize import Featurized, load_and_prepare, overlap_warning, write_rejected
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
@@ -106,17 +106,20 @@ def load_training_inputs(
 
 
 def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
-    """Rejected rows of each input, beside the run; returns one message per file written (and per
-    input whose target column was guessed)."""
+    """Rejected rows of each input, beside the run; returns each input's summary line (rows read,
+    rejected, merged, kept; the guessed target column) and one message per file written."""
     notes = []
     for name, f in (("train", inputs.train), ("val", inputs.val), ("test", inputs.test)):
         if f is None:
             continue
-        if f.table.target_note():
-            notes.append(f.table.target_note())
-        path = write_rejected(f, run_dir / f"{name}.rejected.csv")
+        carved = name == "test" and f.table is inputs.train.table  # --test-fraction
+        role = {"train": "", "val": "validation file ", "test": "test file "}[name]
+        notes.append(f"test: {inputs.records['test']['source']} ({f.n_kept} rows)" if carved else role + f.summary())
+        path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")
+        if name != "train" and not carved and overlap_warning(f, inputs.train):
+            notes.append(overlap_warning(f, inputs.train))
     return notes
 
 
@@ -161,7 +164,8 @@ def run_phases(
     seconds = 0.0
     for phase in phases:
         groups = phase.param_groups(model) if phase.param_groups else None
-        with epoch_bar(f"{label} {phase.name} ({device.type})", phase.config.epochs, show, unit) as on_epoch:
+        text = label if not phase.name or phase.name in label.split() else f"{label} {phase.name}"
+        with epoch_bar(f"{text} ({device.type})", phase.config.epochs, show, unit) as on_epoch:
             trained = train_in_run_dir(run_dir, model, data, phase.config, {**record, "phase": phase.name},
                                        device=device, y_scale=y_scale, resume=resume and len(phases) == 1,
                                        param_groups=groups, on_epoch=on_epoch,
@@ -264,6 +268,7 @@ def run_training(
     soup: bool = False,
     members: int = 1,
     show_progress: bool = True,
+    notices: bool | None = None,
     checkpoint: bool = True,
     reuse: dict | None = None,
     keep_trained: bool = False,
@@ -278,6 +283,7 @@ def run_training(
     seeded validation split, and the run's model is the ensemble (mean) of all of them. ``reuse``:
     candidates already trained from the same start on the same data (``RunResult.trained`` of an
     earlier run), taken as they are instead of trained again; ``keep_trained`` keeps this run's for that.
+    ``notices``: print the data summary, rejected-row files and warnings (default: ``show_progress``).
     """
     from .transfer import Phase, layers_groups, plus_attributes
 
@@ -286,9 +292,14 @@ def run_training(
         plan = [Phase(command, plan, groups if model.attributes is None else plus_attributes(groups))]
     candidates = plan if isinstance(plan, dict) else {"": lambda m, phases=plan: phases}
     run_dir = prepare_run_dir(run_dir, resume, overwrite)
+    notices = show_progress if notices is None else notices
+    if resume and notices:
+        saved = (run_dir / STATE_FILE).is_file()
+        console.print(f"--resume: continuing the interrupted run in {run_dir}" if saved else
+                      f"--resume: no saved progress in {run_dir}; starting from epoch 1", highlight=False)
     for note in write_rejections(run_dir, inputs):
-        if show_progress:
-            console.print(note)
+        if notices:
+            console.print(note, highlight=False, markup=False, soft_wrap=True)
     dev = resolve_device(device)
     x_tr, y_tr, x_va, y_va = inputs.arrays()
     mean, std = standardize(y_tr)
@@ -298,9 +309,9 @@ def run_training(
                 torch.as_tensor((y - mean) / std, dtype=torch.float32))
 
     data = (*tensors(x_tr, y_tr), *tensors(x_va, y_va))
-    if len(y_va) < 20 and show_progress:
-        console.print(f"warning: only {len(y_va)} validation rows: early stopping and the strategy choice are "
-                      "mostly noise at this size", highlight=False)
+    if len(y_va) < 20 and notices:
+        console.print(f"warning: only {len(y_va)} validation row{'s' * (len(y_va) != 1)}: early stopping and the "
+                      "strategy choice are mostly noise at this size", highlight=False, soft_wrap=True)
     model.to(dev)
     start = copy_state(model)
     tried: dict[str, tuple] = {}

@@ -220,7 +220,11 @@ def test_bad_validation_fraction(tmp_path, value):
     ("pretrain", "--ema", "-1", "--ema must be >= 0"),
     ("pretrain", "--weight-decay", "-0.1", "--weight-decay must be >= 0"),
     ("pretrain", "--patience", "-2", "--patience must be >= 0"),
-    ("finetune", "--epochs", "-3", "--epochs must be >= 0"),
+    ("finetune", "--epochs", "-3", "--epochs must be >= 1"),
+    ("finetune", "--epochs", "0", "--epochs must be >= 1, got 0"),
+    ("finetune", "--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("pretrain", "--dropout", "2", "--dropout must be in [0, 1), got 2"),
+    ("finetune", "--device", "gpu", "--device 'gpu': choose auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_training_option(tmp_path, good_csv, command, option, value, says):
     """A training option out of range is one line before anything is read or written."""

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_ARCH, binary_table
+from conftest import TINY_ARCH, binary_table, one_line_error
 from typer.testing import CliRunner
 
 from elemnet_tl.cli import app
@@ -168,15 +168,24 @@ def test_resume_does_not_retrain(compared, monkeypatch, tmp_path, source_dir, da
         assert again[key] == results[key], key
 
 
-def test_second_run_without_resume_reruns_every_method(compared, tmp_path, source_dir, data_csv):
-    """Running again into the same folder (no --resume) must redo the runs, not fail on the old run dirs."""
+def test_second_run_needs_overwrite_then_reruns_every_method(compared, tmp_path, source_dir, data_csv):
+    """Running again into the same folder: refused without --overwrite (nothing touched); with it, the
+    runs are redone (not failing on the old run dirs) and the other methods' old runs are gone."""
     out, _ = compared
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="already holds a comparison.*--overwrite"):
+        compare_scratch(data_csv, copy, methods=("mean",), seeds=1, show_progress=False)
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
     again = compare_scratch(data_csv, copy, methods=("tl-features", "tl-finetune"), seeds=1,
-                            source=str(source_dir), config=CONFIG, show_progress=False)
+                            source=str(source_dir), config=CONFIG, overwrite=True, show_progress=False)
     errors = {m: e.get("error") for m, e in again["methods"].items() if e["test_mae_mean"] is None}
     assert not errors
+    assert sorted(p.name for p in (copy / "runs").iterdir()) == ["tl-features", "tl-finetune"]
+    assert sorted(p.name for p in (copy / "runs" / "tl-finetune").iterdir()) == ["full"]
+    assert sorted(p.name for p in (copy / "runs" / "tl-finetune" / "full").iterdir()) == ["seed0"]
+    assert sum(again["setup"]["strategies_chosen"].values()) == 1  # this run's card only
 
 
 def test_failing_method_is_reported(monkeypatch, tmp_path, source_dir, data_csv):
@@ -213,6 +222,16 @@ def test_failing_method_is_reported(monkeypatch, tmp_path, source_dir, data_csv)
     ({"seeds": 0}, "--seeds"),
     ({"train_sizes": [0.0, 1.0]}, "--train-sizes"),
     ({"train_sizes": [1.5]}, "--train-sizes"),
+    ({"methods": ()}, "--methods: no method given"),
+    ({"methods": ("mean", "mean")}, "--methods: mean given more than once"),
+    ({"test_fraction": 1.0}, "--test-fraction"),
+    ({"test_fraction": 0.0}, "--test-fraction"),
+    ({"members": 0}, "--ensemble"),
+    ({"strategy": "bogus"}, "--strategy 'bogus'"),
+    ({"strategy": "freeze:99"}, "--strategy freeze:99"),
+    ({"source": "bundled:nope"}, "--from bundled:nope"),
+    ({"methods": ("mean",), "source": "bundled:nope"}, "--from bundled:nope"),
+    ({"device": "bogus"}, "--device bogus"),
 ])
 def test_bad_arguments(tmp_path, data_csv, kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -310,3 +329,208 @@ def test_strategy_words_explain_pa_only_when_chosen():
     words = _strategy_words({"strategy": "auto", "strategies_chosen": {"full+pa": 1}})
     assert words.startswith("auto (chose full+pa (1 run)") and "physical attributes" in words
     assert _strategy_words({"strategy": "full", "strategies_chosen": {"full": 1}}) == "full"
+
+
+# ---------------------------------------------------------------- bad input, failures, tiny data
+
+MAE_OF = {"tl-finetune": 0.01, "tl-features": 0.02, "sc-ef": 0.03, "sc-pa": 0.04, "pa-rf": 0.05, "mean": 0.5}
+
+
+def fake_methods(monkeypatch, fail: tuple[str, ...] = ()) -> list[str]:
+    """Replace the (slow) methods by predictions off the truth by MAE_OF[method]; ``fail`` ones raise."""
+    calls: list[str] = []
+
+    def run(method, split, where, **kwargs):
+        calls.append(method)
+        if method in fail:
+            raise RuntimeError(f"{method} broke")
+        return split.test.target + MAE_OF[method]
+
+    monkeypatch.setattr(compare_module, "run_method", run)
+    return calls
+
+
+def bad_test_file(tmp_path, good: int = 5):
+    """``good`` scorable rows, then 3 rejectable ones (unknown element, missing and text targets)."""
+    rows = binary_table(good, seed=21)
+    path = tmp_path / "bad_test.csv"
+    extra = pd.DataFrame({"formula": ["Xx2O3", "NaCl", "MgO"], "target": ["1.0", "", "abc"]})
+    pd.concat([rows.astype({"target": str}), extra]).to_csv(path, index=False)
+    return path
+
+
+def test_cli_rejected_rows_are_written_and_named(tmp_path):
+    """The messy file has 10 rejectable rows: listed in OUT/train.rejected.csv, one console line (even with
+    -q), the report names the file."""
+    from conftest import MESSY
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(MESSY), "-o", str(out), "--methods", "mean", "--seeds", "1",
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    rejected = pd.read_csv(out / "train.rejected.csv")
+    assert list(rejected.columns) == ["line", "formula", "reason"] and len(rejected) == 10
+    assert rejected["reason"].notna().all() and rejected["line"].is_unique
+    assert f"10 rejected row(s) of {MESSY} listed in {out / 'train.rejected.csv'}" in result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["rejected"] == 10
+    assert results["setup"]["rejected_files"] == {"train": {"rows": 10, "file": "train.rejected.csv"}}
+    assert "10 rejected" in (out / "report.md").read_text()
+    assert "rejected rows listed in train.rejected.csv" in (out / "report.md").read_text()
+    assert not (out / "test.rejected.csv").exists()
+
+
+def test_cli_test_file_rejections(monkeypatch, tmp_path, data_csv):
+    """--test with rejectable rows: test.rejected.csv, a console line, and a report that counts them."""
+    fake_methods(monkeypatch)
+    test_path = bad_test_file(tmp_path)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--methods", "mean",
+                                 "--seeds", "1", "--test", str(test_path), "-q"])
+    assert result.exit_code == 0, result.output
+    rejected = pd.read_csv(out / "test.rejected.csv")
+    assert rejected["formula"].tolist() == ["Xx2O3", "NaCl", "MgO"]
+    assert rejected["line"].tolist() == [7, 8, 9]  # line 1 is the header
+    assert f"3 rejected row(s) of {test_path} listed in {out / 'test.rejected.csv'}" in result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["split"].startswith(f"test file {test_path} (8 rows read, 3 rejected, 5 scored")
+    report = (out / "report.md").read_text()
+    assert "8 rows read, 3 rejected, 5 scored (rejected rows listed in test.rejected.csv)" in report
+    assert "every row scored" not in report
+    assert len(saved(out, "mean", 0)["predictions"]) == 5
+    assert not (out / "train.rejected.csv").exists()
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--strategy", "bogus"], ["--strategy", "bogus"]),
+    (["--from", "bundled:nope"], ["--from bundled:nope"]),
+    (["--methods", ""], ["--methods"]),
+    (["--methods", "mean,nope"], ["--methods", "nope"]),
+    (["--test-fraction", "1.0"], ["--test-fraction"]),
+    (["--train-sizes", "abc"], ["--train-sizes", "abc"]),
+    (["--train-sizes", "0.5,2"], ["--train-sizes"]),
+    (["--epochs", "-1"], ["--epochs"]),
+    (["--epochs", "0"], ["--epochs"]),
+    (["--ensemble", "0"], ["--ensemble"]),
+    (["--seeds", "0"], ["--seeds"]),
+    (["--device", "bogus"], ["--device bogus"]),
+])
+def test_cli_bad_options_stop_before_training(monkeypatch, tmp_path, source_dir, data_csv, args, names):
+    calls = fake_methods(monkeypatch)
+    out = tmp_path / "out"
+    base = ["compare-scratch", str(data_csv), "-o", str(out), "--methods", "tl-finetune,sc-ef,mean",
+            "--from", str(source_dir), "-q"]
+    one_line_error(base + args, *names)
+    assert calls == [] and not out.exists()
+
+
+def test_cli_output_is_a_file(tmp_path, data_csv):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    one_line_error(["compare-scratch", str(data_csv), "-o", str(afile), "--methods", "mean", "--seeds", "1", "-q"],
+                   f"{afile}: exists and is not a directory")
+    assert afile.read_text() == "mine"
+
+
+def test_cli_rerun_needs_overwrite(monkeypatch, tmp_path, data_csv):
+    fake_methods(monkeypatch)
+    out = tmp_path / "out"
+    args = ["compare-scratch", str(data_csv), "-o", str(out), "--seeds", "1", "-q"]
+    assert runner.invoke(app, args + ["--methods", "mean,pa-rf"]).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    report = (out / "report.md").read_text()
+    one_line_error(args + ["--methods", "mean"], str(out), "already holds a comparison", "--overwrite", "--resume")
+    assert (out / "report.md").read_text() == report
+    resumed = runner.invoke(app, args + ["--methods", "mean,pa-rf", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    again = runner.invoke(app, args + ["--methods", "mean", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert list(json.loads((out / "results.json").read_text())["methods"]) == ["mean"]
+    assert not (out / "runs" / "pa-rf").exists() and "pa-rf" not in (out / "report.md").read_text()
+    assert (out / "notes.txt").read_text() == "mine"  # only the comparison's own files are replaced
+
+
+def test_cli_failed_method_exits_1_and_says_so(monkeypatch, tmp_path, source_dir, data_csv):
+    """A method failing at run time: every result still written, exit 1 naming it, and the headline says the
+    transfer side lost tl-finetune instead of silently comparing tl-features."""
+    fake_methods(monkeypatch, fail=("tl-finetune",))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--from", str(source_dir),
+                                 "--methods", "tl-finetune,tl-features,sc-ef,mean", "--seeds", "1", "-q"])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: 1 method(s) failed: tl-finetune (RuntimeError: tl-finetune broke)")
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed"] == ["tl-finetune"]
+    assert results["methods"]["tl-features"]["test_mae_mean"] == pytest.approx(0.02)
+    v = results["verdict"]
+    assert v["best_transfer"] == "tl-features" and v["failed"] == ["tl-finetune"]
+    assert "tl-finetune failed: the transfer side is tl-features alone" in v["caveats"]
+    report = (out / "report.md").read_text()
+    assert "tl-finetune failed: the transfer side is tl-features alone" in report
+    assert "tl-finetune failed: the transfer side is tl-features alone" in result.output
+    assert (out / "mae_bars.png").is_file()
+
+
+def test_cli_all_methods_fine_exit_0(monkeypatch, tmp_path, source_dir, data_csv):
+    fake_methods(monkeypatch)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--from", str(source_dir),
+                                 "--seeds", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "Transfer (tl-finetune) beats the best from-scratch method (sc-ef)" in result.output
+    assert json.loads((out / "results.json").read_text())["failed"] == []
+
+
+def test_cli_tiny_data_is_not_conclusive_and_quiet(tmp_path, source_dir):
+    """3 rows (1 test row): the networks still run, no warning leaks, the verdict says it is too small."""
+    import warnings
+
+    path = tmp_path / "tiny.csv"
+    unique_compositions(binary_table(10, seed=5)).head(3).to_csv(path, index=False)
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["compare-scratch", str(path), "-o", str(out), "--from", str(source_dir),
+                                     "--methods", "mean,sc-ef", "--seeds", "1", "--epochs", "1", "--ensemble",
+                                     "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert "Warning" not in result.output
+    assert "Caveats: only 1 test row: too small to be conclusive" in result.output
+    report = (out / "report.md").read_text()
+    assert "too small to be conclusive" in report and "| n/a |" in report
+    results = json.loads((out / "results.json").read_text())
+    assert results["verdict"]["conclusive"] is False
+    assert results["methods"]["sc-ef"]["test_r2_mean"] is None  # R² of one row is undefined, not a warning
+
+
+def test_too_few_rows_to_split(tmp_path):
+    path = tmp_path / "two.csv"
+    binary_table(2, seed=5).to_csv(path, index=False)
+    one_line_error(["compare-scratch", str(path), "-o", str(tmp_path / "out"), "--methods", "mean", "-q"],
+                   path, "needs at least 2 to train on")
+    assert not (tmp_path / "out").exists()
+
+
+def test_verdict_caveats():
+    from elemnet_tl.report import headline, verdict
+
+    def entry(maes):
+        return {"test_mae_mean": float(np.mean(maes)), "test_mae_std": float(np.std(maes, ddof=1)) if len(maes) > 1
+                else 0.0, "per_seed": [{"mae": m} for m in maes]}
+
+    clear = verdict({"tl-finetune": entry([1.0, 1.02]), "sc-ef": entry([2.01, 2.03])}, n_test=100)
+    assert clear["conclusive"] and clear["caveats"] == [] and clear["transfer_wins"]
+    assert headline(clear) == ("Transfer (tl-finetune) beats the best from-scratch method (sc-ef): 50.0 % lower "
+                               "test MAE.")
+    small = verdict({"tl-finetune": entry([2.0]), "sc-ef": entry([1.0])}, n_test=1)
+    assert not small["conclusive"] and not small["transfer_wins"]
+    assert headline(small).startswith("Not conclusive. Transfer (tl-finetune) does NOT beat")
+    assert "only 1 test row: too small to be conclusive" in headline(small)
+    noisy = verdict({"tl-finetune": entry([1.0, 1.4]), "sc-ef": entry([1.1, 1.5])}, n_test=100)
+    assert not noisy["conclusive"] and "within the seed-to-seed spread" in headline(noisy)
+    failed = {"tl-finetune": {"test_mae_mean": None, "per_seed": [{}]}, "sc-ef": entry([1.0])}
+    lost = verdict(failed, n_test=100)
+    assert lost["best_transfer"] is None
+    assert headline(lost) == "Caveats: tl-finetune failed: no transfer method to compare."

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from elemnet_tl.compositions import DUPLICATE_RULES, composition_keys, dedup, parse_formulas
+from elemnet_tl.cli import app
+from elemnet_tl.compositions import DUPLICATE_RULES, ZERO_AMOUNT, composition_keys, dedup, parse_formulas
 from elemnet_tl.elements import ELEMENT_INDEX, ELEMENTS, N_ELEMENTS
 
 
@@ -117,6 +120,125 @@ def test_mixed_list_keeps_order():
     assert parsed.fractions.shape == (5, 86)
     assert parsed.fractions[0][ELEMENT_INDEX["Na"]] == parsed.fractions[0][ELEMENT_INDEX["Cl"]] == 0.5
     np.testing.assert_allclose(parsed.fractions[3], parse_formulas(["MgO"]).fractions[0])
+
+
+# ---------------------------------------------------------------- zero amounts
+
+@pytest.mark.parametrize("formula, reason", [
+    ("Fe0O3", "zero amount of Fe"),  # would be pure O
+    ("Fe2O0.0", "zero amount of O"),  # would be pure Fe
+    ("NaCl0", "zero amount of Cl"),  # would be pure Na
+    ("Fe-0O3", "zero amount of Fe"),
+    ("Al1e-9Fe", "zero amount of Al"),  # below pymatgen's tolerance: absent, so it counts as zero
+    ("Fe0O0Ni", "zero amount of Fe, O"),
+    ("FeO(OH)0", "zero amount of (OH)"),
+    ("Ca[OH]0", "zero amount of [OH]"),
+    ("NaCl·0H2O", "zero amount of H2O"),
+    ("CuSO4·5H2O0", "zero amount of O"),
+])
+def test_zero_amount_is_rejected(formula, reason):
+    assert reason_of(formula) == reason
+
+
+def test_zero_tolerance_is_pymatgens():
+    from pymatgen.core import Composition
+
+    assert ZERO_AMOUNT == Composition.amount_tolerance
+
+
+@pytest.mark.parametrize("formula, expected", [
+    ("Fe0.5Ni0.5", {"Fe": 0.5, "Ni": 0.5}),
+    ("Ti0.05Al0.95", {"Ti": 0.05, "Al": 0.95}),
+    ("Li0.5CoO2", {"Li": 0.5 / 3.5, "Co": 1 / 3.5, "O": 2 / 3.5}),
+    ("(Fe0.2Ni0.8)3Al", {"Fe": 0.15, "Ni": 0.6, "Al": 0.25}),
+    ("Ba0.5Sr0.5TiO3", {"Ba": 0.1, "Sr": 0.1, "Ti": 0.2, "O": 0.6}),
+    ("Fe.5O.5", {"Fe": 0.5, "O": 0.5}),
+    ("Sr0.5H2O", {"Sr": 0.5 / 3.5, "H": 2 / 3.5, "O": 1 / 3.5}),  # a fractional amount, not Sr0 + 0.5 H2O
+    ("Fe10O15", {"Fe": 0.4, "O": 0.6}),  # a 0 inside an amount is no zero amount
+])
+def test_fractional_amounts_still_parse(formula, expected):
+    assert fractions_of(formula) == pytest.approx(expected)
+
+
+def test_tiny_nonzero_amount_is_kept():
+    row = parse_formulas(["Al0.000001Fe"]).fractions[0]
+    assert row[ELEMENT_INDEX["Al"]] == pytest.approx(1e-6 / (1 + 1e-6))
+    assert row[ELEMENT_INDEX["Fe"]] == pytest.approx(1 / (1 + 1e-6))
+
+
+# ---------------------------------------------------------------- adducts and hydrates
+
+def test_hydrate_with_middle_dot():
+    fr = fractions_of("CuSO4·5H2O")  # Cu S O9 H10
+    assert fr == pytest.approx({"Cu": 1 / 21, "S": 1 / 21, "O": 9 / 21, "H": 10 / 21})
+    assert fractions_of("NaCl·2H2O") == pytest.approx({"Na": 1 / 8, "Cl": 1 / 8, "H": 4 / 8, "O": 2 / 8})
+
+
+@pytest.mark.parametrize("separator", ["·", "•", "∙", "*", " · "])
+def test_adduct_separators_are_equal(separator):
+    np.testing.assert_array_equal(parse_formulas([f"CuSO4{separator}5H2O"]).fractions,
+                                  parse_formulas(["CuS O9H10"]).fractions)
+
+
+def test_adduct_parts_counts_and_brackets():
+    # A·B·2C: each part added, a leading count multiplies its part, brackets inside parts still work
+    assert fractions_of("KAl(SO4)2·12H2O") == pytest.approx(fractions_of("KAlS2O20H24"))
+    assert fractions_of("NaCl·KBr·2H2O") == pytest.approx(fractions_of("NaClKBrH4O2"))
+    assert fractions_of("CaSO4·0.5H2O") == pytest.approx(fractions_of("Ca2S2O9H2"))
+    assert fractions_of("2Na2CO3·3H2O2") == pytest.approx(fractions_of("Na4C2O12H6"))
+    assert fractions_of("[Co(NH3)6]Cl3·H2O") == pytest.approx(fractions_of("CoN6H20Cl3O"))
+
+
+@pytest.mark.parametrize("formula", ["CaSO4.2H2O", "CuSO4.5H2O", "NaCl.2H2O", "Sr1.5H2O"])
+def test_ascii_dot_hydrate_with_count_is_ambiguous(formula):
+    reason = reason_of(formula)
+    assert f"'{formula}' is ambiguous" in reason
+    assert f"write a hydrate as {formula.replace('.', '·')}" in reason
+
+
+def test_ambiguous_hydrate_reason_tells_how_to_write_it():
+    assert reason_of("CaSO4.2H2O") == "'CaSO4.2H2O' is ambiguous (hydrate or O4.2?): write a hydrate as CaSO4·2H2O"
+    assert "(NO3)2.4?" in reason_of("Ca(NO3)2.4H2O")
+    assert reason_of("NaCl·CaSO4.2H2O").startswith("'CaSO4.2H2O' is ambiguous")
+
+
+@pytest.mark.parametrize("dotted, dot", [("MgSO4.H2O", "MgSO4·H2O"), ("Fe2O3.H2O", "Fe2O3·H2O"),
+                                         ("NaCl.H2O", "NaCl·H2O"), ("CaSO4.0.5H2O", "CaSO4·0.5H2O")])
+def test_ascii_dot_hydrate_with_one_reading(dotted, dot):
+    """No count, or a decimal count pymatgen cannot read as an amount: only the hydrate reading is left."""
+    assert fractions_of(dotted) == pytest.approx(fractions_of(dot))
+
+
+@pytest.mark.parametrize("formula", ["NaCl·", "·H2O", "NaCl··H2O", "NaCl·2", "NaCl*"])
+def test_empty_adduct_part(formula):
+    assert reason_of(formula).startswith("unparseable formula")
+
+
+def test_adduct_parts_are_checked_like_formulas():
+    assert "He" in reason_of("HeF2·H2O")
+    assert "Xx" in reason_of("NaCl·Xx")
+    assert reason_of("2NaCl").startswith("unparseable formula")  # a leading count only inside an adduct
+
+
+def test_zero_amounts_and_hydrates_in_the_rejected_report(tmp_path):
+    """Through ``elemtl featurize``: a typo'd zero amount must not merge with the real O row."""
+    path = tmp_path / "in.csv"
+    path.write_text("formula,target\nO,0.0\nFe0O3,-1.0\nFe2O0.0,-2.0\nNaCl0,-3.0\nCaSO4.2H2O,-4.0\n"
+                    "CuSO4·5H2O,-5.0\nCuSO4*5H2O,-6.0\nFe0.5Ni0.5,0.1\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["featurize", str(path), "-o", str(out), "--duplicates", "keep"])
+    assert result.exit_code == 0, result.output
+    assert "8 rows read, 4 rejected" in result.output
+    features = pd.read_csv(out)
+    assert features["formula"].tolist() == ["O", "CuSO4·5H2O", "CuSO4*5H2O", "Fe0.5Ni0.5"]
+    assert features["Cu"].iloc[1] == pytest.approx(1 / 21) and features["H"].iloc[2] == pytest.approx(10 / 21)
+    rejected = pd.read_csv(tmp_path / "out.rejected.csv")
+    assert rejected["line"].tolist() == [3, 4, 5, 6]
+    assert rejected["formula"].tolist() == ["Fe0O3", "Fe2O0.0", "NaCl0", "CaSO4.2H2O"]
+    assert rejected["reason"].tolist() == [
+        "zero amount of Fe", "zero amount of O", "zero amount of Cl",
+        "'CaSO4.2H2O' is ambiguous (hydrate or O4.2?): write a hydrate as CaSO4·2H2O",
+    ]
 
 
 # ---------------------------------------------------------------- dedup

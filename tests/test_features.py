@@ -255,18 +255,183 @@ def test_user_errors(source, tables, tmp_path):
     assert Path(source).is_file()
 
 
-def test_load_refuses_a_changed_source(source, tables, tmp_path):
+def _extract_from_a_copy(source, tables, tmp_path, layers: str):
+    """Features from a copy of ``source`` (so the test can change or delete it): (copy, out dir, result)."""
     import shutil
 
     src = tmp_path / "copy.safetensors"
     shutil.copy(source, src)
     out = tmp_path / "run"
-    F.extract_features(tables["train"], out, source=src, layers="fc3", regressor="ridge", device="cpu",
-                       show_progress=False)
+    result = F.extract_features(tables["train"], out, source=src, layers=layers, regressor="ridge", device="cpu",
+                                show_progress=False)
+    return src, out, result
+
+
+def test_load_refuses_a_changed_network_file(source, tables, tmp_path):
+    src, out, result = _extract_from_a_copy(source, tables, tmp_path, "fc3")
+    x, _ = _xy(tables["test"])
+    before = result.model.predict(x)
+    torch.manual_seed(5)
+    save_model(src, ElemNet(ARCH), ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
+    np.testing.assert_array_equal(F.load_feature_model(out).predict(x), before)  # the source no longer matters
+    saved = out / F.NETWORK_FILE
+    blob = bytearray(saved.read_bytes())
+    blob[-1] ^= 1
+    saved.write_bytes(bytes(blob))
+    with pytest.raises(InputError, match="sha256"):
+        F.load_feature_model(out)
+    saved.unlink()
+    with pytest.raises(InputError, match="missing"):
+        F.load_feature_model(out)
+
+
+def _as_legacy(out: Path) -> None:
+    """Make ``out`` look as written before the network was saved in it (the source named by path only)."""
+    for name in ("card.json", R.REGRESSOR_JSON):
+        record = json.loads((out / name).read_text())
+        del record["source"]["stored"]
+        (out / name).write_text(json.dumps(record))
+    (out / F.NETWORK_FILE).unlink()
+
+
+def test_legacy_directory_loads_its_source_by_path(source, tables, tmp_path):
+    src, out, result = _extract_from_a_copy(source, tables, tmp_path, "fc2")
+    _as_legacy(out)
+    x, _ = _xy(tables["test"])
+    np.testing.assert_array_equal(F.load_feature_model(out).predict(x), result.model.predict(x))
     torch.manual_seed(5)
     save_model(src, ElemNet(ARCH), ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
     with pytest.raises(InputError, match="changed"):
         F.load_feature_model(out)
+    src.unlink()
+    with pytest.raises(InputError, match="unavailable"):
+        F.load_feature_model(out)
+
+
+def _keys(path: Path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return set(fh.keys())
+
+
+def test_directory_survives_moving_the_source_run(source_dir, tables, tmp_path):
+    """A run directory as source: only fc1..the deepest chosen layer is saved in OUT, and predictions stay
+    bit-identical after the source is moved and deleted and OUT is copied elsewhere."""
+    import shutil
+
+    from elemnet_tl.predict import predict
+
+    src = tmp_path / "src_run"
+    shutil.copytree(source_dir, src)
+    out = tmp_path / "feat"
+    F.extract_features(tables["train"], out, source=src, layers="fc2", regressor="rf", seed=0, device="cpu",
+                       show_progress=False)
+    card = json.loads((out / "card.json").read_text())
+    stored = card["source"]["stored"]
+    assert card["source"]["given"] == str(src.resolve())  # provenance
+    assert stored["file"] == F.NETWORK_FILE and stored["layers"] == ["fc1", "fc2"] and not stored["attributes"]
+    saved = out / F.NETWORK_FILE
+    assert _keys(saved) == {"layers.fc1.weight", "layers.fc1.bias", "layers.fc2.weight", "layers.fc2.bias"}
+    from safetensors.torch import load_file
+
+    params = (86 * 32 + 32) + (32 * 32 + 32)  # TINY_ARCH 32x2-16x1 up to fc2
+    tensors = load_file(str(saved))
+    assert all(t.dtype == torch.float32 for t in tensors.values())  # as in the source, not float64
+    assert sum(t.numel() for t in tensors.values()) == params
+    assert 4 * params < saved.stat().st_size < (src / "model.safetensors").stat().st_size
+    assert F.is_network_file(saved) and not F.is_network_file(src / "model.safetensors")
+    with pytest.raises(InputError, match="elemnet_tl model"):  # not mistaken for a full model
+        from elemnet_tl.checkpoint import load_model
+
+        load_model(saved)
+
+    before, _ = predict(tables["test"], out)
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(src), moved)
+    after_move, _ = predict(tables["test"], out)
+    shutil.rmtree(moved)
+    copy = tmp_path / "copied_feat"
+    shutil.copytree(out, copy)
+    shutil.rmtree(out)
+    after_copy, _ = predict(tables["test"], copy)
+    for later in (after_move, after_copy):
+        np.testing.assert_array_equal(later["prediction"].to_numpy(), before["prediction"].to_numpy())
+    assert before["prediction"].notna().all()
+
+
+def test_attribute_input_and_ensemble_sources_are_saved(tables, tmp_path):
+    """The physical-attribute input module of the source is saved with the layers; an ensemble gives its first
+    member's features."""
+    import shutil
+
+    from elemnet_tl.checkpoint import FRACTIONS_AND_ATTRIBUTES
+    from elemnet_tl.model import ElemNetEnsemble
+
+    x, _ = _xy(tables["train"])
+    torch.manual_seed(1)
+    members = [ElemNet(ARCH, attributes=True) for _ in range(2)]
+    for m in members:
+        m.add_attributes(x)
+        with torch.no_grad():
+            m.attributes.proj.weight.normal_(0.0, 0.1)
+    info = dict(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0, inputs=FRACTIONS_AND_ATTRIBUTES)
+    x_test, _ = _xy(tables["test"])
+    for label, model, n in (("single", members[0], 1), ("ensemble", ElemNetEnsemble(members), 2)):
+        run = tmp_path / f"src_{label}"
+        run.mkdir()
+        save_model(run / "model.safetensors", model, ModelInfo(**info, members=n))
+        out = tmp_path / f"feat_{label}"
+        result = F.extract_features(tables["train"], out, source=run, layers="fc1", regressor="ridge", device="cpu",
+                                    show_progress=False)
+        stored = json.loads((out / "card.json").read_text())["source"]["stored"]
+        assert stored["layers"] == ["fc1"] and stored["attributes"]
+        keys = _keys(out / F.NETWORK_FILE)
+        assert keys == {"layers.fc1.weight", "layers.fc1.bias", "attributes.fill", "attributes.mean",
+                        "attributes.std", "attributes.proj.weight"}
+        expected = members[0].double().activations(torch.as_tensor(x_test, dtype=torch.float64), ["fc1"])["fc1"]
+        members[0].float()
+        pf = F.load_feature_model(out).features
+        np.testing.assert_allclose(pf.transform_all(x_test), expected.numpy(), rtol=1e-12, atol=1e-12)
+        shutil.rmtree(run)
+        np.testing.assert_array_equal(F.load_feature_model(out).predict(x_test), result.model.predict(x_test))
+
+
+def test_bundled_source_is_recorded_by_name(tables, tmp_path):
+    from elemnet_tl.predict import predict
+
+    out = tmp_path / "gap"
+    result = F.extract_features(tables["train"], out, source="bundled:band-gap", layers="fc16", regressor="ridge",
+                                test=tables["test"], device="cpu", show_progress=False)
+    card = json.loads((out / "card.json").read_text())
+    src = card["source"]
+    assert src["given"] == "bundled:band-gap" and "stored" not in src
+    assert src["path"] == "elemnet_tl/pretrained/mp_gap/model.safetensors"  # not a site-packages path
+    assert json.loads((out / R.REGRESSOR_JSON).read_text())["source"]["given"] == "bundled:band-gap"
+    assert not (out / F.NETWORK_FILE).exists()
+    table, _ = predict(tables["test"], out)
+    np.testing.assert_allclose(table["prediction"], result.test_predictions, rtol=1e-9, atol=1e-9)
+
+
+def test_from_auto_chooses_a_bundled_model(tables, tmp_path):
+    from elemnet_tl.sources import bundled_sources
+
+    out = tmp_path / "auto"
+    result = F.extract_features(tables["train"], out, source="auto", layers="fc16", regressor="ridge",
+                                device="cpu", show_progress=False)
+    card = json.loads((out / "card.json").read_text())
+    choice = card["source_choice"]
+    assert set(choice["probe"]) == set(bundled_sources())
+    assert choice["name"] == min(choice["probe"], key=choice["probe"].get) == card["source"]["given"]
+    assert "stored" not in card["source"] and not (out / F.NETWORK_FILE).exists()
+    x, _ = _xy(tables["train"])
+    np.testing.assert_array_equal(F.load_feature_model(out).predict(x), result.model.predict(x))
+    with pytest.raises(InputError, match="target"):  # choosing needs targets
+        F.extract_features(tables["no_target"], tmp_path / "nt", source="auto", layers="fc16", regressor="none",
+                           device="cpu", show_progress=False)
+    with pytest.raises(InputError, match="bundled:NAME"):
+        F.extract_features(tables["train"], tmp_path / "x", source=tmp_path / "auto_typo", device="cpu",
+                           show_progress=False)
 
 
 def test_cli_command(source, tables, tmp_path):
@@ -290,3 +455,5 @@ def test_cli_command(source, tables, tmp_path):
     res = runner.invoke(app, ["extract-features", str(tables["no_target"]), "-o", str(tmp_path / "x"),
                               "--from", source, "--device", "cpu"])
     assert res.exit_code == 2
+    res = runner.invoke(app, ["extract-features", "--help"], env={"COLUMNS": "300", "TERM": "dumb"})
+    assert res.exit_code == 0 and "bundled:band-gap" in res.output and "auto" in res.output

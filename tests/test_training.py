@@ -32,7 +32,7 @@ from elemnet_tl.checkpoint import (
 )
 from elemnet_tl.cli import app
 from elemnet_tl.compositions import parse_formulas
-from elemnet_tl.errors import InputError
+from elemnet_tl.errors import InputError, TrainingDiverged
 from elemnet_tl.model import ElemNet
 from elemnet_tl.runs import train_in_run_dir
 from elemnet_tl.training import FitConfig, fit, lr_factor
@@ -101,6 +101,22 @@ def test_early_stopping():
 
 
 # ---------------------------------------------------------------- learning-rate schedule
+
+def test_divergence_is_an_error_not_a_model(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match="epoch 1 .*--lr"):
+        fit(ElemNet(ARCH), *tiny_data(), FitConfig(epochs=3, batch_size=32, lr=1e8, warmup=0.0))
+    data = tmp_path / "d.csv"
+    binary_table(60).to_csv(data, index=False)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pretrain", str(data), "-o", str(run), "--arch", ARCH, "--lr", "1e9",
+                                      "--epochs", "2", "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged at epoch 1") and "--lr" in last
+    assert not (run / "model.safetensors").exists() and not (run / "card.json").exists()
+    assert not (run / "train_state.safetensors").exists()
+
 
 def test_lr_factor_warmup_then_cosine():
     total, warmup, final = 100, 0.1, 0.01
@@ -371,3 +387,30 @@ def test_train_step_graph_request_on_cpu_stays_eager():
     assert not step.use_graph and step.graph is None
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert float(step.loss_sum) > 0
+
+
+def test_quiet_run_still_reports_its_data(tmp_path):
+    """-q hides the progress bar only: the data summary, rejected rows and warnings still print."""
+    from conftest import MESSY
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pretrain", str(MESSY), "-o", str(run), "--arch", "16x2", "--epochs", "1",
+                                      "--test", str(MESSY), "-q"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "28 rows read, 10 rejected, 4 merged, 14 kept (duplicates: most-stable" in out
+    assert f"rejected row(s) of {MESSY} listed in {run / 'train.rejected.csv'}" in out
+    assert "test file " in out and "of the training data" not in out
+    assert "test rows of" in out and "also in the training data" in out
+    assert (run / "train.rejected.csv").is_file() and (run / "test.rejected.csv").is_file()
+    assert "━" not in result.output  # no bar
+
+
+def test_shared_compositions_counts_equal_compositions_written_differently():
+    from elemnet_tl.featurize import shared_compositions
+
+    a = parse_formulas(["Fe2O3", "NaCl", "LiF"]).fractions
+    b = parse_formulas(["O3Fe2", "KCl", "Fe4O6", "LiF"]).fractions
+    assert shared_compositions(a, b) == 2
+    assert shared_compositions(b, a) == 3
+    assert shared_compositions(a[:0], b) == 0

@@ -644,6 +644,7 @@ def test_decide_head(keep_head, r, kept):
     decision, reason = decide_head(keep_head, r)
     assert decision is kept
     assert reason and ("kept" in reason) is kept
+    assert "nan" not in reason
 
 
 @pytest.mark.parametrize(("table", "kept"), [("same_property_scaled.csv", True), ("unrelated.csv", False)])
