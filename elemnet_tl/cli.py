@@ -60,6 +60,7 @@ _AFTER_INTERRUPT = {
     "pretrain": "continue with --resume (progress is saved every 15 s and kept)",
     "compare_scratch": "finished methods are kept; continue with --resume",
     "finetune": "nothing was saved; run the command again",
+    "extract_features_command": "run the command again with --overwrite",
 }
 
 
