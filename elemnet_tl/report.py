@@ -166,6 +166,9 @@ def _plots(out_dir: Path, outcomes: list, splits: list, summary: dict, sizes: li
                 x, yv, e = zip(*pts)
                 ax.errorbar(x, yv, yerr=e, marker="o", capsize=3, label=m)
         ax.set_xscale("log")
+        ticks = sorted({int(round(np.mean([s.train.n_kept for s in splits if s.size == size]))) for size in sizes})
+        ax.set_xticks(ticks, [str(t) for t in ticks])  # the sizes trained, not crowded log-scale labels
+        ax.minorticks_off()
         ax.set_xlabel("training rows")
         ax.set_ylabel(f"test MAE {unit}".strip())
         ax.legend(fontsize=8)

@@ -117,12 +117,14 @@ def plot_learning_curve(run_dir: Path, history: list[EpochLog], best_epoch: int,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h.epoch for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h.val_mae for h in history], label=f"validation MAE ({unit})" if unit else "validation MAE")
     ax.axvline(best_epoch, color="grey", ls=":", label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation MAE")
     _log_if_wide(ax, [h.val_mae for h in history])
     ax2 = ax.twinx()
@@ -139,11 +141,14 @@ def plot_learning_curve(run_dir: Path, history: list[EpochLog], best_epoch: int,
 
 
 def _log_if_wide(ax, values: list[float]) -> None:
-    """A log axis only where the values span more than a factor of five (a plain axis reads easier)."""
+    """A log axis only where the values span more than a factor of five (a plain axis, without an offset,
+    reads easier)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v) & (v > 0)]
     if len(v) and v.max() > 5 * v.min():
         ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
 
 
 @dataclass
