@@ -319,7 +319,9 @@ def test_sized_config_keeps_given_values():
 def test_auto_candidates():
     groups = {"g1": ["fc1", "fc2", "fc3", "fc4"], "g2": ["fc5"], "head": ["out"]}
     assert auto_candidates(100, groups) == ["full", "full+pa", "freeze:4", "head"]
-    assert auto_candidates(5000, groups) == ["full", "full+pa", "freeze:4"]
+    assert auto_candidates(999, groups) == ["full", "full+pa", "freeze:4"]
+    assert auto_candidates(1000, groups) == ["full", "full+pa"]
+    assert auto_candidates(5000, groups) == ["full", "full+pa"]
 
 
 # ---------------------------------------------------------------- finetune(): the API
