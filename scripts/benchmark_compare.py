@@ -1,4 +1,6 @@
-"""compare-scratch on the JARVIS development sets (the study's splits) and the bundled experimental set.
+"""compare-scratch on the JARVIS development sets (the study's splits), the bundled experimental set and
+the matbench composition sets of ../shared/data/targets (`--sets matbench_steels_yield,...`: a seeded 20 %
+hold-out per seed, as `elemtl compare-scratch FILE` does).
 
 For each set runs `elemtl compare-scratch` (API) with the given seeds and writes a summary table:
 best transfer (tl-finetune / tl-features) vs best from scratch (sc-ef, sc-pa, pa-rf), beside the
@@ -22,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-JARVIS = ROOT.parent / "shared" / "data" / "targets" / "jarvis_tl"
+TARGETS = ROOT.parent / "shared" / "data" / "targets"
+JARVIS = TARGETS / "jarvis_tl"
 SETS = ("piezo_max_dij", "slme", "spillage", "mbj_bandgap", "bulkmoduluskv", "meps", "pseebeck", "magmom_outcar",
         "expt")  # smallest first
 
@@ -57,6 +60,12 @@ def main() -> int:
         t0 = time.perf_counter()
         if name == "expt":
             results = compare_scratch("expt-formation-enthalpy", Path(args.work) / name, seeds=args.seeds,
+                                      methods=methods, source=args.source, resume=True, show_progress=False)
+        elif name.startswith("matbench_"):
+            if not (TARGETS / f"{name}.csv.gz").is_file():
+                print(f"skip {name}: {TARGETS / (name + '.csv.gz')} not found")
+                continue
+            results = compare_scratch(TARGETS / f"{name}.csv.gz", Path(args.work) / name, seeds=args.seeds,
                                       methods=methods, source=args.source, resume=True, show_progress=False)
         else:
             if not JARVIS.is_dir():
