@@ -63,17 +63,19 @@ def decide_head(keep_head: bool | None, r: float) -> tuple[bool, str]:
     return False, f"re-initialised: source predictions vs target r = {r:.2f}, |r| < {SAME_PROPERTY_R} (new property)"
 
 
-FREEZE_BELOW = 1000
-"""``auto`` also tries freezing the first layer group under this many training rows (docs/benchmarks.md:
-it never won on 1,000 rows or more, and cost a fifth of the time at 5,000)."""
+SMALL_SET = 1000
+"""Under this many training rows ``auto`` also tries freezing the first layer group (it never won on
+1,000 rows or more, and cost a fifth of the time at 5,000) and training from scratch (``reinit``: the
+check against negative transfer, cheap on small sets; docs/benchmarks.md)."""
 
 
 def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
-    """Strategies ``auto`` tries on the validation split (all start from the pretrained weights)."""
+    """Strategies ``auto`` tries on the validation split: transfers from the pretrained weights and, on
+    small sets, the same network from fresh weights (``reinit``)."""
     first_group = len(next(iter(groups.values())))
     names = ["full", "full+pa"]
-    if n_train < FREEZE_BELOW:
-        names.append(f"freeze:{first_group}")
+    if n_train < SMALL_SET:
+        names += [f"freeze:{first_group}", "reinit"]
     if n_train < 300:
         names.append("head")
     return names
@@ -111,6 +113,9 @@ def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str, 
     else:
         head = f"{chosen}: lowest validation MAE{units} among {parts}"
     note = "; +pa: Magpie physical attributes also feed the first layer" if "+pa" in chosen else ""
+    if chosen.startswith("reinit"):
+        note += ("; fresh weights validated better than every start from the pretrained ones: the source "
+                 "does not help this target (negative transfer)")
     return f"{head}; {n_train} training rows, source predictions vs target {sim}{note}"
 
 
@@ -244,7 +249,8 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=o.device, overwrite=o.overwrite,
-                        extra_card=extra, describe=describe, soup=strat.name == "auto", members=o.members,
+                        extra_card=extra, describe=describe, members=o.members,
+                        soup=[n for n in names if not n.startswith("reinit")] if strat.name == "auto" else False,
                         show_progress=o.show_progress, notices=o.notices, checkpoint=False,
                         reuse=_reuse(strat, probed_full), keep_trained=start_like is not None)
 

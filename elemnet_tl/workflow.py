@@ -265,7 +265,7 @@ def run_training(
     overwrite: bool = False,
     extra_card: dict | None = None,
     describe: Callable[[dict, str, float], dict] | None = None,
-    soup: bool = False,
+    soup: bool | list[str] = False,
     members: int = 1,
     show_progress: bool = True,
     notices: bool | None = None,
@@ -278,7 +278,8 @@ def run_training(
     ``plan`` is a :class:`FitConfig`, a list of ``transfer.Phase``, or candidates
     ``{name: model -> list[Phase]}``: each candidate starts from the same weights and the one with the
     best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); with ``soup``
-    a greedy weight average of the candidates replaces it when that validates better. With
+    (True: every candidate; a list: those candidates, the ones that share a start) a greedy weight
+    average of them replaces it when that validates better. With
     ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
     seeded validation split, and the run's model is the ensemble (mean) of all of them. ``reuse``:
     candidates already trained from the same start on the same data (``RunResult.trained`` of an
@@ -335,13 +336,16 @@ def run_training(
     chosen = min(tried, key=lambda k: tried[k][0].best_val_mae)
     fit_result, summaries, best_state, config = tried[chosen]
     model.load_state_dict(best_state)
-    if soup and len(tried) > 1 and len(y_va):
-        names, soup_val, soup_state = greedy_soup(model, {k: (v[0].best_val_mae, v[2]) for k, v in tried.items()},
+    pot = [k for k in tried if soup is True or (soup and k in soup)]  # candidates from the same start
+    if len(pot) > 1 and len(y_va):
+        names, soup_val, soup_state = greedy_soup(model, {k: (tried[k][0].best_val_mae, tried[k][2]) for k in pot},
                                                   data[2].to(dev), data[3].to(dev), std)
-        model.load_state_dict(soup_state)  # the evaluation left the last trial in the model
-        if len(names) > 1:
+        if len(names) > 1 and soup_val < fit_result.best_val_mae:
+            model.load_state_dict(soup_state)
             chosen = "soup:" + ",".join(names)
             fit_result = replace(fit_result, best_val_mae=soup_val)
+        else:
+            model.load_state_dict(best_state)  # the evaluation left the last trial in the model
     ensemble_note = None
     if members > 1:
         best_single = min(tried, key=lambda k: tried[k][0].best_val_mae)

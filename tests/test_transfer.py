@@ -318,8 +318,8 @@ def test_sized_config_keeps_given_values():
 
 def test_auto_candidates():
     groups = {"g1": ["fc1", "fc2", "fc3", "fc4"], "g2": ["fc5"], "head": ["out"]}
-    assert auto_candidates(100, groups) == ["full", "full+pa", "freeze:4", "head"]
-    assert auto_candidates(999, groups) == ["full", "full+pa", "freeze:4"]
+    assert auto_candidates(100, groups) == ["full", "full+pa", "freeze:4", "reinit", "head"]
+    assert auto_candidates(999, groups) == ["full", "full+pa", "freeze:4", "reinit"]
     assert auto_candidates(1000, groups) == ["full", "full+pa"]
     assert auto_candidates(5000, groups) == ["full", "full+pa"]
 
@@ -355,6 +355,30 @@ def assert_auto_choice(card: dict) -> None:
     assert f"r = {r:.2f}" in reason if math.isfinite(r) else "r undefined" in reason
 
 
+def test_soup_only_over_the_listed_candidates_and_never_worse_than_the_best(data_dir, tmp_path):
+    """A candidate outside ``soup`` (fresh weights: ``reinit``) that validates best is kept as it is, even
+    though a soup of the others is evaluated."""
+    from elemnet_tl.model import ElemNet
+    from elemnet_tl.transfer import Phase, layers_groups
+    from elemnet_tl.workflow import run_training
+
+    inputs = load_training_inputs(data_dir / "smooth.csv")
+    torch.manual_seed(0)
+    model = ElemNet(ARCH)
+    groups = layers_groups(model.layer_names)
+    good = FitConfig(epochs=10, batch_size=16, lr=3e-3, patience=0)
+    poor = FitConfig(epochs=1, batch_size=16, lr=1e-6, patience=0, warmup=0.0)
+    plan = {name: (lambda m, c=config, n=name: [Phase(n, c, groups)])
+            for name, config in (("good", good), ("poor1", poor), ("poor2", poor))}
+    result = run_training(tmp_path / "run", model, inputs, plan, command="t", soup=["poor1", "poor2"],
+                          show_progress=False)
+    tried = result.card["candidates"]
+    assert tried["good"]["val_mae"] < min(tried["poor1"]["val_mae"], tried["poor2"]["val_mae"])
+    assert result.metrics["val_mae"] == pytest.approx(tried["good"]["val_mae"])
+    assert validation_mae_of_saved_model(tmp_path / "run", data_dir / "smooth.csv") == pytest.approx(
+        tried["good"]["val_mae"], rel=1e-4)
+
+
 def validation_mae_of_saved_model(run_dir, data, seed: int = 0) -> float:
     """Recompute the validation MAE of the weights written to ``run_dir`` (same seeded hold-out)."""
     _, _, x_val, y_val = load_training_inputs(data, seed=seed).arrays()
@@ -368,7 +392,7 @@ def test_auto_records_choice_and_reason(auto_run):
     n_train = card["split"]["n_train"]
     strategy = card["strategy"]
     assert strategy["candidates"] == auto_candidates(n_train, {"g1": ["fc1", "fc2"], "g2": ["fc3"], "head": ["out"]})
-    assert strategy["candidates"] == ["full", "full+pa", "freeze:2", "head"]  # n_train < 300: head too
+    assert strategy["candidates"] == ["full", "full+pa", "freeze:2", "reinit", "head"]  # n_train < 300: head too
     assert_auto_choice(card)
     assert f"{n_train} training rows" in strategy["reason"]
     assert math.isfinite(card["source_correlation"])
@@ -390,7 +414,9 @@ def test_auto_run_directory(auto_run):
     run = auto_run.run_dir
     for name in ("model.safetensors", "card.json", "learning_curve.png", "test_predictions.csv"):
         assert (run / name).is_file(), name
-    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "full+pa", "head"]
+    assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "full+pa", "head",
+                                                                      "reinit"]
+    assert "reinit" not in auto_run.card["strategy"]["name"].split("soup:")[-1].split(",")[1:]
     loaded = load_model(run)
     assert loaded.info.arch == ARCH
 
@@ -732,3 +758,15 @@ def test_from_auto_with_one_bundled_model_needs_no_probe(monkeypatch, tmp_path, 
     result = finetune(data_dir / "smooth.csv", tmp_path / "run", source="auto", strategy="full",
                       config=replace(QUICK, epochs=2), show_progress=False)
     assert result.card["source_choice"] == {"name": str(source_dir), "reason": "the only bundled model", "probe": {}}
+
+
+def test_auto_reason_names_negative_transfer():
+    from types import SimpleNamespace
+
+    from elemnet_tl.finetune import explain_choice
+
+    tried = {"full": (SimpleNamespace(best_val_mae=0.5),), "reinit": (SimpleNamespace(best_val_mae=0.3),)}
+    reason = explain_choice(tried, "reinit", 200, -0.1, "MPa")
+    assert reason.startswith("reinit: lowest validation MAE (MPa) among reinit 0.3, full 0.5")
+    assert "negative transfer" in reason
+    assert "negative transfer" not in explain_choice(tried, "full", 200, -0.1, "MPa")
