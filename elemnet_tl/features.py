@@ -487,7 +487,7 @@ def load_feature_model(path: str | Path, device: str = "cpu") -> FeatureModel:
     if features.feature_names_out_ != list(feats.get("names") or []):
         raise InputError(f"{out_dir}: saved feature names do not match the source network's layers")
     regressor = ExportedRegressor(meta["regressor"], arrays)
-    if regressor.n_features != len(features.feature_names_out_):
+    if not regressor.accepts(len(features.feature_names_out_)):
         raise InputError(f"{out_dir}: regressor expects {regressor.n_features} features, "
                          f"the layers give {len(features.feature_names_out_)}")
     return FeatureModel(out_dir, card, features, regressor)

@@ -312,6 +312,7 @@ def export_regressor(kind: str, estimator: Any, x_train: np.ndarray | None = Non
             init_value = 0.0 if isinstance(init, str) else float(np.ravel(init.constant_)[0])
             scalars.update(combine="sum", init=init_value, scale=float(estimator.learning_rate))
         arrays.update(_forest_arrays(trees))
+        scalars["n_features"] = int(estimator.n_features_in_)  # trees need not split on the last features
     else:
         raise ValueError(f"unknown regressor kind {kind!r}")
     return scalars, arrays
@@ -377,7 +378,23 @@ class ExportedRegressor:
         a = self.arrays
         if "x_mean" in a:
             return int(len(a["x_mean"]))
+        if "n_features" in self.scalars:
+            return int(self.scalars["n_features"])
+        return self.min_features()
+
+    def min_features(self) -> int:
+        """The fewest input features the regressor can take (trees: one past the highest feature they split on)."""
+        a = self.arrays
+        if "x_mean" in a:
+            return int(len(a["x_mean"]))
         return int(a["tree_feature"].max()) + 1 if len(a["tree_feature"]) else 0
+
+    def accepts(self, n: int) -> bool:
+        """Whether an ``(rows, n)`` feature matrix fits (saved trees without a recorded width: any ``n`` wide
+        enough for the features they split on)."""
+        if "x_mean" in self.arrays or "n_features" in self.scalars:
+            return n == self.n_features
+        return n >= self.min_features()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predictions for an (n, n_features) matrix, as the fitted scikit-learn model gives them."""

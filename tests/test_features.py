@@ -166,6 +166,25 @@ def test_regressor_export_import_roundtrip(kind, params, tmp_path):
         np.testing.assert_allclose(rebuilt.predict(data), est.predict(data), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("kind", ["rf", "gbr"])
+def test_saved_trees_know_their_width_when_the_last_feature_is_never_split_on(kind, tmp_path):
+    rng = np.random.default_rng(2)
+    x = np.column_stack([rng.normal(size=(80, 3)), np.zeros(80)])  # the last column: nothing to split on
+    y = x[:, 0] - x[:, 1]
+    params = dict(ROUNDTRIP)[kind] if kind == "gbr" else {"n_estimators": 10, "min_samples_leaf": 1,
+                                                           "max_features": 1.0}
+    est = R.make_regressor(kind, params, seed=0).fit(x, y)
+    scalars, arrays = R.export_regressor(kind, est, x, y)
+    R.save_regressor(tmp_path, scalars, arrays, {})
+    meta, loaded = R.load_regressor_files(tmp_path)
+    rebuilt = R.ExportedRegressor(meta["regressor"], loaded)
+    assert rebuilt.min_features() == 3  # what the trees use
+    assert rebuilt.n_features == 4 and rebuilt.accepts(4) and not rebuilt.accepts(3)
+    legacy = R.ExportedRegressor({k: v for k, v in meta["regressor"].items() if k != "n_features"}, loaded)
+    assert legacy.accepts(4) and not legacy.accepts(2)  # written before the width was recorded
+    np.testing.assert_allclose(rebuilt.predict(x), est.predict(x), rtol=1e-9, atol=1e-9)
+
+
 def test_regressor_files_are_checked(tmp_path):
     est = R.make_regressor("ridge", {"alpha": 1.0}).fit(np.eye(4), np.arange(4.0))
     scalars, arrays = R.export_regressor("ridge", est)
