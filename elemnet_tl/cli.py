@@ -57,7 +57,7 @@ def _fail(message: str, code: int) -> None:
 
 
 _AFTER_INTERRUPT = {
-    "pretrain": "continue with --resume (progress is saved every 15 s and kept)",
+    "pretrain": "continue with --resume (the last finished epoch is kept)",
     "compare_scratch": "finished methods are kept; continue with --resume",
     "finetune": "nothing was saved; run the command again",
     "extract_features_command": "run the command again with --overwrite",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import math
@@ -174,11 +175,14 @@ def train_in_run_dir(
     on_epoch: Callable[[EpochLog, TrainState], None] | None = None,
     save_every: float | None = None,
     checkpoint: bool = True,
+    snapshot_every: float = 2.0,
 ) -> TrainedRun:
     """Fit with per-epoch metrics and a resumable state file in ``run_dir``.
 
     ``run_record`` (data hashes, options) is written to ``run.json``; ``--resume`` refuses to continue a
-    run whose record differs. The state file is removed once the run has finished.
+    run whose record differs. The state is saved every ``save_every`` seconds and, on Ctrl-C
+    (``KeyboardInterrupt``), from an in-memory copy taken at an epoch end at most ``snapshot_every``
+    seconds earlier. The state file is removed once the run has finished.
     """
     if save_every is None:
         save_every = default_save_every()
@@ -192,6 +196,8 @@ def train_in_run_dir(
         state = load_state(state_path)
     write_json(record_path, run_record)
     last_save = [time.perf_counter()]
+    saved_epoch = [state.epoch if state is not None else 0]
+    snapshot: list = [None, time.perf_counter()]  # (copy of the state at an epoch end, when taken)
 
     def _on_epoch(log: EpochLog, st: TrainState) -> None:
         if on_epoch is not None:
@@ -200,7 +206,9 @@ def train_in_run_dir(
         if checkpoint and not st.done and now - last_save[0] >= save_every:
             save_state(state_path, st)
             write_metrics(run_dir, st.history)
-            last_save[0] = now
+            last_save[0], saved_epoch[0] = now, st.epoch
+        elif checkpoint and not st.done and now - snapshot[1] >= snapshot_every:
+            snapshot[:] = [copy.deepcopy(st), now]  # the live weights move on during the next epoch
 
     x_tr, y_tr, x_va, y_va = data
     try:
@@ -208,6 +216,12 @@ def train_in_run_dir(
                      y_scale=y_scale, state=state, on_epoch=_on_epoch)
     except TrainingDiverged:
         state_path.unlink(missing_ok=True)  # resuming would only diverge again
+        raise
+    except KeyboardInterrupt:
+        kept = snapshot[0]
+        if kept is not None and kept.epoch > saved_epoch[0]:  # Ctrl-C: keep the latest epoch end
+            save_state(state_path, kept)
+            write_metrics(run_dir, kept.history)
         raise
     write_metrics(run_dir, result.history)
     return TrainedRun(model, result, run_dir)

@@ -267,9 +267,11 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("ema_epochs", [0.0, 2.0])
-def test_resume_in_process_equals_uninterrupted(tmp_path, ema_epochs):
-    """Stop after epoch 5 (the state of epoch 4 is on disk), resume: same history and weights as one run."""
+@pytest.mark.parametrize(("ema_epochs", "ctrl_c"), [(0.0, False), (2.0, False), (0.0, True)])
+def test_resume_in_process_equals_uninterrupted(tmp_path, ema_epochs, ctrl_c):
+    """Stop after epoch 5 (the state of epoch 4 is on disk), resume: same history and weights as one run.
+
+    ``ctrl_c``: no periodic save ran; Ctrl-C writes the in-memory copy of the last finished epoch."""
     data = tiny_data()
     config = FitConfig(epochs=9, batch_size=32, patience=0, seed=3)
     if ema_epochs:
@@ -282,16 +284,17 @@ def test_resume_in_process_equals_uninterrupted(tmp_path, ema_epochs):
 
         def on_epoch(log, st):
             if st.epoch == stop_at:
-                raise Interrupt
+                raise KeyboardInterrupt if ctrl_c else Interrupt
 
         trained = train_in_run_dir(run_dir, model, data, config, record, device=torch.device("cpu"), y_scale=1.0,
-                                   resume=resume, on_epoch=on_epoch, save_every=0.0)
+                                   resume=resume, on_epoch=on_epoch, save_every=1e9 if ctrl_c else 0.0,
+                                   snapshot_every=0.0 if ctrl_c else 1e9)
         return trained.fit, model.state_dict()
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     full, full_weights = run(tmp_path / "a")
-    with pytest.raises(Interrupt):
+    with pytest.raises(KeyboardInterrupt if ctrl_c else Interrupt):
         run(tmp_path / "b", stop_at=5)
     assert load_state(tmp_path / "b" / STATE_FILE).epoch == 4
     resumed, resumed_weights = run(tmp_path / "b", resume=True)
