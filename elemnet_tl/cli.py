@@ -171,6 +171,13 @@ def featurize(
     _echo_summary(lines)
 
 
+def _at_least_one(**options: int | None) -> None:
+    """Options whose default is sized from the data (the API's 0): a value given must be >= 1."""
+    for name, value in options.items():
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
 def _fit_config(defaults, epochs, batch_size, lr, patience, seed):
     return replace(defaults, **{k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr,
                                                        patience=patience, seed=seed).items() if v is not None})
@@ -287,9 +294,7 @@ def finetune(
     from .finetune import FINETUNE_DEFAULTS
     from .finetune import finetune as run
 
-    for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
-        if value is not None and value < 1:  # leave the option out for the size-based default
-            raise InputError(f"{option} must be >= 1, got {value}")
+    _at_least_one(epochs=epochs, batch_size=batch_size)
     config = _fit_config(FINETUNE_DEFAULTS, epochs, batch_size, lr, patience, seed)
     result = run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
                  keep_head=keep_head, members=ensemble, config=config, device=device, overwrite=overwrite,
@@ -391,8 +396,7 @@ def compare_scratch(
     from .compare import compare_scratch as run
     from .finetune import FINETUNE_DEFAULTS
 
-    if epochs is not None and epochs < 1:  # leave the option out for the size-based default
-        raise InputError(f"--epochs must be at least 1, got {epochs}")
+    _at_least_one(epochs=epochs)
     config = replace(FINETUNE_DEFAULTS, epochs=epochs) if epochs is not None else FINETUNE_DEFAULTS
     sizes = None
     if train_sizes is not None:

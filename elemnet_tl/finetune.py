@@ -242,15 +242,16 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
         def describe(tried: dict, chosen: str, soup_val: float | None = None) -> dict:
             reason = explain_choice(tried, chosen, len(y_tr), r, inputs.unit, soup_val)
             return {"strategy": {"name": chosen, "reason": reason, "auto": True, "candidates": names}}
+        soup = [n for n in names if not n.startswith("reinit")]  # fresh weights do not average with the others
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record}
     else:
         plan = strategy_phases(strat, model, config)
-        describe = None
+        describe, soup = None, None
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=o.device, overwrite=o.overwrite,
                         extra_card=extra, describe=describe, members=o.members,
-                        soup=[n for n in names if not n.startswith("reinit")] if strat.name == "auto" else False,
+                        soup=soup,
                         show_progress=o.show_progress, notices=o.notices, checkpoint=False,
                         reuse=_reuse(strat, probed_full), keep_trained=start_like is not None)
 

@@ -124,7 +124,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise InputError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
+        raise InputError("--device cuda asked for, but no CUDA GPU is available")
     return torch.device(device)
 
 

@@ -118,8 +118,9 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")
-        if name != "train" and not carved and overlap_warning(f, inputs.train):
-            notes.append(overlap_warning(f, inputs.train))
+        overlap = None if name == "train" or carved else overlap_warning(f, inputs.train)
+        if overlap:
+            notes.append(overlap)
     return notes
 
 
@@ -265,7 +266,7 @@ def run_training(
     overwrite: bool = False,
     extra_card: dict | None = None,
     describe: Callable[[dict, str, float], dict] | None = None,
-    soup: bool | list[str] = False,
+    soup: list[str] | None = None,
     members: int = 1,
     show_progress: bool = True,
     notices: bool | None = None,
@@ -277,9 +278,9 @@ def run_training(
 
     ``plan`` is a :class:`FitConfig`, a list of ``transfer.Phase``, or candidates
     ``{name: model -> list[Phase]}``: each candidate starts from the same weights and the one with the
-    best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); with ``soup``
-    (True: every candidate; a list: those candidates, the ones that share a start) a greedy weight
-    average of them replaces it when that validates better. With
+    best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); ``soup`` names
+    candidates that share a start: a greedy weight average of them replaces the choice when that
+    validates better. With
     ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
     seeded validation split, and the run's model is the ensemble (mean) of all of them. ``reuse``:
     candidates already trained from the same start on the same data (``RunResult.trained`` of an
@@ -336,7 +337,7 @@ def run_training(
     chosen = min(tried, key=lambda k: tried[k][0].best_val_mae)
     fit_result, summaries, best_state, config = tried[chosen]
     model.load_state_dict(best_state)
-    pot = [k for k in tried if soup is True or (soup and k in soup)]  # candidates from the same start
+    pot = [k for k in tried if k in (soup or ())]
     if len(pot) > 1 and len(y_va):
         names, soup_val, soup_state = greedy_soup(model, {k: (tried[k][0].best_val_mae, tried[k][2]) for k in pot},
                                                   data[2].to(dev), data[3].to(dev), std)

@@ -40,6 +40,29 @@ def test_empty_file(tmp_path):
     only_files(tmp_path, "empty.csv")
 
 
+def test_non_utf8_input_names_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"formula,target\nNaCl,1\nK\xe9Cl,2\n")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "line 3 is not UTF-8")
+    only_files(tmp_path, "latin1.csv")
+
+
+def test_spreadsheet_input_says_save_as_csv(tmp_path):
+    path = tmp_path / "sheet.xlsx"
+    path.write_bytes(b"PK\x03\x04 not really a workbook")
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "save the sheet as CSV")
+    only_files(tmp_path, "sheet.xlsx")
+
+
+def test_semicolon_separated_csv_with_decimal_commas_is_read(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("formula;target\nNaCl;1,5\nKCl;2\n")
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(tmp_path / "o.csv")
+    assert out["formula"].tolist() == ["NaCl", "KCl"] and out["target"].tolist() == [1.5, 2.0]
+
+
 def test_header_only(tmp_path):
     path = tmp_path / "header.csv"
     path.write_text("formula,target\n")

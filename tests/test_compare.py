@@ -231,7 +231,7 @@ def test_failing_method_is_reported(monkeypatch, tmp_path, source_dir, data_csv)
     ({"strategy": "freeze:99"}, "--strategy freeze:99"),
     ({"source": "bundled:nope"}, "--from bundled:nope"),
     ({"methods": ("mean",), "source": "bundled:nope"}, "--from bundled:nope"),
-    ({"device": "bogus"}, "--device bogus"),
+    ({"device": "bogus"}, "--device 'bogus'"),
 ])
 def test_bad_arguments(tmp_path, data_csv, kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -413,7 +413,7 @@ def test_cli_test_file_rejections(monkeypatch, tmp_path, data_csv):
     (["--epochs", "0"], ["--epochs"]),
     (["--ensemble", "0"], ["--ensemble"]),
     (["--seeds", "0"], ["--seeds"]),
-    (["--device", "bogus"], ["--device bogus"]),
+    (["--device", "bogus"], ["--device 'bogus'"]),
 ])
 def test_cli_bad_options_stop_before_training(monkeypatch, tmp_path, source_dir, data_csv, args, names):
     calls = fake_methods(monkeypatch)
