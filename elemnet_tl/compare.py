@@ -27,7 +27,7 @@ from .featurize import Featurized, load_and_prepare
 from .io import write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
-from .runs import prepare_run_dir, provenance, regression_metrics
+from .runs import prepare_run_dir, provenance, refuse_non_directory, regression_metrics
 from .training import FitConfig, fit, predict_tensor, resolve_device, standardize
 from .workflow import split_indices, subset
 
@@ -252,8 +252,7 @@ def check_options(methods: tuple[str, ...], seeds: int, train_sizes: list[float]
 def check_output_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse an output that is a file, or a folder already holding a comparison (unless ``resume`` or
     ``overwrite``)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory")  # as runs.prepare_run_dir says
+    refuse_non_directory(out_dir)
     if not out_dir.is_dir() or resume or overwrite:
         return
     held = [f for f in OUTPUT_FILES if (out_dir / f).exists()] + [

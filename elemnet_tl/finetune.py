@@ -65,17 +65,18 @@ def decide_head(keep_head: bool | None, r: float) -> tuple[bool, str]:
 
 SMALL_SET = 1000
 """Under this many training rows ``auto`` also tries freezing the first layer group (it never won on
-1,000 rows or more, and cost a fifth of the time at 5,000) and training from scratch (``reinit``: the
-check against negative transfer, cheap on small sets; docs/benchmarks.md)."""
+1,000 rows or more, and cost a fifth of the time at 5,000) and training from scratch (``reinit`` and
+``reinit+pa``: the check against negative transfer, cheap on small sets; docs/benchmarks.md)."""
 
 
 def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
     """Strategies ``auto`` tries on the validation split: transfers from the pretrained weights and, on
-    small sets, the same network from fresh weights (``reinit``)."""
+    small sets, the same network from fresh weights, with and without physical attributes (``reinit``,
+    ``reinit+pa``)."""
     first_group = len(next(iter(groups.values())))
     names = ["full", "full+pa"]
     if n_train < SMALL_SET:
-        names += [f"freeze:{first_group}", "reinit"]
+        names += [f"freeze:{first_group}", "reinit", "reinit+pa"]
     if n_train < 300:
         names.append("head")
     return names

@@ -111,15 +111,21 @@ class ElemNet(nn.Module):
         groups["head"] = ["out"]
         return groups
 
-    def reset_parameters(self) -> None:
-        """He (Kaiming) normal weights for ReLU layers, zero biases: keeps the signal alive through depth."""
+    def reset_parameters(self, attributes: bool = False) -> None:
+        """He (Kaiming) normal weights for ReLU layers, zero biases: keeps the signal alive through depth.
+
+        The attribute input (if any) starts at zero, unused, unless ``attributes``: then it gets He weights
+        too, as a first layer reading the attributes would (a fresh network trained with them, where a
+        zero start leaves the deep network stalled at the mean for many epochs)."""
         for name, layer in self.layers.items():
             if name == "out":
                 nn.init.xavier_normal_(layer.weight)
             else:
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             nn.init.zeros_(layer.bias)
-        if self.attributes is not None:  # the attribute input starts unused, as when first added
+        if self.attributes is not None and attributes:
+            nn.init.kaiming_normal_(self.attributes.proj.weight, nonlinearity="relu")
+        elif self.attributes is not None:  # unused, as when first added
             nn.init.zeros_(self.attributes.proj.weight)
 
     def reset_head(self) -> None:

@@ -80,11 +80,16 @@ def default_save_every() -> float:
     return value
 
 
+def refuse_non_directory(path: Path) -> None:
+    """An output folder named like an existing file is one clear line, not a traceback later."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory")
+
+
 def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     """Create ``run_dir``; refuse to clobber a finished or running run unless told."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"{run_dir}: exists and is not a directory")
+    refuse_non_directory(run_dir)
     used = run_dir.is_dir() and any((run_dir / f).exists() for f in (MODEL_FILE, STATE_FILE, CARD_FILE))
     if used and not (resume or overwrite):
         raise InputError(f"{run_dir}: already holds a run; pass --overwrite to replace it"

@@ -124,7 +124,8 @@ def discriminative_groups(lr_mult: float = LR_MULT) -> Callable[[ElemNet], list[
 def strategy_phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list[Phase]:
     """The fits a strategy runs, starting from ``model``'s current (pretrained) weights.
 
-    ``reinit`` re-initialises every layer here. With ``+pa`` every phase also trains the attribute input.
+    ``reinit`` re-initialises every layer here (with ``+pa`` the attribute input too). With ``+pa`` every
+    phase also trains the attribute input.
     """
     phases = _phases(strategy, model, base)
     if strategy.attributes:
@@ -137,7 +138,7 @@ def _phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list[Phase]:
     names = model.layer_names
     if strategy.name in ("full", "reinit"):
         if strategy.name == "reinit":
-            model.reset_parameters()
+            model.reset_parameters(attributes=strategy.attributes)
         return [Phase(strategy.name, base, layers_groups(names))]
     if strategy.name == "freeze":
         return [Phase(str(strategy), base, layers_groups(names[strategy.k:]))]

@@ -182,3 +182,17 @@ def test_pretrain_with_attributes_is_a_source_for_every_command(tmp_path, data):
     x = fractions(20, seed=5)
     feats = PretrainedFeatures(source=str(tmp_path / "src"), layers="fc2", device="cpu").fit(x)
     assert feats.transform(x).shape == (20, source.model.widths[1])
+
+
+def test_reinit_with_attributes_starts_them_as_a_fresh_first_layer():
+    """``reinit+pa`` gives the attribute input He weights (a fresh network reading attributes; a zero start
+    stalls it), plain ``reinit`` leaves it at zero and frozen, and a pretrained start keeps it at zero."""
+    config = replace(QUICK, epochs=1, batch_size=32)
+    for name, expect_used in (("reinit+pa", True), ("reinit", False), ("full+pa", False)):
+        model = ElemNet(TINY_ARCH)
+        model.add_attributes(fractions())
+        strategy_phases(parse_strategy(name), model, config)
+        weight = model.attributes.proj.weight.detach()
+        assert model.attributes.used() == expect_used, name
+        if expect_used:  # He normal: std sqrt(2 / fan_in)
+            assert float(weight.std()) == pytest.approx((2 / attribute_count()) ** 0.5, rel=0.15)

@@ -318,8 +318,8 @@ def test_sized_config_keeps_given_values():
 
 def test_auto_candidates():
     groups = {"g1": ["fc1", "fc2", "fc3", "fc4"], "g2": ["fc5"], "head": ["out"]}
-    assert auto_candidates(100, groups) == ["full", "full+pa", "freeze:4", "reinit", "head"]
-    assert auto_candidates(999, groups) == ["full", "full+pa", "freeze:4", "reinit"]
+    assert auto_candidates(100, groups) == ["full", "full+pa", "freeze:4", "reinit", "reinit+pa", "head"]
+    assert auto_candidates(999, groups) == ["full", "full+pa", "freeze:4", "reinit", "reinit+pa"]
     assert auto_candidates(1000, groups) == ["full", "full+pa"]
     assert auto_candidates(5000, groups) == ["full", "full+pa"]
 
@@ -392,7 +392,7 @@ def test_auto_records_choice_and_reason(auto_run):
     n_train = card["split"]["n_train"]
     strategy = card["strategy"]
     assert strategy["candidates"] == auto_candidates(n_train, {"g1": ["fc1", "fc2"], "g2": ["fc3"], "head": ["out"]})
-    assert strategy["candidates"] == ["full", "full+pa", "freeze:2", "reinit", "head"]  # n_train < 300: head too
+    assert strategy["candidates"] == ["full", "full+pa", "freeze:2", "reinit", "reinit+pa", "head"]  # < 300: head too
     assert_auto_choice(card)
     assert f"{n_train} training rows" in strategy["reason"]
     assert math.isfinite(card["source_correlation"])
@@ -415,8 +415,9 @@ def test_auto_run_directory(auto_run):
     for name in ("model.safetensors", "card.json", "learning_curve.png", "test_predictions.csv"):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "candidates").iterdir()) == ["freeze_2", "full", "full+pa", "head",
-                                                                      "reinit"]
-    assert "reinit" not in auto_run.card["strategy"]["name"].split("soup:")[-1].split(",")[1:]
+                                                                      "reinit", "reinit+pa"]
+    soup = auto_run.card["strategy"]["name"].split("soup:")[-1].split(",")[1:]
+    assert not any(name.startswith("reinit") for name in soup)
     loaded = load_model(run)
     assert loaded.info.arch == ARCH
 
