@@ -277,7 +277,9 @@ def finetune(
                                          "about 2,000 steps)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: rows/40, 32..256)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 3e-4)."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default: 20)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default: "
+                                         "20; reinit networks, fresh weights, always train every epoch and keep the "
+                                         "best)."),
     duplicates: str = typer.Option("auto", "--duplicates", help="auto | most-stable | mean | keep."),
     stability_col: Optional[str] = typer.Option(None, "--stability-col", help="Column marking the most stable "
                                                 "polymorph."),

@@ -29,6 +29,7 @@ from .model import ElemNet
 from .progress import console
 from .runs import prepare_run_dir, provenance, refuse_non_directory, regression_metrics
 from .training import FitConfig, fit, predict_tensor, resolve_device, standardize
+from .transfer import fresh_network_config
 from .workflow import split_indices, subset
 
 METHODS = ("tl-finetune", "tl-features", "sc-ef", "sc-pa", "pa-rf", "mean")
@@ -69,7 +70,8 @@ class MethodOutcome:
 def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: str, seed: int, device: str,
                  config: FitConfig, members: int) -> np.ndarray:
     """ElemNet from fresh weights on (standardized) inputs: the mean of ``members`` networks, each with
-    its own seeded validation hold-out (the same ensembling the fine-tuned models get)."""
+    its own seeded validation hold-out (the same ensembling the fine-tuned models get), trained as
+    ``reinit`` is (:func:`~elemnet_tl.transfer.fresh_network_config`)."""
     from .finetune import sized_config
 
     dev = resolve_device(device)
@@ -81,7 +83,7 @@ def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: 
     for i in range(members):
         tr, va = split_indices(len(y_tr), 0.1, seed + 7919 * i)
         mean, std = standardize(y_tr[tr])
-        cfg = sized_config(replace(config, lr=SCRATCH_LR, seed=seed + i), len(tr))
+        cfg = sized_config(fresh_network_config(replace(config, lr=SCRATCH_LR, seed=seed + i)), len(tr))
         torch.manual_seed(seed + i)
         model = ElemNet(arch, n_inputs=x_tr.shape[1])
         fit(model, t(x_tr[tr]), t((y_tr[tr] - mean) / std), t(x_tr[va]), t((y_tr[va] - mean) / std), cfg,

@@ -121,11 +121,18 @@ def discriminative_groups(lr_mult: float = LR_MULT) -> Callable[[ElemNet], list[
     return build
 
 
+def fresh_network_config(config: FitConfig) -> FitConfig:
+    """Training options for a network from fresh weights: the whole epoch budget, keeping the best epoch
+    (a fresh deep network can sit at the target mean for many epochs before it learns; early stopping
+    would end it there, and on small sets it did for some seeds: docs/benchmarks.md)."""
+    return replace(config, patience=0)
+
+
 def strategy_phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list[Phase]:
     """The fits a strategy runs, starting from ``model``'s current (pretrained) weights.
 
-    ``reinit`` re-initialises every layer here (with ``+pa`` the attribute input too). With ``+pa`` every
-    phase also trains the attribute input.
+    ``reinit`` re-initialises every layer here (with ``+pa`` the attribute input too) and trains as
+    :func:`fresh_network_config` says. With ``+pa`` every phase also trains the attribute input.
     """
     phases = _phases(strategy, model, base)
     if strategy.attributes:
@@ -136,10 +143,11 @@ def strategy_phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list
 
 def _phases(strategy: Strategy, model: ElemNet, base: FitConfig) -> list[Phase]:
     names = model.layer_names
-    if strategy.name in ("full", "reinit"):
-        if strategy.name == "reinit":
-            model.reset_parameters(attributes=strategy.attributes)
-        return [Phase(strategy.name, base, layers_groups(names))]
+    if strategy.name == "full":
+        return [Phase("full", base, layers_groups(names))]
+    if strategy.name == "reinit":
+        model.reset_parameters(attributes=strategy.attributes)
+        return [Phase("reinit", fresh_network_config(base), layers_groups(names))]
     if strategy.name == "freeze":
         return [Phase(str(strategy), base, layers_groups(names[strategy.k:]))]
     if strategy.name == "head":

@@ -534,3 +534,23 @@ def test_verdict_caveats():
     lost = verdict(failed, n_test=100)
     assert lost["best_transfer"] is None
     assert headline(lost) == "Caveats: tl-finetune failed: no transfer method to compare."
+
+
+def test_scratch_networks_train_their_whole_budget(monkeypatch):
+    """sc-ef/sc-pa networks start from fresh weights: no early stopping (as ``reinit``), the scratch
+    learning rate, one seeded fit per member."""
+    configs = []
+    real_fit = compare_module.fit
+
+    def spy(model, *args, **kwargs):
+        configs.append(args[4])
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "fit", spy)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((80, 6)).astype(np.float32), rng.random(80)
+    pred = compare_module._scratch_net(x, y, x[:5], arch=TINY_ARCH, seed=3, device="cpu",
+                                       config=replace(FINETUNE_DEFAULTS, epochs=3, patience=1), members=2)
+    assert pred.shape == (5,)
+    assert [(c.patience, c.lr, c.seed) for c in configs] == [(0, compare_module.SCRATCH_LR, 3),
+                                                              (0, compare_module.SCRATCH_LR, 4)]
