@@ -12,7 +12,7 @@ work=$(mktemp -d)
 for item in "${@:-spillage:1500 mbj_bandgap:5000}"; do
   for pair in $item; do
     set="${pair%%:*}"; rows="${pair##*:}"
-    zcat "$JARVIS/$set/train.csv.gz" | head -n $((rows + 1)) > "$work/$set.csv"
+    (zcat "$JARVIS/$set/train.csv.gz" || true) | head -n $((rows + 1)) > "$work/$set.csv"  # zcat: SIGPIPE
     start=$(date +%s.%N)
     elemtl finetune "$work/$set.csv" -o "$work/run_$set" -q > "$work/$set.log" 2>&1
     end=$(date +%s.%N)
