@@ -261,9 +261,8 @@ def finetune(
                                  "add +pa (e.g. full+pa) to feed Magpie physical attributes to the first "
                                  "layer too. auto tries full and full+pa (also freeze:K, K = the first "
                                  "layer group, and reinit and reinit+pa, fresh weights, under 1,000 rows; head "
-                                 "under 300) on "
-                                 "the validation split and keeps the "
-                                 "best, or a weight average of them when that validates better."),
+                                 "under 300) on the validation split and keeps the best, or a weight average "
+                                 "of the pretrained starts when that validates better."),
     val: Optional[Path] = ValFile,
     val_fraction: float = ValFraction,
     test: Optional[Path] = TestFile,

@@ -123,10 +123,11 @@ class ElemNet(nn.Module):
             else:
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             nn.init.zeros_(layer.bias)
-        if self.attributes is not None and attributes:
-            nn.init.kaiming_normal_(self.attributes.proj.weight, nonlinearity="relu")
-        elif self.attributes is not None:  # unused, as when first added
-            nn.init.zeros_(self.attributes.proj.weight)
+        if self.attributes is not None:
+            if attributes:
+                nn.init.kaiming_normal_(self.attributes.proj.weight, nonlinearity="relu")
+            else:  # unused, as when first added
+                nn.init.zeros_(self.attributes.proj.weight)
 
     def reset_head(self) -> None:
         """Fresh output layer (a new target)."""

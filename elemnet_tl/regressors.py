@@ -372,29 +372,30 @@ class ExportedRegressor:
                 if a.size and (a.max() >= n_nodes or a.min() < -1):
                     raise InputError(f"saved {kind} regressor: {key} points outside the trees")
 
+    def _recorded_width(self) -> int | None:
+        """The input width saved with the regressor (None: trees saved before widths were recorded)."""
+        if "x_mean" in self.arrays:
+            return int(len(self.arrays["x_mean"]))
+        return int(self.scalars["n_features"]) if "n_features" in self.scalars else None
+
     @property
     def n_features(self) -> int:
         """Number of input features the regressor expects."""
-        a = self.arrays
-        if "x_mean" in a:
-            return int(len(a["x_mean"]))
-        if "n_features" in self.scalars:
-            return int(self.scalars["n_features"])
-        return self.min_features()
+        width = self._recorded_width()
+        return width if width is not None else self.min_features()
 
     def min_features(self) -> int:
         """The fewest input features the regressor can take (trees: one past the highest feature they split on)."""
-        a = self.arrays
-        if "x_mean" in a:
-            return int(len(a["x_mean"]))
-        return int(a["tree_feature"].max()) + 1 if len(a["tree_feature"]) else 0
+        if "x_mean" in self.arrays:
+            return int(len(self.arrays["x_mean"]))
+        feature = self.arrays["tree_feature"]
+        return int(feature.max()) + 1 if len(feature) else 0
 
     def accepts(self, n: int) -> bool:
         """Whether an ``(rows, n)`` feature matrix fits (saved trees without a recorded width: any ``n`` wide
         enough for the features they split on)."""
-        if "x_mean" in self.arrays or "n_features" in self.scalars:
-            return n == self.n_features
-        return n >= self.min_features()
+        width = self._recorded_width()
+        return n == width if width is not None else n >= self.min_features()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predictions for an (n, n_features) matrix, as the fitted scikit-learn model gives them."""
