@@ -277,8 +277,8 @@ def finetune(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: rows/40, 32..256)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 3e-4)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default: "
-                                         "20; reinit networks, fresh weights, always train every epoch and keep the "
-                                         "best)."),
+                                         "20; networks from fresh weights, reinit, train at least 60 % of the epochs, "
+                                         "then stop after 40 % of them without a better validation MAE)."),
     duplicates: str = typer.Option("auto", "--duplicates", help="auto | most-stable | mean | keep."),
     stability_col: Optional[str] = typer.Option(None, "--stability-col", help="Column marking the most stable "
                                                 "polymorph."),

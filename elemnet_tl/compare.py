@@ -83,7 +83,7 @@ def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: 
     for i in range(members):
         tr, va = split_indices(len(y_tr), 0.1, seed + 7919 * i)
         mean, std = standardize(y_tr[tr])
-        cfg = sized_config(fresh_network_config(replace(config, lr=SCRATCH_LR, seed=seed + i)), len(tr))
+        cfg = fresh_network_config(sized_config(replace(config, lr=SCRATCH_LR, seed=seed + i), len(tr)))
         torch.manual_seed(seed + i)
         model = ElemNet(arch, n_inputs=x_tr.shape[1])
         fit(model, t(x_tr[tr]), t((y_tr[tr] - mean) / std), t(x_tr[va]), t((y_tr[va] - mean) / std), cfg,

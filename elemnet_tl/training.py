@@ -38,6 +38,8 @@ class FitConfig:
     """Learning rate at the last step, as a fraction of ``lr`` (cosine decay in between)."""
     patience: int = 30
     """Stop after this many epochs without a better validation MAE (0: never stop early)."""
+    min_epochs: int = 0
+    """Never stop early before this many epochs."""
     seed: int = 0
     loss: str = "l1"
     """``l1`` (MAE) or ``mse``."""
@@ -49,7 +51,8 @@ class FitConfig:
         rules = [("epochs", self.epochs >= 0, ">= 0"), ("batch_size", self.batch_size >= 0, ">= 0"),
                  ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
                  ("warmup", 0 <= self.warmup < 1, "in [0, 1)"), ("final_lr", self.final_lr >= 0, ">= 0"),
-                 ("patience", self.patience >= 0, ">= 0"), ("ema_epochs", self.ema_epochs >= 0, ">= 0"),
+                 ("patience", self.patience >= 0, ">= 0"), ("min_epochs", self.min_epochs >= 0, ">= 0"),
+                 ("ema_epochs", self.ema_epochs >= 0, ">= 0"),
                  ("loss", self.loss in ("l1", "mse"), "l1 or mse")]
         for name, ok, rule in rules:
             if not ok:
@@ -63,6 +66,12 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def stops_early(epoch: int, best_epoch: int, config: FitConfig) -> bool:
+    """Early stopping after ``epoch`` epochs: ``patience`` epochs without a better validation MAE, and
+    at least ``min_epochs`` run."""
+    return bool(config.patience) and epoch - best_epoch >= config.patience and epoch >= config.min_epochs
 
 
 def _option(field_name: str) -> str:
@@ -346,7 +355,7 @@ def fit(
             state.best_val, state.best_epoch = val_mae, epoch + 1
             state.best_model = _clone_state(scored)
         state.epoch = epoch + 1
-        if config.patience and state.epoch - state.best_epoch >= config.patience:
+        if stops_early(state.epoch, state.best_epoch, config):
             state.done = stopped_early = True
         if state.epoch >= config.epochs:
             state.done = True

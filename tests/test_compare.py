@@ -537,8 +537,8 @@ def test_verdict_caveats():
 
 
 def test_scratch_networks_train_their_whole_budget(monkeypatch):
-    """sc-ef/sc-pa networks start from fresh weights: no early stopping (as ``reinit``), the scratch
-    learning rate, one seeded fit per member."""
+    """sc-ef/sc-pa networks start from fresh weights: stopping as ``reinit`` (at least 60 % of the epochs,
+    then 40 % of them as patience), the scratch learning rate, one seeded fit per member."""
     configs = []
     real_fit = compare_module.fit
 
@@ -550,7 +550,7 @@ def test_scratch_networks_train_their_whole_budget(monkeypatch):
     rng = np.random.default_rng(0)
     x, y = rng.random((80, 6)).astype(np.float32), rng.random(80)
     pred = compare_module._scratch_net(x, y, x[:5], arch=TINY_ARCH, seed=3, device="cpu",
-                                       config=replace(FINETUNE_DEFAULTS, epochs=3, patience=1), members=2)
+                                       config=replace(FINETUNE_DEFAULTS, epochs=12, patience=1), members=2)
     assert pred.shape == (5,)
-    assert [(c.patience, c.lr, c.seed) for c in configs] == [(0, compare_module.SCRATCH_LR, 3),
-                                                              (0, compare_module.SCRATCH_LR, 4)]
+    assert [(c.min_epochs, c.patience, c.lr, c.seed) for c in configs] == [(8, 5, compare_module.SCRATCH_LR, 3),
+                                                                            (8, 5, compare_module.SCRATCH_LR, 4)]

@@ -35,7 +35,7 @@ from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.errors import InputError, TrainingDiverged
 from elemnet_tl.model import ElemNet
 from elemnet_tl.runs import train_in_run_dir
-from elemnet_tl.training import FitConfig, fit, lr_factor
+from elemnet_tl.training import FitConfig, fit, lr_factor, stops_early
 
 ARCH = "32x2-16x1"
 
@@ -417,3 +417,19 @@ def test_shared_compositions_counts_equal_compositions_written_differently():
     assert shared_compositions(a, b) == 2
     assert shared_compositions(b, a) == 3
     assert shared_compositions(a[:0], b) == 0
+
+
+def test_early_stopping_waits_for_min_epochs():
+    """Patience counts epochs without improvement, but nothing stops before ``min_epochs``."""
+    plain = FitConfig(epochs=100, patience=10)
+    assert not stops_early(19, 10, plain) and stops_early(20, 10, plain)
+    held = replace(plain, min_epochs=50)
+    assert not stops_early(20, 10, held) and not stops_early(49, 10, held) and stops_early(50, 10, held)
+    assert not stops_early(99, 1, replace(plain, patience=0))  # 0: never early
+
+
+def test_fit_runs_at_least_min_epochs():
+    model = ElemNet(ARCH)
+    config = FitConfig(epochs=12, batch_size=32, patience=1, min_epochs=9, lr=1e-6, warmup=0.0)
+    result = fit(model, *tiny_data(), config)
+    assert len(result.history) >= 9
