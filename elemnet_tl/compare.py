@@ -164,13 +164,18 @@ def _source_arch(source: str) -> str:
 
 # -- the experiment -------------------------------------------------------------------------------
 
+def seeded_test_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices of seed ``seed``'s seeded test hold-out (when no test file is given)."""
+    return split_indices(n, test_fraction, 1000 + seed)
+
+
 def make_splits(data: Featurized, test: Featurized | None, seeds: int, sizes: list[float],
                 test_fraction: float) -> list[Split]:
     """Per seed: the test set (file, or a seeded hold-out), then nested training subsets per size."""
     splits = []
     for seed in range(seeds):
         if test is None:
-            tr_idx, te_idx = split_indices(data.n_kept, test_fraction, 1000 + seed)
+            tr_idx, te_idx = seeded_test_split(data.n_kept, test_fraction, seed)
             train, test_f = subset(data, tr_idx), subset(data, te_idx)
         else:
             train, test_f = data, test

@@ -35,16 +35,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ROOT.parent / "shared" / "data" / "targets"
-JARVIS_SETS = ("slme", "spillage", "mbj_bandgap", "bulkmoduluskv", "meps", "pseebeck", "magmom_outcar", "piezo_max_dij")
 
 
 def split_files(name: str, seed: int, work: Path) -> tuple[Path, Path] | None:
     """(train, test) files of one set and seed, or None when the data are absent. ``NAME@N``: a seeded
     subsample of N rows of the training part (a smaller set of the same property)."""
     import pandas as pd
+    from benchmark_transfer import SETS as JARVIS_SETS  # scripts/ is on the path when this script runs
 
+    from elemnet_tl.compare import seeded_test_split
     from elemnet_tl.featurize import load_and_prepare
-    from elemnet_tl.workflow import split_indices
 
     base, _, size = name.partition("@")
     jarvis = TARGETS / "jarvis_tl" / base
@@ -62,7 +62,7 @@ def split_files(name: str, seed: int, work: Path) -> tuple[Path, Path] | None:
         train, test_path = table(jarvis / "train.csv.gz"), jarvis / "test.csv.gz"
     else:
         frame = table(source)
-        tr, te = split_indices(len(frame), 0.2, 1000 + seed)  # compare-scratch's test hold-out
+        tr, te = seeded_test_split(len(frame), 0.2, seed)  # compare-scratch's, so its tables and these agree
         train = frame.iloc[tr]
         frame.iloc[te].to_csv(test_path, index=False)
     if size:
@@ -118,6 +118,8 @@ def runoff_one(r: dict, work: Path, finalists: int = 2) -> dict:
     """The ``finalists`` best candidates of one study row, each as `finetune --strategy C` with its
     default 3-network ensemble (each member validating on its own split): the members' validation MAEs
     and the ensemble's test predictions."""
+    import pandas as pd
+
     from elemnet_tl.finetune import FINETUNE_DEFAULTS, finetune
 
     train, test = split_files(r["set"], r["seed"], work)
@@ -128,8 +130,6 @@ def runoff_one(r: dict, work: Path, finalists: int = 2) -> dict:
                        test=test, config=replace(FINETUNE_DEFAULTS, seed=r["seed"]), overwrite=True,
                        show_progress=False)
         ens = run.card["ensemble"]
-        import pandas as pd
-
         pred = pd.read_csv(run.run_dir / "test_predictions.csv")["prediction"].to_numpy()
         out[cand] = {"member_val_mae": [ens["first_member_val_mae"], *ens["other_members_val_mae"]],
                      "test_mae": run.card["metrics"]["test_mae"], "test_pred": [float(v) for v in pred]}

@@ -536,7 +536,7 @@ def test_verdict_caveats():
     assert headline(lost) == "Caveats: tl-finetune failed: no transfer method to compare."
 
 
-def test_scratch_networks_train_their_whole_budget(monkeypatch):
+def test_scratch_networks_stop_as_fresh_networks(monkeypatch):
     """sc-ef/sc-pa networks start from fresh weights: stopping as ``reinit`` (at least 60 % of the epochs,
     then 40 % of them as patience), the scratch learning rate, one seeded fit per member."""
     configs = []
