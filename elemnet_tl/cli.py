@@ -275,7 +275,8 @@ def finetune(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: from the data size, "
                                          "about 2,000 steps)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: rows/40, 32..256)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 3e-4)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 1e-3 with a new output "
+                                       "layer, 3e-4 when the calibrated pretrained one is kept)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default: "
                                          "20; networks from fresh weights, reinit, train at least 60 % of the epochs, "
                                          "then stop after 40 % of them without a better validation MAE)."),
@@ -297,6 +298,8 @@ def finetune(
     from .finetune import finetune as run
 
     _at_least_one(epochs=epochs, batch_size=batch_size)
+    if lr is not None and lr <= 0:  # the API's 0 means "from the output layer's start"
+        raise InputError(f"--lr must be > 0, got {lr}")
     config = _fit_config(FINETUNE_DEFAULTS, epochs, batch_size, lr, patience, seed)
     result = run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
                  keep_head=keep_head, members=ensemble, config=config, device=device, overwrite=overwrite,
@@ -305,7 +308,8 @@ def finetune(
                  show_progress=not quiet, notices=True)
     chosen = result.card["strategy"]
     _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}",
-                        f"output layer {result.card['head']['reason']}"])
+                        f"output layer {result.card['head']['reason']}; peak learning rate "
+                        f"{result.card['training']['lr']:g}"])
 
 
 @app.command()

@@ -49,7 +49,7 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         rules = [("epochs", self.epochs >= 0, ">= 0"), ("batch_size", self.batch_size >= 0, ">= 0"),
-                 ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                 ("lr", self.lr >= 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
                  ("warmup", 0 <= self.warmup < 1, "in [0, 1)"), ("final_lr", self.final_lr >= 0, ">= 0"),
                  ("patience", self.patience >= 0, ">= 0"), ("min_epochs", self.min_epochs >= 0, ">= 0"),
                  ("ema_epochs", self.ema_epochs >= 0, ">= 0"),
@@ -59,10 +59,13 @@ class FitConfig:
                 raise InputError(f"{_option(name)} must be {rule}, got {getattr(self, name)}")
 
     def check_resolved(self) -> None:
-        """Raise unless epochs and batch size are set (0 means "sized from the data" until resolved)."""
+        """Raise unless epochs, batch size and learning rate are set (0 means "chosen from the data" until
+        resolved)."""
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"{_option(name)} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise InputError(f"{_option('lr')} must be > 0, got {self.lr}")
 
     def to_dict(self) -> dict:
         return asdict(self)

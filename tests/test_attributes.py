@@ -187,7 +187,7 @@ def test_pretrain_with_attributes_is_a_source_for_every_command(tmp_path, data):
 def test_reinit_with_attributes_starts_them_as_a_fresh_first_layer():
     """``reinit+pa`` gives the attribute input He weights (a fresh network reading attributes; a zero start
     stalls it), plain ``reinit`` leaves it at zero and frozen, and a pretrained start keeps it at zero."""
-    config = replace(QUICK, epochs=1, batch_size=32)
+    config = replace(QUICK, epochs=1, batch_size=32, lr=3e-4)
     for name, expect_used in (("reinit+pa", True), ("reinit", False), ("full+pa", False)):
         model = ElemNet(TINY_ARCH)
         model.add_attributes(fractions())

@@ -246,6 +246,7 @@ def test_bad_validation_fraction(tmp_path, value):
     ("finetune", "--epochs", "-3", "--epochs must be >= 1"),
     ("finetune", "--epochs", "0", "--epochs must be >= 1, got 0"),
     ("finetune", "--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("finetune", "--lr", "0", "--lr must be > 0, got 0"),
     ("pretrain", "--dropout", "2", "--dropout must be in [0, 1), got 2"),
     ("finetune", "--device", "gpu", "--device 'gpu': choose auto, cpu, cuda or cuda:N"),
 ])

@@ -20,7 +20,7 @@ from elemnet_tl.checkpoint import load_model
 from elemnet_tl.cli import app
 from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.errors import InputError
-from elemnet_tl.finetune import FINETUNE_DEFAULTS, STEP_BUDGET, auto_candidates, sized_config
+from elemnet_tl.finetune import FINETUNE_DEFAULTS, KEPT_HEAD_LR, NEW_HEAD_LR, STEP_BUDGET, auto_candidates, sized_config
 from elemnet_tl.finetune import finetune as finetune_any
 from elemnet_tl.training import FitConfig, fit
 from elemnet_tl.transfer import (
@@ -571,6 +571,8 @@ def test_cli_finetune(tmp_path, source_dir, data_dir):
     assert re.match(rf"strategy {re.escape(card['strategy']['name'])} — .*validat", strategy_lines[0])
     assert_auto_choice(card)
     assert card["training"]["epochs"] == 3
+    head_lines = [line for line in lines if line.startswith("output layer ")]
+    assert head_lines == [f"output layer {card['head']['reason']}; peak learning rate {card['training']['lr']:g}"]
     assert any(line.startswith("best validation MAE") for line in lines)
     assert lines[-1] == f"run directory: {out}"
 
@@ -693,6 +695,21 @@ def test_default_head_follows_the_source_correlation(tmp_path, source_dir, data_
         assert result.metrics["val_mae"] < 0.05 * std, (result.metrics["val_mae"], std)
     else:
         assert result.metrics["val_mae"] > 0.3 * std
+
+
+@pytest.mark.parametrize(("table", "strategy", "lr", "expected"), [
+    ("same_property_scaled.csv", "full", 0, KEPT_HEAD_LR), ("unrelated.csv", "full", 0, NEW_HEAD_LR),
+    ("unrelated.csv", "full", 5e-4, 5e-4), ("unrelated.csv", "reinit", 0, KEPT_HEAD_LR)])
+def test_default_lr_follows_the_start(tmp_path, source_dir, data_dir, table, strategy, lr, expected):
+    """The default peak learning rate is the larger one for pretrained weights under a new head, the smaller
+    one when the calibrated head is kept (the source property) or the weights are fresh; a learning rate the
+    user gives is used as given."""
+    same = pd.read_csv(data_dir / "same_property.csv")
+    same["target"] = 2.5 * same["target"] - 0.7
+    same.to_csv(data_dir / "same_property_scaled.csv", index=False)
+    result = finetune(data_dir / table, tmp_path / "run", source=source_dir, strategy=strategy,
+                      config=replace(QUICK, epochs=1, lr=lr), show_progress=False)
+    assert result.card["training"]["lr"] == expected
 
 
 def test_from_auto_picks_the_source_that_validates_best(monkeypatch, tmp_path, source_dir, data_dir):
