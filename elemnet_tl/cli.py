@@ -275,8 +275,9 @@ def finetune(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: from the data size, "
                                          "about 2,000 steps)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: rows/40, 32..256)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 1e-3 with a new output "
-                                       "layer, 3e-4 when the calibrated pretrained one is kept)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 2e-3 from the pretrained "
+                                       "weights with a new output layer; 3e-4 when the calibrated pretrained one is "
+                                       "kept, and for fresh weights, reinit)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default: "
                                          "20; networks from fresh weights, reinit, train at least 60 % of the epochs, "
                                          "then stop after 40 % of them without a better validation MAE)."),

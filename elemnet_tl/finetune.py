@@ -48,8 +48,8 @@ def default_lr(config: FitConfig, kept_head: bool, strategy: Strategy) -> FitCon
     """Fill ``lr`` left at 0: :data:`NEW_HEAD_LR` for a start from the pretrained weights with a new output
     layer, else :data:`KEPT_HEAD_LR`. Single ``full`` fine-tunes on seven sets of new properties x three
     seeds (docs/benchmarks.md): 2e-3 instead of 3e-4 lowered the test MAE by 9 % on average (1e-3: 5.6 %,
-    3e-3: 8.6 %); on the experimental formation enthalpies (head kept) 1e-3 raised it by 12 %; fresh
-    networks were measured at 3e-4 (on 225 steel alloys 2e-3 made them 16 % worse)."""
+    3e-3: 8.6 %); on the experimental formation enthalpies (head kept) 1e-3 raised it by 12 %; with
+    ``reinit`` at 2e-3 too, ``auto`` tested 16 % worse on 225 steel alloys, where fresh weights win."""
     if config.lr:
         return config
     fresh = strategy.name == "reinit"
