@@ -253,11 +253,11 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
     if needs_attributes and model.attributes is None:
         model.add_attributes(x_tr)
 
+    def phases_of(cand: Strategy, m) -> list:
+        return strategy_phases(cand, m, default_lr(config, kept, cand))  # each start its own default rate
+
     def phases_for(name: str):
-        def phases(m):
-            cand = parse_strategy(name, len(m.layer_names))
-            return strategy_phases(cand, m, default_lr(config, kept, cand))
-        return phases
+        return lambda m: phases_of(parse_strategy(name, len(m.layer_names)), m)
 
     head_record = {"kept": kept, "reason": head_reason}
     if strat.name == "auto":
@@ -270,7 +270,7 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
         soup = [n for n in names if not n.startswith("reinit")]  # fresh weights do not average with the others
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record}
     else:
-        plan = strategy_phases(strat, model, default_lr(config, kept, strat))
+        plan = phases_of(strat, model)
         describe, soup = None, None
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
