@@ -591,7 +591,7 @@ def extract_features(
     bundled, the layers the features need are saved as ``source_network.safetensors`` (so the directory
     keeps working when the source moves); a bundled source is recorded by name.
     """
-    from .featurize import load_and_prepare, overlap_warning, write_rejected
+    from .featurize import load_and_prepare, overlap_warning, target_warning, write_rejected
     from .progress import console
     from .runs import prepare_run_dir, provenance, regression_metrics
     from .sources import bundled_sources, is_auto
@@ -645,6 +645,8 @@ def extract_features(
     for note in notes:
         say(note)
     say(train.summary())
+    if target_warning(train):
+        say(target_warning(train))
     if test_f is not None:
         say("test file " + test_f.summary())
         if overlap_warning(test_f, train):

@@ -194,6 +194,23 @@ def overlap_warning(test: Featurized, train: Featurized) -> str | None:
             f"the training data {train.table.source}: the test score will look better than on new compositions")
 
 
+def target_warning(data: Featurized) -> str | None:
+    """A warning when the kept target has one value (nothing to learn) or two (a class label, which a
+    regression fits as a score between the two)."""
+    if not data.table.has_target or not data.n_kept:
+        return None
+    values = np.unique(data.target)
+    where = f"the target of {data.table.source}"
+    if len(values) == 1:
+        return (f"warning: {where} is {values[0]:g} on every kept row: there is nothing to learn, and every "
+                "model will predict that value")
+    if len(values) == 2:
+        return (f"warning: {where} takes only two values ({values[0]:g}, {values[1]:g}): if it is a class "
+                "label, note that elemtl fits a regression (predictions are scores between the two; MAE "
+                "measures them)")
+    return None
+
+
 def rejected_path(output: str | Path) -> Path:
     """``out.csv.gz`` -> ``out.rejected.csv``."""
     stem = table_stem(output)

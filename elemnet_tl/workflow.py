@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import STATE_FILE, ModelInfo, input_kind
 from .errors import InputError
-from .featurize import Featurized, load_and_prepare, overlap_warning, write_rejected
+from .featurize import Featurized, load_and_prepare, overlap_warning, target_warning, write_rejected
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
@@ -118,9 +118,9 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")
-        overlap = None if name == "train" or carved else overlap_warning(f, inputs.train)
-        if overlap:
-            notes.append(overlap)
+        warning = target_warning(f) if name == "train" else None if carved else overlap_warning(f, inputs.train)
+        if warning:
+            notes.append(warning)
     return notes
 
 

@@ -433,3 +433,30 @@ def test_fit_runs_at_least_min_epochs():
     config = FitConfig(epochs=12, batch_size=32, patience=1, min_epochs=9, lr=1e-6, warmup=0.0)
     result = fit(model, *tiny_data(), config)
     assert len(result.history) >= 9
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([1.5] * 6, "is 1.5 on every kept row: there is nothing to learn"),
+    ([0, 1, 1, 0, 1, 0], "takes only two values (0, 1): if it is a class label"),
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], None),
+])
+def test_target_warning_names_constant_and_two_valued_targets(tmp_path, values, expected):
+    from elemnet_tl.featurize import load_and_prepare, target_warning
+
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"formula": ["NaCl", "KCl", "LiF", "MgO", "CaO", "SrO"], "target": values}).to_csv(path, index=False)
+    warning = target_warning(load_and_prepare(path, None, None, "auto"))
+    if expected is None:
+        assert warning is None
+    else:
+        assert warning.startswith(f"warning: the target of {path}") and expected in warning
+
+
+def test_pretrain_prints_the_target_warning(tmp_path):
+    path = tmp_path / "labels.csv"
+    formulas = ["NaCl", "KCl", "LiF", "MgO", "CaO", "SrO", "BaO", "NaF", "KF", "LiCl"]
+    pd.DataFrame({"formula": formulas, "is_metal": [0, 1] * 5}).to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["pretrain", str(path), "-o", str(tmp_path / "run"), "--arch", "16x2",
+                                      "--epochs", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "takes only two values (0, 1)" in " ".join(result.output.split())
