@@ -17,7 +17,7 @@ from typing import Any
 _EXPORTS = {
     "compare_scratch": "compare", "dedup": "compositions", "parse_formulas": "compositions",
     "Table": "datasets", "load_table": "datasets", "ELEMENTS": "elements", "InputError": "errors",
-    "PretrainedFeatures": "features", "extract_features": "features", "Featurized": "featurize",
+    "PretrainedFeatures": "features", "extract_features": "feature_runs", "Featurized": "featurize",
     "featurize": "featurize", "load_and_prepare": "featurize", "finetune": "finetune",
     "DEFAULT_ARCH": "model", "ElemNet": "model", "predict": "predict", "pretrain": "pretrain",
     "FitConfig": "training", "fit": "training",

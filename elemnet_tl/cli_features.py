@@ -49,7 +49,7 @@ def extract_features_command(
 
     Example: elemtl extract-features my_property.csv -o runs/feat --test my_test.csv
     """
-    from .features import extract_features
+    from .feature_runs import extract_features
 
     result = extract_features(data, output, source=source, layers=layers, regressor=regressor, with_pa=with_pa,
                               test=test, seed=seed, formula_col=formula_col, target_col=target_col,

@@ -140,7 +140,7 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
                           show_progress=show_progress)
         return predict_fractions(result.run_dir, split.test.fractions, device)
     if method == "tl-features":
-        from .features import extract_features, load_feature_model
+        from .feature_runs import extract_features, load_feature_model
 
         extract_features(train_csv, where, source=fixed_source(source), regressor="auto", seed=split.seed,
                          duplicates="keep", device=device, show_progress=show_progress, overwrite=True)

@@ -16,10 +16,10 @@ from .training import resolve_device
 
 def predict_fractions(model_source: str | Path, fractions: np.ndarray, device: str = "auto") -> np.ndarray:
     """Predictions (target units) of a run directory / bundled model for an (n, 86) fraction matrix."""
-    from . import features
+    from . import feature_runs
 
-    if features.is_feature_run(model_source):
-        return features.load_feature_model(model_source).predict(np.asarray(fractions, dtype=np.float64))
+    if feature_runs.is_feature_run(model_source):
+        return feature_runs.load_feature_model(model_source).predict(np.asarray(fractions, dtype=np.float64))
     loaded = load_model(model_source, resolve_device(device))
     x = torch.as_tensor(np.asarray(fractions, dtype=np.float32)).to(next(loaded.model.parameters()).device)
     return loaded.predict(x).cpu().numpy().astype(np.float64)

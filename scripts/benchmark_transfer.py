@@ -64,7 +64,7 @@ def run_one(method: str, name: str, source: str, seed: int, work: Path) -> dict:
     if method == "reference":
         mae = reference(train, test, source, seed)
     elif method == "features":
-        from elemnet_tl.features import extract_features
+        from elemnet_tl.feature_runs import extract_features
 
         result = extract_features(train, work / f"{name}_features_{seed}", source=source, regressor="auto",
                                   test=test, seed=seed, show_progress=False)

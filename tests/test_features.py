@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import binary_table
 
+from elemnet_tl import feature_runs as FR
 from elemnet_tl import features as F
 from elemnet_tl import regressors as R
 from elemnet_tl.checkpoint import ModelInfo, save_model
@@ -196,7 +197,7 @@ def test_regressor_files_are_checked(tmp_path):
 
 def test_features_only(source, tables, tmp_path):
     out = tmp_path / "feat"
-    result = F.extract_features(tables["train"], out, source=source, layers="fc2", regressor="none",
+    result = FR.extract_features(tables["train"], out, source=source, layers="fc2", regressor="none",
                                 device="cpu", show_progress=False)
     frame = pd.read_parquet(out / F.FEATURES_FILE)
     assert list(frame.columns[:3]) == ["formula", "target", "fc2_0000"]
@@ -205,18 +206,18 @@ def test_features_only(source, tables, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["metrics"] == {"val_mae": None, "test_mae": None, "test_rmse": None, "test_r2": None}
     assert result.regressor == "none" and result.layers == ["fc2"]
-    assert F.is_feature_run(out)
+    assert FR.is_feature_run(out)
     with pytest.raises(InputError, match="regressor none"):
-        F.load_feature_model(out)
+        FR.load_feature_model(out)
     # a table without a target is fine when nothing needs one
-    F.extract_features(tables["no_target"], tmp_path / "nt", source=source, layers="fc1", regressor="none",
+    FR.extract_features(tables["no_target"], tmp_path / "nt", source=source, layers="fc1", regressor="none",
                        device="cpu", show_progress=False)
     assert "target" not in pd.read_parquet(tmp_path / "nt" / F.FEATURES_FILE).columns
 
 
 def test_fit_test_scoring_and_reload(source, tables, tmp_path):
     out = tmp_path / "run"
-    result = F.extract_features(tables["train"], out, source=source, layers="auto", regressor="knn",
+    result = FR.extract_features(tables["train"], out, source=source, layers="auto", regressor="knn",
                                 test=tables["test"], seed=0, device="cpu", show_progress=False)
     card = json.loads((out / "card.json").read_text())
     assert set(card["metrics"]) == {"val_mae", "test_mae", "test_rmse", "test_r2"}
@@ -232,16 +233,16 @@ def test_fit_test_scoring_and_reload(source, tables, tmp_path):
     assert np.mean(np.abs(result.test_predictions - y_test)) == pytest.approx(card["metrics"]["test_mae"])
     saved = pd.read_csv(out / F.TEST_PREDICTIONS_FILE)
     np.testing.assert_allclose(saved["prediction"], result.test_predictions, rtol=1e-12)
-    model = F.load_feature_model(out)
+    model = FR.load_feature_model(out)
     np.testing.assert_allclose(model.predict(x_test), result.test_predictions, rtol=1e-9, atol=1e-9)
     # no clobbering without overwrite
     with pytest.raises(InputError, match="overwrite"):
-        F.extract_features(tables["train"], out, source=source, regressor="ridge", device="cpu",
+        FR.extract_features(tables["train"], out, source=source, regressor="ridge", device="cpu",
                            show_progress=False)
 
 
 def test_auto_is_reproducible_and_chooses_the_best(source, tables, tmp_path, small_grids):
-    runs = [F.extract_features(tables["train"], tmp_path / f"r{i}", source=source, seed=4, device="cpu",
+    runs = [FR.extract_features(tables["train"], tmp_path / f"r{i}", source=source, seed=4, device="cpu",
                                show_progress=False) for i in range(2)]
     a, b = runs
     regs = a.cv_table[a.cv_table["stage"] == "regressor"]
@@ -252,24 +253,24 @@ def test_auto_is_reproducible_and_chooses_the_best(source, tables, tmp_path, sma
     assert a.layers == b.layers and a.regressor == b.regressor
     assert a.metrics["val_mae"] == b.metrics["val_mae"]
     x, _ = _xy(tables["train"])
-    np.testing.assert_array_equal(F.load_feature_model(a.out_dir).predict(x), b.model.predict(x))
+    np.testing.assert_array_equal(FR.load_feature_model(a.out_dir).predict(x), b.model.predict(x))
 
 
 def test_user_errors(source, tables, tmp_path):
     with pytest.raises(InputError, match="target"):
-        F.extract_features(tables["no_target"], tmp_path / "a", source=source, device="cpu", show_progress=False)
+        FR.extract_features(tables["no_target"], tmp_path / "a", source=source, device="cpu", show_progress=False)
     with pytest.raises(InputError, match="--regressor"):
-        F.extract_features(tables["train"], tmp_path / "b", source=source, regressor="xgb", device="cpu",
+        FR.extract_features(tables["train"], tmp_path / "b", source=source, regressor="xgb", device="cpu",
                            show_progress=False)
     with pytest.raises(InputError, match="--layers"):
-        F.extract_features(tables["train"], tmp_path / "c", source=source, layers="fc1,fc99", device="cpu",
+        FR.extract_features(tables["train"], tmp_path / "c", source=source, layers="fc1,fc99", device="cpu",
                            show_progress=False)
     with pytest.raises(InputError):
-        F.extract_features(tables["train"], tmp_path / "d", source=tmp_path / "nowhere", device="cpu",
+        FR.extract_features(tables["train"], tmp_path / "d", source=tmp_path / "nowhere", device="cpu",
                            show_progress=False)
     assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written on a user error
     with pytest.raises(InputError, match="source network"):  # never overwrite the source's own directory
-        F.extract_features(tables["train"], Path(source).parent, source=source, regressor="ridge", device="cpu",
+        FR.extract_features(tables["train"], Path(source).parent, source=source, regressor="ridge", device="cpu",
                            show_progress=False, overwrite=True)
     assert Path(source).is_file()
 
@@ -281,7 +282,7 @@ def _extract_from_a_copy(source, tables, tmp_path, layers: str):
     src = tmp_path / "copy.safetensors"
     shutil.copy(source, src)
     out = tmp_path / "run"
-    result = F.extract_features(tables["train"], out, source=src, layers=layers, regressor="ridge", device="cpu",
+    result = FR.extract_features(tables["train"], out, source=src, layers=layers, regressor="ridge", device="cpu",
                                 show_progress=False)
     return src, out, result
 
@@ -292,16 +293,16 @@ def test_load_refuses_a_changed_network_file(source, tables, tmp_path):
     before = result.model.predict(x)
     torch.manual_seed(5)
     save_model(src, ElemNet(ARCH), ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
-    np.testing.assert_array_equal(F.load_feature_model(out).predict(x), before)  # the source no longer matters
+    np.testing.assert_array_equal(FR.load_feature_model(out).predict(x), before)  # the source no longer matters
     saved = out / F.NETWORK_FILE
     blob = bytearray(saved.read_bytes())
     blob[-1] ^= 1
     saved.write_bytes(bytes(blob))
     with pytest.raises(InputError, match="sha256"):
-        F.load_feature_model(out)
+        FR.load_feature_model(out)
     saved.unlink()
     with pytest.raises(InputError, match="missing"):
-        F.load_feature_model(out)
+        FR.load_feature_model(out)
 
 
 def _as_legacy(out: Path) -> None:
@@ -317,14 +318,14 @@ def test_legacy_directory_loads_its_source_by_path(source, tables, tmp_path):
     src, out, result = _extract_from_a_copy(source, tables, tmp_path, "fc2")
     _as_legacy(out)
     x, _ = _xy(tables["test"])
-    np.testing.assert_array_equal(F.load_feature_model(out).predict(x), result.model.predict(x))
+    np.testing.assert_array_equal(FR.load_feature_model(out).predict(x), result.model.predict(x))
     torch.manual_seed(5)
     save_model(src, ElemNet(ARCH), ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
     with pytest.raises(InputError, match="changed"):
-        F.load_feature_model(out)
+        FR.load_feature_model(out)
     src.unlink()
     with pytest.raises(InputError, match="unavailable"):
-        F.load_feature_model(out)
+        FR.load_feature_model(out)
 
 
 def _keys(path: Path) -> set[str]:
@@ -344,7 +345,7 @@ def test_directory_survives_moving_the_source_run(source_dir, tables, tmp_path):
     src = tmp_path / "src_run"
     shutil.copytree(source_dir, src)
     out = tmp_path / "feat"
-    F.extract_features(tables["train"], out, source=src, layers="fc2", regressor="rf", seed=0, device="cpu",
+    FR.extract_features(tables["train"], out, source=src, layers="fc2", regressor="rf", seed=0, device="cpu",
                        show_progress=False)
     card = json.loads((out / "card.json").read_text())
     stored = card["source"]["stored"]
@@ -401,7 +402,7 @@ def test_attribute_input_and_ensemble_sources_are_saved(tables, tmp_path):
         run.mkdir()
         save_model(run / "model.safetensors", model, ModelInfo(**info, members=n))
         out = tmp_path / f"feat_{label}"
-        result = F.extract_features(tables["train"], out, source=run, layers="fc1", regressor="ridge", device="cpu",
+        result = FR.extract_features(tables["train"], out, source=run, layers="fc1", regressor="ridge", device="cpu",
                                     show_progress=False)
         stored = json.loads((out / "card.json").read_text())["source"]["stored"]
         assert stored["layers"] == ["fc1"] and stored["attributes"]
@@ -410,17 +411,17 @@ def test_attribute_input_and_ensemble_sources_are_saved(tables, tmp_path):
                         "attributes.std", "attributes.proj.weight"}
         expected = members[0].double().activations(torch.as_tensor(x_test, dtype=torch.float64), ["fc1"])["fc1"]
         members[0].float()
-        pf = F.load_feature_model(out).features
+        pf = FR.load_feature_model(out).features
         np.testing.assert_allclose(pf.transform_all(x_test), expected.numpy(), rtol=1e-12, atol=1e-12)
         shutil.rmtree(run)
-        np.testing.assert_array_equal(F.load_feature_model(out).predict(x_test), result.model.predict(x_test))
+        np.testing.assert_array_equal(FR.load_feature_model(out).predict(x_test), result.model.predict(x_test))
 
 
 def test_bundled_source_is_recorded_by_name(tables, tmp_path):
     from elemnet_tl.predict import predict
 
     out = tmp_path / "gap"
-    result = F.extract_features(tables["train"], out, source="bundled:band-gap", layers="fc16", regressor="ridge",
+    result = FR.extract_features(tables["train"], out, source="bundled:band-gap", layers="fc16", regressor="ridge",
                                 test=tables["test"], device="cpu", show_progress=False)
     card = json.loads((out / "card.json").read_text())
     src = card["source"]
@@ -436,7 +437,7 @@ def test_from_auto_chooses_a_bundled_model(tables, tmp_path):
     from elemnet_tl.sources import bundled_sources
 
     out = tmp_path / "auto"
-    result = F.extract_features(tables["train"], out, source="auto", layers="fc16", regressor="ridge",
+    result = FR.extract_features(tables["train"], out, source="auto", layers="fc16", regressor="ridge",
                                 device="cpu", show_progress=False)
     card = json.loads((out / "card.json").read_text())
     choice = card["source_choice"]
@@ -444,12 +445,12 @@ def test_from_auto_chooses_a_bundled_model(tables, tmp_path):
     assert choice["name"] == min(choice["probe"], key=choice["probe"].get) == card["source"]["given"]
     assert "stored" not in card["source"] and not (out / F.NETWORK_FILE).exists()
     x, _ = _xy(tables["train"])
-    np.testing.assert_array_equal(F.load_feature_model(out).predict(x), result.model.predict(x))
+    np.testing.assert_array_equal(FR.load_feature_model(out).predict(x), result.model.predict(x))
     with pytest.raises(InputError, match="target"):  # choosing needs targets
-        F.extract_features(tables["no_target"], tmp_path / "nt", source="auto", layers="fc16", regressor="none",
+        FR.extract_features(tables["no_target"], tmp_path / "nt", source="auto", layers="fc16", regressor="none",
                            device="cpu", show_progress=False)
     with pytest.raises(InputError, match="bundled:NAME"):
-        F.extract_features(tables["train"], tmp_path / "x", source=tmp_path / "auto_typo", device="cpu",
+        FR.extract_features(tables["train"], tmp_path / "x", source=tmp_path / "auto_typo", device="cpu",
                            show_progress=False)
 
 
@@ -470,7 +471,7 @@ def test_cli_command(source, tables, tmp_path):
                               "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "CV MAE" in res.output and "test MAE" in res.output and "regressor ridge" in res.output
-    assert F.is_feature_run(out)
+    assert FR.is_feature_run(out)
     res = runner.invoke(app, ["extract-features", str(tables["no_target"]), "-o", str(tmp_path / "x"),
                               "--from", source, "--device", "cpu"])
     assert res.exit_code == 2
