@@ -253,10 +253,11 @@ def pretrain(
 def finetune(
     data: str = typer.Argument(..., help="Training table or named dataset of the target property."),
     output: Path = RunDir,
-    source: str = typer.Option("bundled", "--from", help="Pretrained model: 'bundled' (ElemNet on Materials "
-                               "Project formation energies), 'bundled:NAME' (see elemtl datasets), a run "
-                               "directory, or 'auto' (fine-tune from each bundled model, keep the one that "
-                               "validates best)."),
+    source: str = typer.Option("auto", "--from", help="Pretrained model: 'auto' (the bundled model whose "
+                               "activations best predict the target in a ridge probe cross-validated on the "
+                               "training rows; formation energy unless another is clearly better), 'bundled' "
+                               "(ElemNet on Materials Project formation energies), 'bundled:NAME' (see elemtl "
+                               "datasets) or a run directory."),
     strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual; "
                                  "add +pa (e.g. full+pa) to feed Magpie physical attributes to the first "
                                  "layer too. auto tries full and full+pa (also freeze:K, K = the first "
@@ -374,9 +375,9 @@ def compare_scratch(
     train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Learning curve: comma-separated "
                                               "training fractions, e.g. 0.1,0.25,0.5,1.0."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Hold-out fraction when no --test."),
-    source: str = typer.Option("auto", "--from", help="Pretrained model for tl-finetune: auto (each bundled "
-                               "model is tried on the validation split, the best is used), bundled, "
-                               "bundled:NAME or a run directory. tl-features uses bundled when auto."),
+    source: str = typer.Option("auto", "--from", help="Pretrained model for tl-finetune and tl-features: "
+                               "auto (chosen per run from its training rows, as in finetune), bundled, "
+                               "bundled:NAME or a run directory."),
     strategy: str = typer.Option("auto", "--strategy", help="Fine-tuning strategy for tl-finetune."),
     ensemble: int = typer.Option(3, "--ensemble", help="Networks averaged by each network method "
                                  "(tl-finetune, sc-ef, sc-pa)."),

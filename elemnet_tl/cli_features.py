@@ -14,10 +14,11 @@ def extract_features_command(
     data: str = typer.Argument(..., help="Training table or named dataset (formula + target)."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to create: features.parquet, card.json, "
                                 "regressor.json + regressor.npz."),
-    source: str = typer.Option("bundled", "--from", help="Pretrained network: 'bundled' (= "
-                               "bundled:formation-energy), bundled:NAME (e.g. bundled:band-gap), 'auto' (the "
-                               "bundled model whose chosen layer(s) a ridge probe predicts best in "
-                               "cross-validation), a run directory or a .safetensors file. Only the layers the "
+    source: str = typer.Option("auto", "--from", help="Pretrained network: 'auto' (the bundled model whose "
+                               "chosen layer(s) a ridge probe predicts best in cross-validation; formation "
+                               "energy unless another is clearly better), 'bundled' (= bundled:formation-energy), "
+                               "bundled:NAME (e.g. bundled:band-gap), a run directory or a .safetensors file. "
+                               "Only the layers the "
                                "features need are copied into OUTPUT (a bundled model is recorded by name), "
                                "so OUTPUT keeps working if the source moves."),
     layers: str = typer.Option("auto", "--layers", help="auto | NAME[,NAME...] (fc1 ... fc16, out). auto "

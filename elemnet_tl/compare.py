@@ -142,15 +142,15 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
     if method == "tl-features":
         from .feature_runs import extract_features, load_feature_model
 
-        extract_features(train_csv, where, source=fixed_source(source), regressor="auto", seed=split.seed,
+        extract_features(train_csv, where, source=source, regressor="auto", seed=split.seed,
                          duplicates="keep", device=device, show_progress=show_progress, overwrite=True)
         return load_feature_model(where).predict(split.test.fractions)
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
 def fixed_source(source: str) -> str:
-    """The model behind ``source``; ``auto`` (chosen per run by fine-tuning) means the default bundled one
-    wherever one fixed model is needed (feature extraction, the scratch networks' architecture)."""
+    """The model behind ``source``; ``auto`` (chosen per run from its data) means the default bundled one
+    wherever one fixed model is needed (the scratch networks' architecture)."""
     from .sources import is_auto
 
     return "bundled" if is_auto(source) else source

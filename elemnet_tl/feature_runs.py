@@ -53,7 +53,6 @@ from .regressors import (
     format_params,
     load_regressor_files,
     make_regressor,
-    ridge_cv,
     save_regressor,
 )
 
@@ -196,23 +195,11 @@ def _source_path_record(transformer: PretrainedFeatures) -> str:
     return str(path)
 
 
-def _probe_mae(transformer: PretrainedFeatures, x: np.ndarray, y: np.ndarray, folds: Any) -> float:
-    """CV MAE of a ridge probe on a fitted transformer's activations (its best layer's, with layers=auto)."""
-    if transformer.cv_table_:
-        return float(best_row(transformer.cv_table_)["cv_mae"])
-    acts = transformer.activations(x, transformer.layers_)
-    a = np.concatenate([acts[n] for n in transformer.layers_], axis=1)
-    a = a[:, np.ptp(a, axis=0) > 0] if len(a) else a
-    if a.shape[1] == 0:
-        return float("inf")
-    return float(ridge_cv(a, y, folds).mean(axis=0).min())
-
-
 def extract_features(
     data: str | Path,
     out_dir: str | Path,
     *,
-    source: str | Path = "bundled",
+    source: str | Path = "auto",
     layers: str | list[str] = "auto",
     regressor: str = "auto",
     with_pa: bool = False,
@@ -242,7 +229,7 @@ def extract_features(
     """
     from .featurize import load_and_prepare
     from .runs import provenance
-    from .sources import bundled_sources, is_auto
+    from .sources import bundled_sources, choose_source, is_auto
     from .training import resolve_device
 
     t_start = time.perf_counter()
@@ -256,11 +243,12 @@ def extract_features(
     dev = resolve_device(device)
     say = _sayer(show_progress)
 
-    auto_source = is_auto(source)
-    givens = bundled_sources() if auto_source else [_source_given(source)]
-    need_target = regressor != "none" or auto_layers or auto_source
+    need_target = regressor != "none" or auto_layers
     train = load_and_prepare(data, formula_col, target_col, duplicates, require_target=need_target)
     has_target = train.table.has_target
+    auto_source = is_auto(source) and has_target  # without a target, auto is the default bundled model
+    givens = bundled_sources() if auto_source else [bundled_sources()[0] if is_auto(source) else _source_given(source)]
+    need_target = need_target or auto_source
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test is not None else None
     candidates = [PretrainedFeatures(source=g, layers=layers, with_pa=with_pa, seed=seed, device=str(dev))
                   for g in givens]
@@ -276,8 +264,11 @@ def extract_features(
     source_choice = None
     if auto_source:
         t0 = time.perf_counter()
-        transformer, given, source_choice = _choose_source(givens, candidates, x, y, folds, say)
-        del candidates  # the other networks are not needed any more
+        say(f"--from auto: probing {', '.join(givens)} ...")
+        given, source_choice, fitted_sources = choose_source(x, y, seed, str(dev), layers, max_rows=None,
+                                                             with_pa=with_pa)
+        transformer = fitted_sources[given]
+        say(f"--from auto: {given} — {source_choice['reason']}")
         timings["source_selection_s"] = round(time.perf_counter() - t0, 2)
     else:
         transformer, given = candidates[0], givens[0]
@@ -407,24 +398,6 @@ def _report_inputs(out: Path, train: Featurized, test_f: Featurized | None, say)
         say("test file " + test_f.summary())
         if overlap_warning(test_f, train):
             say(overlap_warning(test_f, train))
-
-
-def _choose_source(givens: list[str], candidates: list[PretrainedFeatures], x: np.ndarray, y: np.ndarray,
-                   folds: Any, say) -> tuple[PretrainedFeatures, str, dict]:
-    """``--from auto``: fit each bundled model's transformer and keep the one whose ridge probe has the
-    lowest CV MAE; returns it, its name and the card's ``source_choice``."""
-    scores: dict[str, float] = {}
-    for g, candidate in zip(givens, candidates):
-        say(f"--from auto: probing {g} ...")
-        candidate.fit(x, y)
-        scores[g] = _probe_mae(candidate, x, y, folds)
-        say(f"  {g}: ridge-probe CV MAE {scores[g]:.4g} (layer {','.join(candidate.layers_)})")
-    given = min(scores, key=scores.__getitem__)
-    ranked = ", ".join(f"{s} {v:.4g}" for s, v in sorted(scores.items(), key=lambda kv: kv[1]))
-    choice = {"name": given, "reason": "lowest ridge-probe CV MAE of the chosen layer(s) of each "
-                                       f"bundled model: {ranked}", "probe": scores}
-    say(f"--from auto: {given} — {choice['reason']}")
-    return candidates[givens.index(given)], given, choice
 
 
 def _source_record(transformer: PretrainedFeatures, given: str) -> dict:

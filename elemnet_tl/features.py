@@ -295,6 +295,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         net = self._net
         chosen = parse_layers(self.layers, net)
         self.cv_table_: list[dict] = []
+        self.layer_fold_maes_: dict[str, np.ndarray] = {}
         if chosen is None:
             if y is None:
                 raise InputError("layers='auto' chooses the layer by cross-validation: fit needs targets y")
@@ -312,7 +313,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def _choose_layer(self, x: np.ndarray, y: np.ndarray) -> str:
-        """The candidate layer with the lowest ridge-probe CV MAE (rows go to ``cv_table_``)."""
+        """The candidate layer with the lowest ridge-probe CV MAE (rows go to ``cv_table_``, each layer's
+        per-fold MAE at its best penalty to ``layer_fold_maes_``)."""
         candidates = candidate_layers(self._net)
         folds = cv_folds(len(x), self.seed)
         acts = self.activations(x, candidates)
@@ -322,6 +324,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             a = a[:, np.ptp(a, axis=0) > 0] if len(a) else a
             maes = ridge_cv(a, y, folds)
             best = int(np.argmin(maes.mean(axis=0)))
+            self.layer_fold_maes_[name] = maes[:, best]
             row = cv_row("layer", name, {"probe": "ridge", "alpha": RIDGE_ALPHAS[best]}, maes[:, best],
                        time.perf_counter() - t0, len(RIDGE_ALPHAS))
             row["width"] = layer_width(self._net, name)

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_start_network
+from .checkpoint import CARD_FILE, load_start_network
+from .io import write_json
 from .progress import console
-from .sources import choose_source, is_auto, record_choice
+from .sources import choose_source, is_auto
 from .training import FitConfig, predict_tensor, resolve_device, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
-from .workflow import RunResult, load_training_inputs, run_training
+from .workflow import RunResult, TrainingInputs, load_training_inputs, run_training
 
 FINETUNE_DEFAULTS = FitConfig(epochs=0, batch_size=0, lr=0, weight_decay=1e-4, warmup=0.05, final_lr=0.01,
                               patience=20, seed=0)
@@ -145,7 +146,7 @@ def finetune(
     data: str | Path,
     run_dir: str | Path,
     *,
-    source: str | Path = "bundled",
+    source: str | Path = "auto",
     strategy: str = "auto",
     val: str | Path | None = None,
     test: str | Path | None = None,
@@ -162,7 +163,8 @@ def finetune(
     show_progress: bool = True,
     notices: bool | None = None,
 ) -> RunResult:
-    """Start from a pretrained ElemNet (``source``: run directory or ``bundled``) and fit ``data``.
+    """Start from a pretrained ElemNet (``source``: ``auto``, ``bundled[:NAME]`` or a run directory) and fit
+    ``data``.
 
     ``strategy``: ``full``, ``freeze:K``, ``head``, ``reinit``, ``gradual`` (each also with ``+pa``:
     Magpie physical attributes feed the first layer too) or ``auto`` (tries the candidates of
@@ -171,9 +173,9 @@ def finetune(
     it (False), or (None) keep it, linearly calibrated, only when the source already predicts the target
     with r ≥ :data:`SAME_PROPERTY_R`; the card's ``head`` says which and why.
     ``members`` > 1 averages that many fine-tuned models, each validated on its own split.
-    ``source="auto"`` first fine-tunes ``full`` from each bundled model and starts from the one that
-    validates best (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why); that
-    source's probe serves as the run's ``full`` candidate (``auto``) or first network (``full``).
+    ``source="auto"`` (default) starts from the bundled model whose activations a ridge probe finds most
+    predictive of the target on the training rows, formation energy unless another is clearly better
+    (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why).
     ``notices``: print the data summary, rejected-row files, warnings and the source choice (default:
     ``show_progress``).
     """
@@ -186,21 +188,15 @@ def finetune(
                        formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                        show_progress=show_progress, notices=show_progress if notices is None else notices)
     if is_auto(source):
-        probes: dict[str, RunResult] = {}
-        probe_options = replace(options, strategy="full", members=1, test=None)
-
-        def probe(candidate: str, where: Path) -> RunResult:
-            if options.notices:
-                console.print(f"--from auto: probing {candidate}", highlight=False)
-            probes[candidate] = _finetune(data, where, candidate, probe_options, start_like=strategy)
-            return probes[candidate]
-
-        chosen, choice = choose_source(probe)
+        inputs = _load_inputs(data, options)
+        x_tr, y_tr, _, _ = inputs.arrays()
+        chosen, choice, _ = choose_source(x_tr, y_tr, config.seed, str(resolve_device(device)))
         if options.notices:
-            console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False)
-        # the chosen source's probe is the run's own `full` (same start, data, seed and split): not trained twice
-        probed = probes[chosen].trained[""] if chosen in probes else None
-        return record_choice(_finetune(data, run_dir, chosen, options, probed_full=probed), choice)
+            console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False, soft_wrap=True)
+        result = _finetune(data, run_dir, chosen, options, inputs=inputs)
+        result.card["source_choice"] = choice
+        write_json(result.run_dir / CARD_FILE, result.card)
+        return result
     return _finetune(data, run_dir, source, options)
 
 
@@ -225,18 +221,22 @@ class _Options:
     notices: bool
 
 
+def _load_inputs(data: str | Path, o: _Options) -> TrainingInputs:
+    """The training data, validation split or file and test file of a fine-tune."""
+    return load_training_inputs(data, val=o.val, test=o.test, val_fraction=o.val_fraction, seed=o.config.seed,
+                                duplicates=o.duplicates, formula_col=o.formula_col, target_col=o.target_col,
+                                stability_col=o.stability_col)
+
+
 def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Options, *,
-              start_like: str | None = None, probed_full: tuple | None = None) -> RunResult:
+              start_like: str | None = None, inputs: TrainingInputs | None = None) -> RunResult:
     """:func:`finetune` from one source. ``start_like``: build the start network as a run of that
-    strategy would (the physical-attribute input too), so that run can reuse this one's training.
-    ``probed_full``: a ``full`` fine-tune already trained from this run's start (``RunResult.trained``
-    of a ``start_like`` run), used as this run's ``full`` candidate or first network."""
+    strategy would (the physical-attribute input too; ``scripts/study_selection.py`` reuses a run's
+    candidates that way). ``inputs``: the data, already loaded."""
     model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
     strat = parse_strategy(o.strategy, len(model.layer_names))
     like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat  # only auto's start differs
-    inputs = load_training_inputs(data, val=o.val, test=o.test, val_fraction=o.val_fraction, seed=o.config.seed,
-                                  duplicates=o.duplicates, formula_col=o.formula_col, target_col=o.target_col,
-                                  stability_col=o.stability_col)
+    inputs = inputs or _load_inputs(data, o)
     x_tr, y_tr, _, _ = inputs.arrays()
     config = sized_config(o.config, len(y_tr))
     pred = source_predictions(loaded, model, x_tr)
@@ -278,19 +278,7 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
                         extra_card=extra, describe=describe, members=o.members,
                         soup=soup,
                         show_progress=o.show_progress, notices=o.notices, checkpoint=False,
-                        reuse=_reuse(strat, probed_full), keep_trained=start_like is not None)
-
-
-def _reuse(strat: Strategy, probed_full: tuple | None) -> dict | None:
-    """``run_training``'s ``reuse`` for a probed ``full`` fine-tune: auto's ``full`` candidate, or the
-    single candidate of a plain ``full`` run; nothing for other strategies."""
-    if probed_full is None:
-        return None
-    if strat.name == "auto":
-        return {"full": probed_full}
-    if strat == Strategy("full"):
-        return {"": probed_full}
-    return None
+                        keep_trained=start_like is not None)
 
 
 __all__ = ["FINETUNE_DEFAULTS", "Strategy", "finetune", "sized_config"]

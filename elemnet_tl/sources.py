@@ -1,22 +1,34 @@
-"""``--from auto``: choose the pretrained source model (bundled formation energy, band gap, ...) by validation.
+"""``--from auto``: choose the pretrained source model (bundled formation energy, band gap, ...) from the data.
 
-Each bundled source is fine-tuned once with the ``full`` strategy (one network, the run's own seeded
-validation split and recipe); the source with the lowest validation MAE is the one the real run starts
-from (the winning probe is not trained again: it is that run's ``full`` network). The choice and
-every probe's validation MAE go into ``card.json`` under ``source_choice``.
+Each bundled model's activations are probed with a ridge regression, cross-validated on the training rows
+(:class:`~elemnet_tl.features.PretrainedFeatures` with ``layers="auto"``: its best candidate layer). The
+default model (formation energy, the first bundled one) is kept unless another one's probe is lower by
+more than one standard error of the fold-by-fold difference (the one-standard-error rule: a probe on
+a few thousand rows cannot tell models apart more finely, and the default is the one to keep when in
+doubt). The probe costs seconds (forward passes and ridge fits), not a fine-tune per model. On the
+development sets it chose the band-gap model for band-gap-like targets (MBJ band gap, Seebeck
+coefficient, SLME, refractive index) and formation energy for the others (docs/benchmarks.md).
+The choice, each model's probe MAE and the reason go into ``card.json`` under ``source_choice``.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .checkpoint import BUNDLED_MODELS, CARD_FILE
-from .io import write_json
-from .workflow import RunResult
+import numpy as np
+
+from .checkpoint import BUNDLED_MODELS
+
+if TYPE_CHECKING:
+    from .features import PretrainedFeatures
 
 AUTO = "auto"
+PROBE_ROWS = 3000
+"""At most this many training rows (a seeded subsample) probe the sources in ``finetune``."""
+SWITCH_SE = 1.0
+"""A model replaces the default only when its probe MAE is lower by more than this many standard errors
+of the paired fold-by-fold difference."""
 
 
 def is_auto(source: str | Path) -> bool:
@@ -24,27 +36,70 @@ def is_auto(source: str | Path) -> bool:
 
 
 def bundled_sources() -> list[str]:
-    """``--from`` values of every bundled model (``bundled:NAME``)."""
+    """``--from`` values of every bundled model (``bundled:NAME``), the default first."""
     return [f"bundled:{name}" for name in BUNDLED_MODELS]
 
 
-def choose_source(probe: Callable[[str, Path], RunResult]) -> tuple[str, dict]:
-    """Run ``probe(source, run_dir)`` for each bundled source; returns the best one and the card record."""
+def probe_folds(transformer: PretrainedFeatures, x: np.ndarray, y: np.ndarray, folds: list) -> np.ndarray:
+    """Per-fold CV MAE of a ridge probe on a fitted transformer's activations (its best layer's with
+    ``layers="auto"``, else the given layers' at their best ridge penalty)."""
+    from .regressors import ridge_cv
+
+    if transformer.cv_table_:
+        return transformer.layer_fold_maes_[transformer.layers_[0]]
+    acts = transformer.activations(x, transformer.layers_)
+    a = np.concatenate([acts[n] for n in transformer.layers_], axis=1)
+    a = a[:, np.ptp(a, axis=0) > 0] if len(a) else a
+    if a.shape[1] == 0:
+        return np.full(len(folds), np.inf)
+    maes = ridge_cv(a, y, folds)
+    return maes[:, int(np.argmin(maes.mean(axis=0)))]
+
+
+def pick_source(per_fold: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """The source to start from, given each source's per-fold probe MAE (the first source is the default);
+    returns it and the card's ``source_choice`` (name, reason, each source's mean probe MAE)."""
+    names = list(per_fold)
+    default = names[0]
+    means = {s: float(np.mean(v)) for s, v in per_fold.items()}
+    best = min(names, key=means.__getitem__)
+    ranked = ", ".join(f"{s} {v:.4g}" for s, v in sorted(means.items(), key=lambda kv: kv[1]))
+    record = {"probe": means, "method": "ridge probe of each bundled model's activations, cross-validated on "
+                                        "the training rows; the default kept unless another is lower by more "
+                                        f"than {SWITCH_SE:g} standard error of the fold-by-fold difference"}
+    if best == default:
+        return default, {"name": default, "reason": f"lowest ridge-probe CV MAE: {ranked}", **record}
+    diff = per_fold[best] - per_fold[default]
+    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    gap = -float(np.mean(diff)) / se if se > 0 else float("inf")
+    if gap > SWITCH_SE:
+        reason = f"lowest ridge-probe CV MAE, {gap:.1f} standard errors below the default {default}: {ranked}"
+        return best, {"name": best, "reason": reason, **record}
+    reason = (f"the default: {best}'s ridge-probe CV MAE is lower by only {gap:.1f} standard error(s) of the "
+              f"fold-by-fold difference (≤ {SWITCH_SE:g}): {ranked}")
+    return default, {"name": default, "reason": reason, **record}
+
+
+def choose_source(x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu", layers: str | list[str] = "auto",
+                  max_rows: int | None = PROBE_ROWS, **features) -> tuple[str, dict, dict[str, PretrainedFeatures]]:
+    """Probe every bundled model on ``x, y`` (at most ``max_rows`` of them, seeded) and pick one
+    (:func:`pick_source`). Returns the choice, its card record and each source's fitted transformer
+    (fitted on the probed rows). ``features``: more :class:`PretrainedFeatures` options (``with_pa``)."""
+    from .features import PretrainedFeatures
+    from .regressors import MIN_CV_ROWS, cv_folds
+
     sources = bundled_sources()
     if len(sources) == 1:
-        return sources[0], {"name": sources[0], "reason": "the only bundled model", "probe": {}}
-    scores: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="elemtl_source_") as tmp:
-        for i, source in enumerate(sources):
-            scores[source] = float(probe(source, Path(tmp) / f"probe{i}").metrics["val_mae"])
-    best = min(scores, key=scores.__getitem__)
-    ranked = ", ".join(f"{s} {v:.4g}" for s, v in sorted(scores.items(), key=lambda kv: kv[1]))
-    reason = f"lowest validation MAE of a full fine-tune from each bundled model: {ranked}"
-    return best, {"name": best, "reason": reason, "probe": scores}
-
-
-def record_choice(result: RunResult, choice: dict) -> RunResult:
-    """Add ``source_choice`` to the run's card (file and object)."""
-    result.card["source_choice"] = choice
-    write_json(result.run_dir / CARD_FILE, result.card)
-    return result
+        return sources[0], {"name": sources[0], "reason": "the only bundled model", "probe": {}}, {}
+    if len(y) < MIN_CV_ROWS:
+        return sources[0], {"name": sources[0], "reason": f"the default: {len(y)} training rows are too few to "
+                                                          "probe the bundled models", "probe": {}}, {}
+    if max_rows is not None and len(y) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
+        x, y = x[keep], y[keep]
+    folds = cv_folds(len(y), seed)
+    fitted = {s: PretrainedFeatures(source=s, layers=layers, seed=seed, device=device, **features).fit(x, y)
+              for s in sources}
+    chosen, record = pick_source({s: probe_folds(t, x, y, folds) for s, t in fitted.items()})
+    record["rows"] = int(len(y))
+    return chosen, record, fitted

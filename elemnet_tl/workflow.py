@@ -16,7 +16,7 @@ from .featurize import Featurized, load_and_prepare, overlap_warning, target_war
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
-from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir, write_metrics
+from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
 from .training import FitConfig, FitResult, predict_tensor, resolve_device, standardize
 
 
@@ -134,8 +134,7 @@ class RunResult:
     info: ModelInfo
     trained: dict = field(default_factory=dict, repr=False)
     """With ``run_training(keep_trained=True)``: each candidate's training (name -> result, phase
-    summaries, weights, config), for a later run that would train the same candidate from the same
-    start (``run_training(reuse=...)``)."""
+    summaries, weights, config)."""
 
     @property
     def metrics(self) -> dict:
@@ -271,7 +270,6 @@ def run_training(
     show_progress: bool = True,
     notices: bool | None = None,
     checkpoint: bool = True,
-    reuse: dict | None = None,
     keep_trained: bool = False,
 ) -> RunResult:
     """Standardize the target, fit with early stopping, score the test file, write the run directory.
@@ -282,9 +280,8 @@ def run_training(
     candidates that share a start: a greedy weight average of them replaces the choice when that
     validates better. With
     ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
-    seeded validation split, and the run's model is the ensemble (mean) of all of them. ``reuse``:
-    candidates already trained from the same start on the same data (``RunResult.trained`` of an
-    earlier run), taken as they are instead of trained again; ``keep_trained`` keeps this run's for that.
+    seeded validation split, and the run's model is the ensemble (mean) of all of them.
+    ``keep_trained`` returns each candidate's training in ``RunResult.trained``.
     ``notices``: print the data summary, rejected-row files and warnings (default: ``show_progress``).
     """
     from .transfer import Phase, layers_groups, plus_attributes
@@ -319,11 +316,6 @@ def run_training(
     tried: dict[str, tuple] = {}
     for name, make_phases in candidates.items():
         where = run_dir / "candidates" / name.replace(":", "_") if len(candidates) > 1 else run_dir
-        if reuse and name in reuse:
-            tried[name] = reuse[name]
-            where.mkdir(parents=True, exist_ok=True)
-            write_metrics(where, tried[name][0].history)
-            continue
         model.load_state_dict(start)
         phases = make_phases(model)
         record = {"command": command, "arch": model.arch, "data": inputs.records, "candidate": name,

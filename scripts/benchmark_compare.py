@@ -5,7 +5,7 @@ hold-out per seed, as `elemtl compare-scratch FILE` does).
 For each set runs `elemtl compare-scratch` (API) with the given seeds and writes a summary table:
 best transfer (tl-finetune / tl-features) vs best from scratch (sc-ef, sc-pa, pa-rf), beside the
 study's numbers.
-Usage: python scripts/benchmark_compare.py [--sets slme,...,expt] [--seeds 3] [--methods ...] [--from bundled]
+Usage: python scripts/benchmark_compare.py [--sets slme,...,expt] [--seeds 3] [--methods ...] [--from auto]
                                           [--out docs/compare_results.json]
 Finished method/seed pairs are kept (compare-scratch --resume): e.g. run the from-scratch methods first and
 the transfer methods later with another source model.
@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--out", default="docs/compare_results.json")
     parser.add_argument("--work", default="runs/compare")
     parser.add_argument("--methods", default=None, help="comma-separated subset (default: all six)")
-    parser.add_argument("--from", dest="source", default="bundled")
+    parser.add_argument("--from", dest="source", default="auto")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of these result files")
     args = parser.parse_args()
     if args.table:
@@ -75,7 +75,7 @@ def main() -> int:
                                       test=JARVIS / name / "test.csv.gz", seeds=args.seeds, methods=methods,
                                       source=args.source, resume=True, show_progress=False)
         def label(m: str) -> str:  # transfer methods from another source get their own column
-            return m if args.source == "bundled" or not m.startswith("tl-") else f"{m} (--from {args.source})"
+            return m if args.source == "auto" or not m.startswith("tl-") else f"{m} (--from {args.source})"
 
         row = {label(m): [v["test_mae_mean"], v["test_mae_std"]] for m, v in results["methods"].items()}
         secs = {label(m): v.get("seconds") for m, v in results["methods"].items()}

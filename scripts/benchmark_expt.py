@@ -2,7 +2,7 @@
 
 Each fold: `finetune` (default strategy auto, from the bundled model) on 4/5 of the compositions,
 test on the other 1/5. Prints per-fold and mean ± std MAE and writes docs/expt_cv.json.
-Usage: python scripts/benchmark_expt.py [--strategy auto] [--folds 5] [--from bundled] [--data FILE]
+Usage: python scripts/benchmark_expt.py [--strategy auto] [--folds 5] [--from auto] [--data FILE]
 Runs offline: the data ship with pymatgen (--data: the same rows as a formula,target CSV, for a machine whose
 pymatgen lacks the file).
 """
@@ -24,7 +24,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", default="auto")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--from", dest="source", default="bundled")
+    parser.add_argument("--from", dest="source", default="auto")
     parser.add_argument("--out", default="docs/expt_cv.json")
     parser.add_argument("--data", default="expt-formation-enthalpy")
     args = parser.parse_args()

@@ -7,7 +7,7 @@ run go to a JSON file and a markdown table beside the study's numbers.
 
 Usage:
   python scripts/benchmark_transfer.py [--sets slme,spillage,...] [--methods auto,reference,full,...]
-                                       [--from bundled] [--seeds 1] [--out docs/transfer_results.json]
+                                       [--from auto] [--seeds 1] [--out docs/transfer_results.json]
   (methods: any finetune --strategy, e.g. full+pa, plus reference and features)
 Needs ../shared/data (skips with a message when absent).
 """
@@ -109,7 +109,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--methods", default="auto,reference")
-    parser.add_argument("--from", dest="source", default="bundled")
+    parser.add_argument("--from", dest="source", default="auto")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--out", default="docs/transfer_results.json")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of these result files")

@@ -712,65 +712,43 @@ def test_default_lr_follows_the_start(tmp_path, source_dir, data_dir, table, str
     assert result.card["training"]["lr"] == expected
 
 
-def test_from_auto_picks_the_source_that_validates_best(monkeypatch, tmp_path, source_dir, data_dir):
-    """``--from auto`` fine-tunes from each bundled source and keeps the best; the card says which and why."""
+def test_from_auto_picks_the_source_whose_features_predict_the_target(monkeypatch, tmp_path, source_dir, data_dir):
+    """``--from auto`` probes each bundled source with a ridge regression on its activations and starts from
+    the clearly better one; the card says which and why, and the run is the run from that source."""
     from elemnet_tl.pretrain import pretrain
 
     sources_module = importlib.import_module("elemnet_tl.sources")
-    # a second source pretrained on noise: its features are useless for the smooth target
+    # the default (first) source pretrained on noise: its features are useless for the smooth target
     pretrain(data_dir / "unrelated.csv", tmp_path / "noise_source", arch=TINY_ARCH,
              config=FitConfig(epochs=3, batch_size=32), show_progress=False)
     candidates = [str(tmp_path / "noise_source"), str(source_dir)]
     monkeypatch.setattr(sources_module, "bundled_sources", lambda: candidates)
-    result = finetune(data_dir / "smooth.csv", tmp_path / "run", source="auto", strategy="full",
-                      config=replace(QUICK, epochs=6), show_progress=False)
+    config = replace(QUICK, epochs=3)
+    result = finetune(data_dir / "smooth.csv", tmp_path / "run", source="auto", strategy="full", config=config,
+                      show_progress=False)
     choice = json.loads((tmp_path / "run" / "card.json").read_text())["source_choice"]
     assert set(choice["probe"]) == set(candidates)
-    assert choice["name"] == min(choice["probe"], key=choice["probe"].get)
-    assert choice["name"] in choice["reason"]
-    assert result.card["source_model"]["source"] == choice["name"]
-    # the probe of the chosen source is the same full fine-tune (same seed and split) as the final run
-    assert result.metrics["val_mae"] == pytest.approx(choice["probe"][choice["name"]], rel=1e-6)
+    assert choice["name"] == str(source_dir) == result.card["source_model"]["source"]
+    assert choice["probe"][str(source_dir)] < choice["probe"][candidates[0]]
+    assert "standard errors below the default" in choice["reason"]
+    direct = finetune(data_dir / "smooth.csv", tmp_path / "direct", source=source_dir, strategy="full",
+                      config=config, show_progress=False)
+    assert result.card["metrics"] == direct.card["metrics"]  # the probe trains nothing
 
 
-@pytest.mark.parametrize("strategy", ["auto", "full", "freeze:1"])
-def test_from_auto_does_not_train_the_chosen_probe_twice(monkeypatch, tmp_path, source_dir, strategy):
-    """The chosen source's probe is the run's own ``full`` network: reused, with exactly the result of
-    training it again; other strategies train everything."""
-    sources_module = importlib.import_module("elemnet_tl.sources")
-    workflow_module = importlib.import_module("elemnet_tl.workflow")
-    pa_source = tmp_path / "second"  # the same network under another name: two sources to probe
-    pa_source.mkdir()
-    for f in source_dir.iterdir():
-        if f.is_file():
-            (pa_source / f.name).write_bytes(f.read_bytes())
-    monkeypatch.setattr(sources_module, "bundled_sources", lambda: [str(source_dir), str(pa_source)])
-    binary_table(200, seed=11).to_csv(tmp_path / "d.csv", index=False)
-    trainings = []
-    real = workflow_module.run_phases
+def test_pick_source_keeps_the_default_unless_another_is_clearly_better():
+    from elemnet_tl.sources import SWITCH_SE, pick_source
 
-    def spy(*args, **kwargs):
-        trainings.append(kwargs.get("label"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(workflow_module, "run_phases", spy)
-
-    def run(where):
-        trainings.clear()
-        result = finetune_any(tmp_path / "d.csv", tmp_path / where, source="auto", strategy=strategy, members=2,
-                              config=replace(QUICK, epochs=3), show_progress=False)
-        return result, len(trainings)
-
-    reused, n_reused = run("reused")
-    monkeypatch.setattr(finetune_module, "_reuse", lambda strat, probed: None)
-    again, n_again = run("again")
-    n_candidates = len(reused.card.get("candidates", {})) or 1
-    assert n_again == 2 + n_candidates + 1  # two probes, the candidates, one more member
-    assert n_reused == n_again - (strategy in ("auto", "full"))
-    assert reused.card["metrics"] == again.card["metrics"]
-    assert reused.card.get("strategy") == again.card.get("strategy")
-    a, b = reused.model.state_dict(), again.model.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base = np.array([1.0, 1.2, 0.9, 1.1, 1.0])
+    noise = np.array([0.05, -0.05, 0.04, -0.04, 0.0])
+    name, record = pick_source({"default": base, "other": base - 0.01 + noise})  # lower, within the noise
+    assert name == "default" and "standard error" in record["reason"] and record["probe"]["other"] < 1.04
+    name, record = pick_source({"default": base, "other": base - 0.2 + noise})  # lower by many errors
+    assert name == "other" and record["name"] == "other"
+    diff = (base - 0.2 + noise) - base
+    assert -diff.mean() / (diff.std(ddof=1) / np.sqrt(5)) > SWITCH_SE
+    name, _ = pick_source({"default": base, "other": base + 0.3})
+    assert name == "default"
 
 
 def test_from_auto_with_one_bundled_model_needs_no_probe(monkeypatch, tmp_path, source_dir, data_dir):
