@@ -3,12 +3,12 @@
 Each bundled model's activations are probed with a ridge regression, cross-validated on the training rows
 (:class:`~elemnet_tl.features.PretrainedFeatures` with ``layers="auto"``: its best candidate layer). The
 default model (formation energy, the first bundled one) is kept unless another one's probe is lower by
-more than one standard error of the fold-by-fold difference (the one-standard-error rule: a probe on
-a few thousand rows cannot tell models apart more finely, and the default is the one to keep when in
-doubt). The probe costs seconds (forward passes and ridge fits), not a fine-tune per model. On the
-development sets it chose the band-gap model for band-gap-like targets (MBJ band gap, Seebeck
-coefficient, SLME, refractive index) and formation energy for the others (docs/benchmarks.md).
-The choice, each model's probe MAE and the reason go into ``card.json`` under ``source_choice``.
+more than one standard error of the fold-by-fold difference (the one-standard-error rule: the default
+is the one to keep when in doubt; the standard error is Nadeau and Bengio's, corrected for the overlap
+of cross-validation training sets, which the plain one understates). The probe costs seconds (forward
+passes and ridge fits), not a fine-tune per model. The choice, each model's probe MAE and the reason
+go into ``card.json`` under ``source_choice``; docs/benchmarks.md has what it chose on the development
+sets.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ AUTO = "auto"
 PROBE_ROWS = 3000
 """At most this many training rows (a seeded subsample) probe the sources in ``finetune``."""
 SWITCH_SE = 1.0
-"""A model replaces the default only when its probe MAE is lower by more than this many standard errors
-of the paired fold-by-fold difference."""
+"""A model replaces the default only when its probe MAE is lower by more than this many (corrected)
+standard errors of the paired fold-by-fold difference."""
 
 
 def is_auto(source: str | Path) -> bool:
@@ -56,9 +56,19 @@ def probe_folds(transformer: PretrainedFeatures, x: np.ndarray, y: np.ndarray, f
     return maes[:, int(np.argmin(maes.mean(axis=0)))]
 
 
-def pick_source(per_fold: dict[str, np.ndarray]) -> tuple[str, dict]:
-    """The source to start from, given each source's per-fold probe MAE (the first source is the default);
-    returns it and the card's ``source_choice`` (name, reason, each source's mean probe MAE)."""
+def paired_se(diff: np.ndarray, test_to_train: float) -> float:
+    """Standard error of the mean of per-fold differences of two models scored on the same folds, with
+    Nadeau and Bengio's correction for overlapping training sets (the corrected resampled t-test):
+    sqrt((1/J + n_test/n_train) * var) for J folds; 0 with fewer than two folds."""
+    if len(diff) < 2:
+        return 0.0
+    return float(np.sqrt((1.0 / len(diff) + test_to_train) * np.var(diff, ddof=1)))
+
+
+def pick_source(per_fold: dict[str, np.ndarray], test_to_train: float = 0.25) -> tuple[str, dict]:
+    """The source to start from, given each source's per-fold probe MAE (the first source is the default)
+    and the folds' validation-to-training size ratio (0.25 for 5-fold CV); returns it and the card's
+    ``source_choice`` (name, reason, each source's mean probe MAE)."""
     names = list(per_fold)
     default = names[0]
     means = {s: float(np.mean(v)) for s, v in per_fold.items()}
@@ -70,7 +80,7 @@ def pick_source(per_fold: dict[str, np.ndarray]) -> tuple[str, dict]:
     if best == default:
         return default, {"name": default, "reason": f"lowest ridge-probe CV MAE: {ranked}", **record}
     diff = per_fold[best] - per_fold[default]
-    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    se = paired_se(diff, test_to_train)
     gap = -float(np.mean(diff)) / se if se > 0 else float("inf")
     if gap > SWITCH_SE:
         reason = f"lowest ridge-probe CV MAE, {gap:.1f} standard errors below the default {default}: {ranked}"
@@ -100,6 +110,7 @@ def choose_source(x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu", 
     folds = cv_folds(len(y), seed)
     fitted = {s: PretrainedFeatures(source=s, layers=layers, seed=seed, device=device, **features).fit(x, y)
               for s in sources}
-    chosen, record = pick_source({s: probe_folds(t, x, y, folds) for s, t in fitted.items()})
+    ratio = float(np.mean([len(va) / len(tr) for tr, va in folds]))
+    chosen, record = pick_source({s: probe_folds(t, x, y, folds) for s, t in fitted.items()}, ratio)
     record["rows"] = int(len(y))
     return chosen, record, fitted

@@ -61,8 +61,9 @@ def run_one(method: str, name: str, source: str, seed: int, work: Path) -> dict:
     train, test = JARVIS / name / "train.csv.gz", JARVIS / name / "test.csv.gz"
     t0 = time.perf_counter()
     info: dict = {}
+    result = None
     if method == "reference":
-        mae = reference(train, test, source, seed)
+        mae = reference(train, test, "bundled" if source == "auto" else source, seed)  # the plain recipe
     elif method == "features":
         from elemnet_tl.feature_runs import extract_features
 
@@ -79,6 +80,8 @@ def run_one(method: str, name: str, source: str, seed: int, work: Path) -> dict:
                           show_progress=False)
         mae = result.card["metrics"]["test_mae"]
         info = {"chosen": result.card["strategy"]["name"], "reason": result.card["strategy"]["reason"]}
+    if result is not None and "source_choice" in result.card:
+        info["source"] = result.card["source_choice"]["name"]
     return {"set": name, "method": method, "seed": seed, "test_mae": mae, "seconds": time.perf_counter() - t0,
             **info}
 

@@ -47,16 +47,17 @@ def label(point: dict) -> str:
     return " ".join(f"{k}={v:g}" for k, v in point.items())
 
 
-def run_point(train: Path, test: Path, work: Path, strategy: str, members: int, seed: int, point: dict) -> dict:
+def run_point(train: Path, test: Path, work: Path, strategy: str, members: int, seed: int, point: dict,
+              source: str = "auto") -> dict:
     from elemnet_tl.finetune import FINETUNE_DEFAULTS, finetune
 
     run_dir = work / "run"
     t0 = time.perf_counter()
-    run = finetune(train, run_dir, strategy=strategy, test=test, members=members,
+    run = finetune(train, run_dir, source=source, strategy=strategy, test=test, members=members,
                    config=replace(FINETUNE_DEFAULTS, seed=seed, **point), overwrite=True, show_progress=False)
     metrics = run.card["metrics"]
     out = {"val_mae": metrics["val_mae"], "test_mae": metrics["test_mae"],
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "seconds": round(time.perf_counter() - t0, 1), "source": run.card["source_model"]["source"]}
     shutil.rmtree(run_dir, ignore_errors=True)
     return out
 
@@ -97,6 +98,7 @@ def main() -> int:
     parser.add_argument("--grid", nargs="+", default=["lr=3e-4,1e-4,1e-3"],
                         help="FIELD=V1,V2,... (FitConfig fields; the first value of each is the reference)")
     parser.add_argument("--strategy", default="full")
+    parser.add_argument("--from", dest="source", default="auto", help="source model (default: auto, as finetune)")
     parser.add_argument("--members", type=int, default=1, help="networks per run (1: no ensemble)")
     parser.add_argument("--out", default="sweep_finetune.json")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of these result files")
@@ -119,7 +121,7 @@ def main() -> int:
                 for point in points:
                     if (name, seed, label(point)) in done:
                         continue
-                    row = run_point(*files, work, args.strategy, args.members, seed, point)
+                    row = run_point(*files, work, args.strategy, args.members, seed, point, args.source)
                     results.append({"set": name, "seed": seed, "point": label(point), **row})
                     out.write_text(json.dumps(results, indent=1))
                     print(json.dumps(results[-1]), flush=True)

@@ -737,7 +737,7 @@ def test_from_auto_picks_the_source_whose_features_predict_the_target(monkeypatc
 
 
 def test_pick_source_keeps_the_default_unless_another_is_clearly_better():
-    from elemnet_tl.sources import SWITCH_SE, pick_source
+    from elemnet_tl.sources import SWITCH_SE, paired_se, pick_source
 
     base = np.array([1.0, 1.2, 0.9, 1.1, 1.0])
     noise = np.array([0.05, -0.05, 0.04, -0.04, 0.0])
@@ -745,10 +745,17 @@ def test_pick_source_keeps_the_default_unless_another_is_clearly_better():
     assert name == "default" and "standard error" in record["reason"] and record["probe"]["other"] < 1.04
     name, record = pick_source({"default": base, "other": base - 0.2 + noise})  # lower by many errors
     assert name == "other" and record["name"] == "other"
-    diff = (base - 0.2 + noise) - base
-    assert -diff.mean() / (diff.std(ddof=1) / np.sqrt(5)) > SWITCH_SE
+    assert 0.2 / paired_se(noise, 0.25) > SWITCH_SE
     name, _ = pick_source({"default": base, "other": base + 0.3})
     assert name == "default"
+    # the corrected standard error: sqrt((1/J + n_test/n_train) var), larger than the plain one
+    assert paired_se(noise, 0.25) == pytest.approx(np.sqrt((1 / 5 + 0.25) * np.var(noise, ddof=1)))
+    assert paired_se(noise, 0.25) > np.std(noise, ddof=1) / np.sqrt(5)
+    assert paired_se(noise[:1], 0.25) == 0.0
+    # a gap between the plain and the corrected error: the default is kept
+    gap = 1.2 * np.std(noise, ddof=1) / np.sqrt(5)
+    assert pick_source({"default": base, "other": base - gap + noise}, 0.25)[0] == "default"
+    assert pick_source({"default": base, "other": base - gap + noise}, 0.0)[0] == "other"
 
 
 def test_from_auto_with_one_bundled_model_needs_no_probe(monkeypatch, tmp_path, source_dir, data_dir):
