@@ -311,7 +311,7 @@ def finetune(
     chosen = result.card["strategy"]
     _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}",
                         f"output layer {result.card['head']['reason']}; peak learning rate "
-                        f"{result.card['training']['lr']:g}"])
+                        f"{result.card['training']['lr']:g} ({result.card['learning_rate']['reason']})"])
 
 
 @app.command()

@@ -12,7 +12,7 @@ import torch
 from .checkpoint import CARD_FILE, load_start_network
 from .io import write_json
 from .progress import console
-from .sources import choose_source, is_auto
+from .sources import choose_source, is_auto, probe_source
 from .training import FitConfig, predict_tensor, resolve_device, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
 from .workflow import RunResult, TrainingInputs, load_training_inputs, run_training
@@ -22,13 +22,15 @@ FINETUNE_DEFAULTS = FitConfig(epochs=0, batch_size=0, lr=0, weight_decay=1e-4, w
 """epochs=0 and batch_size=0 mean "from the data size" (:func:`sized_config`), lr=0 "from the start of
 the network" (:func:`default_lr`)."""
 
-NEW_HEAD_LR = 2e-3
-"""Peak learning rate of a fine-tune from the pretrained weights with a new output layer (a new property)."""
+FAR_LR = 2e-3
+"""Peak learning rate of a fine-tune from the pretrained weights with a new output layer when the source
+is far from the target (its first layer's features predict the target best): the features must move."""
 
-KEPT_HEAD_LR = 3e-4
-"""Peak learning rate of a fine-tune that keeps the calibrated pretrained output layer (the source's own
-property: a smaller step keeps it near the source, which already predicts the target), and of networks
-from fresh weights (``reinit``)."""
+NEAR_LR = 3e-4
+"""Peak learning rate of a fine-tune from a source close to the target: its calibrated output layer kept
+(the same property), or its deeper features predicting the target better than its first layer's (a
+related property); a smaller step keeps the network near the source. Also the rate of networks from
+fresh weights (``reinit``)."""
 
 DEFAULT_MEMBERS = 3
 """Fine-tuned models averaged into the final ensemble (each on its own validation split)."""
@@ -45,16 +47,34 @@ def sized_config(config: FitConfig, n_train: int) -> FitConfig:
     return replace(config, batch_size=batch, epochs=epochs)
 
 
-def default_lr(config: FitConfig, kept_head: bool, strategy: Strategy) -> FitConfig:
-    """Fill ``lr`` left at 0: :data:`NEW_HEAD_LR` for a start from the pretrained weights with a new output
-    layer, else :data:`KEPT_HEAD_LR`. Single ``full`` fine-tunes on seven sets of new properties x three
-    seeds (docs/benchmarks.md): 2e-3 instead of 3e-4 lowered the test MAE by 9 % on average (1e-3: 5.6 %,
-    3e-3: 8.6 %); on the experimental formation enthalpies (head kept) 1e-3 raised it by 12 %; with
-    ``reinit`` at 2e-3 too, ``auto`` tested 16 % worse on 225 steel alloys, where fresh weights win."""
+def default_lr(config: FitConfig, near: bool, strategy: Strategy) -> FitConfig:
+    """Fill ``lr`` left at 0: :data:`NEAR_LR` for a source near the target (:func:`source_closeness`) and
+    for fresh weights, else :data:`FAR_LR`. Measured with single ``full`` fine-tunes x three seeds
+    (docs/benchmarks.md): from the formation-energy model on seven new properties (first layer best),
+    2e-3 instead of 3e-4 lowered the test MAE by 9 %; from the band-gap model, 3e-4 was 13 % better on
+    three related properties (MBJ band gap, SLME, Seebeck coefficient: its last hidden layer best) and
+    5 % worse on three unrelated ones (first layer best); on the experimental formation enthalpies (head
+    kept) 1e-3 was 12 % worse than 3e-4; with ``reinit`` at 2e-3 too, ``auto`` tested 16 % worse on 225
+    steel alloys, where fresh weights win."""
     if config.lr:
         return config
     fresh = strategy.name == "reinit"
-    return replace(config, lr=NEW_HEAD_LR if not kept_head and not fresh else KEPT_HEAD_LR)
+    return replace(config, lr=NEAR_LR if near or fresh else FAR_LR)
+
+
+def source_closeness(kept_head: bool, probe) -> tuple[bool, str]:
+    """Whether the source is near the target, and why: its calibrated output layer is kept, or a ridge
+    probe of its layers' activations (``probe``: a fitted :class:`~elemnet_tl.features.PretrainedFeatures`,
+    or None when the data are too few to probe) predicts the target best from a layer deeper than the first
+    (the source's learned, property-specific features carry over) rather than from the first layer."""
+    if kept_head:
+        return True, "near source: its output layer is kept"
+    if probe is None:
+        return False, "too few rows to probe the source's layers"
+    layer, first = probe.layers_[0], probe.cv_table_[0]["candidate"]
+    if layer != first:
+        return True, f"near source: its {layer} features predict the target best (ridge probe)"
+    return False, f"its first layer's features ({first}) predict the target best (ridge probe)"
 
 
 def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_std: float, slope: float = 1.0,
@@ -190,10 +210,10 @@ def finetune(
     if is_auto(source):
         inputs = _load_inputs(data, options)
         x_tr, y_tr, _, _ = inputs.arrays()
-        chosen, choice, _ = choose_source(x_tr, y_tr, config.seed, str(resolve_device(device)))
+        chosen, choice, probes = choose_source(x_tr, y_tr, config.seed, str(resolve_device(device)))
         if options.notices:
             console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False, soft_wrap=True)
-        result = _finetune(data, run_dir, chosen, options, inputs=inputs)
+        result = _finetune(data, run_dir, chosen, options, inputs=inputs, probe=probes.get(chosen))
         result.card["source_choice"] = choice
         write_json(result.run_dir / CARD_FILE, result.card)
         return result
@@ -229,10 +249,11 @@ def _load_inputs(data: str | Path, o: _Options) -> TrainingInputs:
 
 
 def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Options, *,
-              start_like: str | None = None, inputs: TrainingInputs | None = None) -> RunResult:
+              start_like: str | None = None, inputs: TrainingInputs | None = None, probe=None) -> RunResult:
     """:func:`finetune` from one source. ``start_like``: build the start network as a run of that
     strategy would (the physical-attribute input too; ``scripts/study_selection.py`` reuses a run's
-    candidates that way). ``inputs``: the data, already loaded."""
+    candidates that way). ``inputs``: the data, already loaded. ``probe``: the source's ridge probe on
+    these training rows (:func:`~elemnet_tl.sources.probe_source`), already fitted."""
     model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
     strat = parse_strategy(o.strategy, len(model.layer_names))
     like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat  # only auto's start differs
@@ -241,8 +262,11 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
     config = sized_config(o.config, len(y_tr))
     pred = source_predictions(loaded, model, x_tr)
     r = source_correlation(pred, y_tr)
-    torch.manual_seed(config.seed)
     kept, head_reason = decide_head(o.keep_head, r)
+    if probe is None and not kept and not o.config.lr:  # the default rate depends on how near the source is
+        probe = probe_source(str(source), x_tr, y_tr, config.seed, str(resolve_device(o.device)))
+    near, near_reason = source_closeness(kept, probe)
+    torch.manual_seed(config.seed)  # after the probe: loading its network draws initial weights
     if kept:
         fitted = linear_map(pred, y_tr) if o.keep_head is None else (1.0, 0.0)
         rescale_head(model, loaded.info.target_mean, loaded.info.target_std, *standardize(y_tr), *fitted)
@@ -254,12 +278,14 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
         model.add_attributes(x_tr)
 
     def phases_of(cand: Strategy, m) -> list:
-        return strategy_phases(cand, m, default_lr(config, kept, cand))  # each start its own default rate
+        return strategy_phases(cand, m, default_lr(config, near, cand))  # each start its own default rate
 
     def phases_for(name: str):
         return lambda m: phases_of(parse_strategy(name, len(m.layer_names)), m)
 
     head_record = {"kept": kept, "reason": head_reason}
+    rate_record = {"given": bool(o.config.lr), "near_source": near,
+                   "reason": "given (--lr)" if o.config.lr else near_reason}
     if strat.name == "auto":
         names = auto_candidates(len(y_tr), model.groups)
         plan: object = {name: phases_for(name) for name in names}
@@ -268,11 +294,13 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
             reason = explain_choice(tried, chosen, len(y_tr), r, inputs.unit, soup_val)
             return {"strategy": {"name": chosen, "reason": reason, "auto": True, "candidates": names}}
         soup = [n for n in names if not n.startswith("reinit")]  # fresh weights do not average with the others
-        extra = {"source_model": source_record, "source_correlation": r, "head": head_record}
+        extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
+                 "learning_rate": rate_record}
     else:
         plan = phases_of(strat, model)
         describe, soup = None, None
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
+                 "learning_rate": rate_record,
                  "strategy": {"name": str(strat), "reason": "chosen by the user", "auto": False}}
     return run_training(run_dir, model, inputs, plan, command="finetune", device=o.device, overwrite=o.overwrite,
                         extra_card=extra, describe=describe, members=o.members,

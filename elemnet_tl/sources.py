@@ -90,26 +90,44 @@ def pick_source(per_fold: dict[str, np.ndarray], test_to_train: float = 0.25) ->
     return default, {"name": default, "reason": reason, **record}
 
 
+def probe_source(source: str, x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu",
+                 layers: str | list[str] = "auto", max_rows: int | None = PROBE_ROWS,
+                 **features) -> PretrainedFeatures | None:
+    """``source``'s transformer fitted on ``x, y`` (at most ``max_rows`` of them, seeded): with
+    ``layers="auto"`` its ``layers_`` is the layer a ridge probe finds most predictive and
+    ``layer_fold_maes_`` the per-fold MAEs. None with fewer rows than cross-validation needs.
+    ``features``: more :class:`PretrainedFeatures` options (``with_pa``)."""
+    from .features import PretrainedFeatures
+    from .regressors import MIN_CV_ROWS
+
+    if len(y) < MIN_CV_ROWS:
+        return None
+    x, y = _probe_rows(x, y, seed, max_rows)
+    return PretrainedFeatures(source=source, layers=layers, seed=seed, device=device, **features).fit(x, y)
+
+
+def _probe_rows(x: np.ndarray, y: np.ndarray, seed: int, max_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if max_rows is not None and len(y) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
+        return x[keep], y[keep]
+    return x, y
+
+
 def choose_source(x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu", layers: str | list[str] = "auto",
                   max_rows: int | None = PROBE_ROWS, **features) -> tuple[str, dict, dict[str, PretrainedFeatures]]:
-    """Probe every bundled model on ``x, y`` (at most ``max_rows`` of them, seeded) and pick one
-    (:func:`pick_source`). Returns the choice, its card record and each source's fitted transformer
-    (fitted on the probed rows). ``features``: more :class:`PretrainedFeatures` options (``with_pa``)."""
-    from .features import PretrainedFeatures
-    from .regressors import MIN_CV_ROWS, cv_folds
+    """Probe every bundled model on ``x, y`` (:func:`probe_source`) and pick one (:func:`pick_source`).
+    Returns the choice, its card record and each source's fitted transformer."""
+    from .regressors import cv_folds
 
     sources = bundled_sources()
     if len(sources) == 1:
         return sources[0], {"name": sources[0], "reason": "the only bundled model", "probe": {}}, {}
-    if len(y) < MIN_CV_ROWS:
+    fitted = {s: probe_source(s, x, y, seed, device, layers, max_rows, **features) for s in sources}
+    if any(t is None for t in fitted.values()):
         return sources[0], {"name": sources[0], "reason": f"the default: {len(y)} training rows are too few to "
                                                           "probe the bundled models", "probe": {}}, {}
-    if max_rows is not None and len(y) > max_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
-        x, y = x[keep], y[keep]
-    folds = cv_folds(len(y), seed)
-    fitted = {s: PretrainedFeatures(source=s, layers=layers, seed=seed, device=device, **features).fit(x, y)
-              for s in sources}
+    x, y = _probe_rows(x, y, seed, max_rows)
+    folds = cv_folds(len(y), seed)  # the folds the transformers chose their layers on
     ratio = float(np.mean([len(va) / len(tr) for tr, va in folds]))
     chosen, record = pick_source({s: probe_folds(t, x, y, folds) for s, t in fitted.items()}, ratio)
     record["rows"] = int(len(y))

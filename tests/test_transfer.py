@@ -20,7 +20,7 @@ from elemnet_tl.checkpoint import load_model
 from elemnet_tl.cli import app
 from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.errors import InputError
-from elemnet_tl.finetune import FINETUNE_DEFAULTS, KEPT_HEAD_LR, NEW_HEAD_LR, STEP_BUDGET, auto_candidates, sized_config
+from elemnet_tl.finetune import FAR_LR, FINETUNE_DEFAULTS, NEAR_LR, STEP_BUDGET, auto_candidates, sized_config
 from elemnet_tl.finetune import finetune as finetune_any
 from elemnet_tl.training import FitConfig, fit
 from elemnet_tl.transfer import (
@@ -572,7 +572,8 @@ def test_cli_finetune(tmp_path, source_dir, data_dir):
     assert_auto_choice(card)
     assert card["training"]["epochs"] == 3
     head_lines = [line for line in lines if line.startswith("output layer ")]
-    assert head_lines == [f"output layer {card['head']['reason']}; peak learning rate {card['training']['lr']:g}"]
+    assert head_lines == [f"output layer {card['head']['reason']}; peak learning rate {card['training']['lr']:g} "
+                          f"({card['learning_rate']['reason']})"]
     assert any(line.startswith("best validation MAE") for line in lines)
     assert lines[-1] == f"run directory: {out}"
 
@@ -697,19 +698,47 @@ def test_default_head_follows_the_source_correlation(tmp_path, source_dir, data_
         assert result.metrics["val_mae"] > 0.3 * std
 
 
-@pytest.mark.parametrize(("table", "strategy", "lr", "expected"), [
-    ("same_property_scaled.csv", "full", 0, KEPT_HEAD_LR), ("unrelated.csv", "full", 0, NEW_HEAD_LR),
-    ("unrelated.csv", "full", 5e-4, 5e-4), ("unrelated.csv", "reinit", 0, KEPT_HEAD_LR)])
-def test_default_lr_follows_the_start(tmp_path, source_dir, data_dir, table, strategy, lr, expected):
-    """The default peak learning rate is the larger one for pretrained weights under a new head, the smaller
-    one when the calibrated head is kept (the source property) or the weights are fresh; a learning rate the
-    user gives is used as given."""
+@pytest.mark.parametrize(("table", "strategy", "lr"), [
+    ("same_property_scaled.csv", "full", 0), ("unrelated.csv", "full", 0), ("unrelated.csv", "full", 5e-4),
+    ("unrelated.csv", "reinit", 0)])
+def test_default_lr_follows_the_start(tmp_path, source_dir, data_dir, table, strategy, lr):
+    """The default peak learning rate is the smaller one when the calibrated head is kept (the source
+    property), the source's deeper features predict the target best, or the weights are fresh; else the
+    larger one. A learning rate the user gives is used as given. The card says which and why."""
     same = pd.read_csv(data_dir / "same_property.csv")
     same["target"] = 2.5 * same["target"] - 0.7
     same.to_csv(data_dir / "same_property_scaled.csv", index=False)
     result = finetune(data_dir / table, tmp_path / "run", source=source_dir, strategy=strategy,
                       config=replace(QUICK, epochs=1, lr=lr), show_progress=False)
-    assert result.card["training"]["lr"] == expected
+    rate = result.card["learning_rate"]
+    if lr:
+        assert result.card["training"]["lr"] == lr and rate["reason"] == "given (--lr)"
+        return
+    assert result.card["head"]["kept"] == (table == "same_property_scaled.csv")
+    if result.card["head"]["kept"]:
+        assert rate["near_source"] and "output layer is kept" in rate["reason"]
+    else:
+        assert "ridge probe" in rate["reason"]
+    near_or_fresh = rate["near_source"] or strategy == "reinit"
+    assert result.card["training"]["lr"] == (NEAR_LR if near_or_fresh else FAR_LR)
+
+
+def test_source_closeness_reads_the_probes_best_layer():
+    from types import SimpleNamespace
+
+    from elemnet_tl.finetune import default_lr, source_closeness
+
+    first = [{"candidate": "fc1"}, {"candidate": "fc16"}]
+    assert source_closeness(False, SimpleNamespace(layers_=["fc16"], cv_table_=first)) == (
+        True, "near source: its fc16 features predict the target best (ridge probe)")
+    near, reason = source_closeness(False, SimpleNamespace(layers_=["fc1"], cv_table_=first))
+    assert not near and "first layer" in reason
+    assert source_closeness(True, None)[0] and not source_closeness(False, None)[0]
+    config = replace(FINETUNE_DEFAULTS, lr=0)
+    assert default_lr(config, True, Strategy("full")).lr == NEAR_LR
+    assert default_lr(config, False, Strategy("full")).lr == FAR_LR
+    assert default_lr(config, False, Strategy("reinit")).lr == NEAR_LR
+    assert default_lr(replace(config, lr=1e-3), True, Strategy("full")).lr == 1e-3
 
 
 def test_from_auto_picks_the_source_whose_features_predict_the_target(monkeypatch, tmp_path, source_dir, data_dir):
