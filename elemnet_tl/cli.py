@@ -296,7 +296,7 @@ def finetune(
 
     Example: elemtl finetune my_property.csv -o runs/ft --test my_test.csv
     """
-    from .finetune import FINETUNE_DEFAULTS
+    from .finetune import FINETUNE_DEFAULTS, FRESH_REASON
     from .finetune import finetune as run
 
     _at_least_one(epochs=epochs, batch_size=batch_size)
@@ -309,9 +309,11 @@ def finetune(
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet, notices=True)
     chosen = result.card["strategy"]
+    rate = result.card["learning_rate"]
+    why = FRESH_REASON if chosen["name"].startswith("reinit") and not rate["given"] else rate["reason"]
     _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}",
                         f"output layer {result.card['head']['reason']}; peak learning rate "
-                        f"{result.card['training']['lr']:g} ({result.card['learning_rate']['reason']})"])
+                        f"{result.card['training']['lr']:g} ({why})"])
 
 
 @app.command()

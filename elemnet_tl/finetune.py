@@ -32,6 +32,9 @@ NEAR_LR = 3e-4
 related property); a smaller step keeps the network near the source. Also the rate of networks from
 fresh weights (``reinit``)."""
 
+FRESH_REASON = "fresh weights"
+"""Why a network from fresh weights (``reinit``) trains at :data:`NEAR_LR` (cards, summary line)."""
+
 DEFAULT_MEMBERS = 3
 """Fine-tuned models averaged into the final ensemble (each on its own validation split)."""
 
@@ -263,7 +266,8 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
     pred = source_predictions(loaded, model, x_tr)
     r = source_correlation(pred, y_tr)
     kept, head_reason = decide_head(o.keep_head, r)
-    if probe is None and not kept and not o.config.lr:  # the default rate depends on how near the source is
+    fresh_only = strat.name == "reinit"  # its rate does not depend on the source
+    if probe is None and not kept and not o.config.lr and not fresh_only:  # the rate depends on how near it is
         probe = probe_source(str(source), x_tr, y_tr, config.seed, str(resolve_device(o.device)))
     near, near_reason = source_closeness(kept, probe)
     torch.manual_seed(config.seed)  # after the probe: loading its network draws initial weights
@@ -285,7 +289,7 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
 
     head_record = {"kept": kept, "reason": head_reason}
     rate_record = {"given": bool(o.config.lr), "near_source": near,
-                   "reason": "given (--lr)" if o.config.lr else near_reason}
+                   "reason": "given (--lr)" if o.config.lr else FRESH_REASON if fresh_only else near_reason}
     if strat.name == "auto":
         names = auto_candidates(len(y_tr), model.groups)
         plan: object = {name: phases_for(name) for name in names}

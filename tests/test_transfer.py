@@ -717,6 +717,8 @@ def test_default_lr_follows_the_start(tmp_path, source_dir, data_dir, table, str
     assert result.card["head"]["kept"] == (table == "same_property_scaled.csv")
     if result.card["head"]["kept"]:
         assert rate["near_source"] and "output layer is kept" in rate["reason"]
+    elif strategy == "reinit":
+        assert rate["reason"] == "fresh weights"  # no probe: the rate does not depend on the source
     else:
         assert "ridge probe" in rate["reason"]
     near_or_fresh = rate["near_source"] or strategy == "reinit"
