@@ -76,8 +76,8 @@ def source_closeness(kept_head: bool, probe) -> tuple[bool, str]:
         return False, "too few rows to probe the source's layers"
     layer, first = probe.layers_[0], probe.cv_table_[0]["candidate"]
     if layer != first:
-        return True, f"near source: its {layer} features predict the target best (ridge probe)"
-    return False, f"its first layer's features ({first}) predict the target best (ridge probe)"
+        return True, f"near source: its layer {layer} predicts the target best in a ridge probe"
+    return False, f"far source: its first layer, {first}, predicts the target best in a ridge probe"
 
 
 def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_std: float, slope: float = 1.0,

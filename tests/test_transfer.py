@@ -732,9 +732,9 @@ def test_source_closeness_reads_the_probes_best_layer():
 
     first = [{"candidate": "fc1"}, {"candidate": "fc16"}]
     assert source_closeness(False, SimpleNamespace(layers_=["fc16"], cv_table_=first)) == (
-        True, "near source: its fc16 features predict the target best (ridge probe)")
+        True, "near source: its layer fc16 predicts the target best in a ridge probe")
     near, reason = source_closeness(False, SimpleNamespace(layers_=["fc1"], cv_table_=first))
-    assert not near and "first layer" in reason
+    assert not near and reason.startswith("far source: its first layer, fc1,")
     assert source_closeness(True, None)[0] and not source_closeness(False, None)[0]
     config = replace(FINETUNE_DEFAULTS, lr=0)
     assert default_lr(config, True, Strategy("full")).lr == NEAR_LR
