@@ -276,9 +276,10 @@ def finetune(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: from the data size, "
                                          "about 2,000 steps)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: rows/40, 32..256)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 2e-3 from the pretrained "
-                                       "weights with a new output layer; 3e-4 when the calibrated pretrained one is "
-                                       "kept, and for fresh weights, reinit)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: from how near the source "
+                                       "is: 3e-4 when its calibrated output layer is kept or a ridge probe finds its "
+                                       "deeper layers most predictive of the target, and for fresh weights (reinit); "
+                                       "2e-3 when only its first layer is)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default: "
                                          "20; networks from fresh weights, reinit, train at least 60 % of the epochs, "
                                          "then stop after 40 % of them without a better validation MAE)."),
@@ -296,7 +297,7 @@ def finetune(
 
     Example: elemtl finetune my_property.csv -o runs/ft --test my_test.csv
     """
-    from .finetune import FINETUNE_DEFAULTS, FRESH_REASON
+    from .finetune import FINETUNE_DEFAULTS
     from .finetune import finetune as run
 
     _at_least_one(epochs=epochs, batch_size=batch_size)
@@ -309,11 +310,9 @@ def finetune(
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                  show_progress=not quiet, notices=True)
     chosen = result.card["strategy"]
-    rate = result.card["learning_rate"]
-    why = FRESH_REASON if chosen["name"].startswith("reinit") and not rate["given"] else rate["reason"]
     _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}",
                         f"output layer {result.card['head']['reason']}; peak learning rate "
-                        f"{result.card['training']['lr']:g} ({why})"])
+                        f"{result.card['training']['lr']:g} ({result.card['learning_rate']['reason']})"])
 
 
 @app.command()

@@ -296,7 +296,9 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
 
         def describe(tried: dict, chosen: str, soup_val: float | None = None) -> dict:
             reason = explain_choice(tried, chosen, len(y_tr), r, inputs.unit, soup_val)
-            return {"strategy": {"name": chosen, "reason": reason, "auto": True, "candidates": names}}
+            fresh = chosen.startswith("reinit") and not o.config.lr  # its rate did not depend on the source
+            return {"strategy": {"name": chosen, "reason": reason, "auto": True, "candidates": names},
+                    "learning_rate": {**rate_record, "reason": FRESH_REASON} if fresh else rate_record}
         soup = [n for n in names if not n.startswith("reinit")]  # fresh weights do not average with the others
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
                  "learning_rate": rate_record}

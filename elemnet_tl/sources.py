@@ -122,12 +122,12 @@ def choose_source(x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu", 
     sources = bundled_sources()
     if len(sources) == 1:
         return sources[0], {"name": sources[0], "reason": "the only bundled model", "probe": {}}, {}
-    fitted = {s: probe_source(s, x, y, seed, device, layers, max_rows, **features) for s in sources}
+    x, y = _probe_rows(x, y, seed, max_rows)
+    fitted = {s: probe_source(s, x, y, seed, device, layers, None, **features) for s in sources}
     if any(t is None for t in fitted.values()):
         return sources[0], {"name": sources[0], "reason": f"the default: {len(y)} training rows are too few to "
                                                           "probe the bundled models", "probe": {}}, {}
-    x, y = _probe_rows(x, y, seed, max_rows)
-    folds = cv_folds(len(y), seed)  # the folds the transformers chose their layers on
+    folds = cv_folds(len(y), seed)  # the folds the transformers chose their layers on (same rows and seed)
     ratio = float(np.mean([len(va) / len(tr) for tr, va in folds]))
     chosen, record = pick_source({s: probe_folds(t, x, y, folds) for s, t in fitted.items()}, ratio)
     record["rows"] = int(len(y))

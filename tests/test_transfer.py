@@ -398,6 +398,12 @@ def test_auto_records_choice_and_reason(auto_run):
     assert strategy["candidates"] == ["full", "full+pa", "freeze:2", "reinit", "reinit+pa", "head"]  # < 300: head too
     assert_auto_choice(card)
     assert f"{n_train} training rows" in strategy["reason"]
+    rate = card["learning_rate"]  # describes the chosen candidate's start
+    if strategy["name"].startswith("reinit"):
+        assert rate["reason"] == "fresh weights" and card["training"]["lr"] == NEAR_LR
+    else:
+        assert "ridge probe" in rate["reason"]
+        assert card["training"]["lr"] == (NEAR_LR if rate["near_source"] else FAR_LR)
     assert math.isfinite(card["source_correlation"])
     assert card["source_model"]["path"].endswith("model.safetensors")
 
