@@ -30,7 +30,7 @@ from .features import (
     TEST_FEATURES_FILE,
     TEST_PREDICTIONS_FILE,
     PretrainedFeatures,
-    _check_fractions,
+    check_fractions,
     is_bundled,
     parse_layers,
     save_feature_network,
@@ -73,7 +73,7 @@ class FeatureModel:
 
     def predict(self, fractions: np.ndarray) -> np.ndarray:
         """Predictions (target units) for an (n, 86) fraction matrix."""
-        x = _check_fractions(fractions)
+        x = check_fractions(fractions)
         if len(x) == 0:
             return np.zeros(0)
         return self.regressor.predict(self.features.transform(x))
@@ -253,8 +253,7 @@ def extract_features(
     candidates = [PretrainedFeatures(source=g, layers=layers, with_pa=with_pa, seed=seed, device=str(dev))
                   for g in givens]
     for candidate in candidates:
-        candidate._load_network()  # a bad source fails before the output directory is touched
-        parse_layers(layers, candidate._net)
+        parse_layers(layers, candidate.network)  # a bad source fails before the output directory is touched
     x = train.fractions
     y = train.target if has_target else None
     folds = cv_folds(len(x), seed) if need_target else None  # fails early on too few rows
@@ -266,7 +265,7 @@ def extract_features(
         t0 = time.perf_counter()
         say(f"--from auto: probing {', '.join(givens)} ...")
         given, source_choice, fitted_sources = choose_source(x, y, seed, str(dev), layers, max_rows=None,
-                                                             with_pa=with_pa)
+                                                             transformers=candidates)
         transformer = fitted_sources[given]
         say(f"--from auto: {given} — {source_choice['reason']}")
         timings["source_selection_s"] = round(time.perf_counter() - t0, 2)
@@ -467,10 +466,10 @@ def _save_regressor(out: Path, fitted: _Fitted, transformer: PretrainedFeatures,
     not bundled (the directory must not depend on the source staying where it is; ``source_record``
     gains ``stored``)."""
     if not is_bundled(given):
-        saved_layers = save_feature_network(out / NETWORK_FILE, transformer._net, transformer.layers_,
-                                            source_record, transformer._dtypes)
+        saved_layers = save_feature_network(out / NETWORK_FILE, transformer.network, transformer.layers_,
+                                            source_record, transformer.stored_dtypes)
         source_record["stored"] = {
-            "file": NETWORK_FILE, "layers": saved_layers, "attributes": transformer._net.attributes is not None,
+            "file": NETWORK_FILE, "layers": saved_layers, "attributes": transformer.network.attributes is not None,
             "sha256": sha256_of(out / NETWORK_FILE), "bytes": (out / NETWORK_FILE).stat().st_size,
             "note": "the source network's layers the features need (fc1 up to the deepest chosen layer, "
                     "plus the physical-attribute input if it has one); predict loads them from here"}

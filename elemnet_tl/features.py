@@ -198,7 +198,7 @@ def load_feature_network(path: str | Path) -> tuple[ElemNet, dict]:
 # --------------------------------------------------------------------------------------------- transformer
 
 
-def _check_fractions(x: Any) -> np.ndarray:
+def check_fractions(x: Any) -> np.ndarray:
     """``x`` as a finite float64 (n, 86) fraction matrix, else :class:`InputError`."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != N_ELEMENTS:
@@ -268,15 +268,22 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.source_path_ = str(path)
         self.source_sha256_ = sha256_of(path)
 
-    def _network(self) -> ElemNet:
-        """The source network, loaded on first use."""
-        if getattr(self, "_net", None) is None:
+    @property
+    def network(self) -> ElemNet:
+        """The source network (float64, eval mode), loaded on first use: a bad source fails here."""
+        if getattr(self, "_net", None) is None or self._net_key != (str(self.source), str(self.device)):
             self._load_network()
         return self._net
 
+    @property
+    def stored_dtypes(self) -> dict[str, torch.dtype]:
+        """The source network's parameter dtypes as stored (its weights are float32 on disk)."""
+        _ = self.network  # loads it
+        return self._dtypes
+
     def activations(self, x: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         """Float64 activations of ``layers`` for fractions ``x`` (batched forward pass)."""
-        net = self._network()
+        net = self.network
         dev = next(net.parameters()).device
         parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
         with torch.no_grad():
@@ -289,10 +296,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     # -- sklearn API -----------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> PretrainedFeatures:
-        x = _check_fractions(X)
-        if getattr(self, "_net", None) is None or self._net_key != (str(self.source), str(self.device)):
-            self._load_network()
-        net = self._net
+        x = check_fractions(X)
+        net = self.network
         chosen = parse_layers(self.layers, net)
         self.cv_table_: list[dict] = []
         self.layer_fold_maes_: dict[str, np.ndarray] = {}
@@ -315,7 +320,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     def _choose_layer(self, x: np.ndarray, y: np.ndarray) -> str:
         """The candidate layer with the lowest ridge-probe CV MAE (rows go to ``cv_table_``, each layer's
         per-fold MAE at its best penalty to ``layer_fold_maes_``)."""
-        candidates = candidate_layers(self._net)
+        candidates = candidate_layers(self.network)
         folds = cv_folds(len(x), self.seed)
         acts = self.activations(x, candidates)
         for name in candidates:
@@ -327,7 +332,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             self.layer_fold_maes_[name] = maes[:, best]
             row = cv_row("layer", name, {"probe": "ridge", "alpha": RIDGE_ALPHAS[best]}, maes[:, best],
                        time.perf_counter() - t0, len(RIDGE_ALPHAS))
-            row["width"] = layer_width(self._net, name)
+            row["width"] = layer_width(self.network, name)
             row["varying_units"] = int(a.shape[1])
             self.cv_table_.append(row)
         return best_row(self.cv_table_)["candidate"]
@@ -348,7 +353,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     def transform_all(self, X: Any) -> np.ndarray:
         """Every column of the chosen layers (constant ones included), PA imputed."""
         self._check_fitted()
-        return self._raw(_check_fractions(X))
+        return self._raw(check_fractions(X))
 
     def transform(self, X: Any) -> np.ndarray:
         """The kept feature columns (``feature_names_out_``), float64."""
@@ -368,9 +373,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
                 pa_medians: np.ndarray | None, device: str = "cpu") -> PretrainedFeatures:
         """A fitted transformer from saved state (the source network is loaded on first use)."""
         self = cls(source=source, layers=list(layers), with_pa=with_pa, device=device)
-        self._load_network()
         self.layers_ = list(layers)
-        self.feature_names_all_ = layer_feature_names(self._net, self.layers_, with_pa)
+        self.feature_names_all_ = layer_feature_names(self.network, self.layers_, with_pa)
         if len(mask) != len(self.feature_names_all_):
             raise InputError(f"saved feature mask has {len(mask)} columns but layers {layers} give "
                              f"{len(self.feature_names_all_)}")

@@ -11,7 +11,6 @@ import torch
 
 from .checkpoint import CARD_FILE, load_start_network
 from .io import write_json
-from .progress import console
 from .sources import choose_source, is_auto, probe_source
 from .training import FitConfig, predict_tensor, resolve_device, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
@@ -214,9 +213,8 @@ def finetune(
         inputs = _load_inputs(data, options)
         x_tr, y_tr, _, _ = inputs.arrays()
         chosen, choice, probes = choose_source(x_tr, y_tr, config.seed, str(resolve_device(device)))
-        if options.notices:
-            console.print(f"--from auto: {chosen} — {choice['reason']}", highlight=False, soft_wrap=True)
-        result = _finetune(data, run_dir, chosen, options, inputs=inputs, probe=probes.get(chosen))
+        result = _finetune(data, run_dir, chosen, options, inputs=inputs, probe=probes.get(chosen),
+                           notes=(f"--from auto: {chosen} — {choice['reason']}",))
         result.card["source_choice"] = choice
         write_json(result.run_dir / CARD_FILE, result.card)
         return result
@@ -252,11 +250,13 @@ def _load_inputs(data: str | Path, o: _Options) -> TrainingInputs:
 
 
 def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Options, *,
-              start_like: str | None = None, inputs: TrainingInputs | None = None, probe=None) -> RunResult:
+              start_like: str | None = None, inputs: TrainingInputs | None = None, probe=None,
+              notes: tuple[str, ...] = ()) -> RunResult:
     """:func:`finetune` from one source. ``start_like``: build the start network as a run of that
     strategy would (the physical-attribute input too; ``scripts/study_selection.py`` reuses a run's
     candidates that way). ``inputs``: the data, already loaded. ``probe``: the source's ridge probe on
-    these training rows (:func:`~elemnet_tl.sources.probe_source`), already fitted."""
+    these training rows (:func:`~elemnet_tl.sources.probe_source`), already fitted. ``notes``: lines printed
+    after the data summary."""
     model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
     strat = parse_strategy(o.strategy, len(model.layer_names))
     like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat  # only auto's start differs
@@ -312,7 +312,7 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
                         extra_card=extra, describe=describe, members=o.members,
                         soup=soup,
                         show_progress=o.show_progress, notices=o.notices, checkpoint=False,
-                        keep_trained=start_like is not None)
+                        keep_trained=start_like is not None, notes=notes)
 
 
 __all__ = ["FINETUNE_DEFAULTS", "Strategy", "finetune", "sized_config"]

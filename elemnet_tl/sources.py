@@ -90,12 +90,13 @@ def pick_source(per_fold: dict[str, np.ndarray], test_to_train: float = 0.25) ->
     return default, {"name": default, "reason": reason, **record}
 
 
-def probe_source(source: str, x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu",
+def probe_source(source: str | PretrainedFeatures, x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu",
                  layers: str | list[str] = "auto", max_rows: int | None = PROBE_ROWS,
                  **features) -> PretrainedFeatures | None:
     """``source``'s transformer fitted on ``x, y`` (at most ``max_rows`` of them, seeded): with
     ``layers="auto"`` its ``layers_`` is the layer a ridge probe finds most predictive and
     ``layer_fold_maes_`` the per-fold MAEs. None with fewer rows than cross-validation needs.
+    ``source``: a ``--from`` value, or a transformer to fit as it is (its network already loaded);
     ``features``: more :class:`PretrainedFeatures` options (``with_pa``)."""
     from .features import PretrainedFeatures
     from .regressors import MIN_CV_ROWS
@@ -103,6 +104,8 @@ def probe_source(source: str, x: np.ndarray, y: np.ndarray, seed: int, device: s
     if len(y) < MIN_CV_ROWS:
         return None
     x, y = _probe_rows(x, y, seed, max_rows)
+    if isinstance(source, PretrainedFeatures):
+        return source.fit(x, y)
     return PretrainedFeatures(source=source, layers=layers, seed=seed, device=device, **features).fit(x, y)
 
 
@@ -114,16 +117,20 @@ def _probe_rows(x: np.ndarray, y: np.ndarray, seed: int, max_rows: int | None) -
 
 
 def choose_source(x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu", layers: str | list[str] = "auto",
-                  max_rows: int | None = PROBE_ROWS, **features) -> tuple[str, dict, dict[str, PretrainedFeatures]]:
+                  max_rows: int | None = PROBE_ROWS, transformers: list[PretrainedFeatures] | None = None,
+                  **features) -> tuple[str, dict, dict[str, PretrainedFeatures]]:
     """Probe every bundled model on ``x, y`` (:func:`probe_source`) and pick one (:func:`pick_source`).
-    Returns the choice, its card record and each source's fitted transformer."""
+    ``transformers``: one per bundled model, in :func:`bundled_sources` order, to fit instead of new
+    ones (their networks are not loaded twice). Returns the choice, its card record and each source's
+    fitted transformer."""
     from .regressors import cv_folds
 
     sources = bundled_sources()
     if len(sources) == 1:
         return sources[0], {"name": sources[0], "reason": "the only bundled model", "probe": {}}, {}
     x, y = _probe_rows(x, y, seed, max_rows)
-    fitted = {s: probe_source(s, x, y, seed, device, layers, None, **features) for s in sources}
+    given = transformers if transformers is not None else sources
+    fitted = {s: probe_source(g, x, y, seed, device, layers, None, **features) for s, g in zip(sources, given)}
     if any(t is None for t in fitted.values()):
         return sources[0], {"name": sources[0], "reason": f"the default: {len(y)} training rows are too few to "
                                                           "probe the bundled models", "probe": {}}, {}

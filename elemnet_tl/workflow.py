@@ -271,6 +271,7 @@ def run_training(
     notices: bool | None = None,
     checkpoint: bool = True,
     keep_trained: bool = False,
+    notes: tuple[str, ...] = (),
 ) -> RunResult:
     """Standardize the target, fit with early stopping, score the test file, write the run directory.
 
@@ -282,7 +283,8 @@ def run_training(
     ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
     seeded validation split, and the run's model is the ensemble (mean) of all of them.
     ``keep_trained`` returns each candidate's training in ``RunResult.trained``.
-    ``notices``: print the data summary, rejected-row files and warnings (default: ``show_progress``).
+    ``notices``: print the data summary, rejected-row files, ``notes`` (lines about choices made before
+    the training, such as the source) and warnings (default: ``show_progress``).
     """
     from .transfer import Phase, layers_groups, plus_attributes
 
@@ -296,7 +298,7 @@ def run_training(
         saved = (run_dir / STATE_FILE).is_file()
         console.print(f"--resume: continuing the interrupted run in {run_dir}" if saved else
                       f"--resume: no saved progress in {run_dir}; starting from epoch 1", highlight=False)
-    for note in write_rejections(run_dir, inputs):
+    for note in (*write_rejections(run_dir, inputs), *notes):
         if notices:
             console.print(note, highlight=False, markup=False, soft_wrap=True)
     dev = resolve_device(device)

@@ -456,6 +456,24 @@ def test_from_auto_chooses_a_bundled_model(tables, tmp_path):
                            show_progress=False)
 
 
+def test_choose_source_fits_the_transformers_it_is_given(tables, monkeypatch):
+    """extract-features loads each bundled network once (to check the source early) and hands those
+    transformers to the probe, which must choose exactly as with fresh ones and load nothing again."""
+    from elemnet_tl.sources import bundled_sources, choose_source
+
+    x, y = _xy(tables["train"])
+    fresh = choose_source(x, y, 0, layers="fc16", max_rows=None)
+    given = [F.PretrainedFeatures(source=s, layers="fc16", seed=0) for s in bundled_sources()]
+    for t in given:
+        assert t.network is not None
+    loads = []
+    monkeypatch.setattr(F.PretrainedFeatures, "_load_network", lambda self: loads.append(self.source))
+    chosen, record, fitted = choose_source(x, y, 0, layers="fc16", max_rows=None, transformers=given)
+    assert loads == []
+    assert [fitted[s] for s in bundled_sources()] == given
+    assert (chosen, record) == fresh[:2]
+
+
 def test_cli_command(source, tables, tmp_path):
     import typer
     from typer.testing import CliRunner

@@ -761,8 +761,15 @@ def test_from_auto_picks_the_source_whose_features_predict_the_target(monkeypatc
     candidates = [str(tmp_path / "noise_source"), str(source_dir)]
     monkeypatch.setattr(sources_module, "bundled_sources", lambda: candidates)
     config = replace(QUICK, epochs=3)
+    from rich.console import Console
+
+    printed = Console(record=True, width=200)
+    monkeypatch.setattr(importlib.import_module("elemnet_tl.workflow"), "console", printed)
     result = finetune(data_dir / "smooth.csv", tmp_path / "run", source="auto", strategy="full", config=config,
-                      show_progress=False)
+                      show_progress=False, notices=True)
+    lines = printed.export_text().splitlines()
+    summary = next(i for i, line in enumerate(lines) if "rows read" in line)
+    assert lines[summary + 1].startswith(f"--from auto: {source_dir} — ")  # the choice, after the data summary
     choice = json.loads((tmp_path / "run" / "card.json").read_text())["source_choice"]
     assert set(choice["probe"]) == set(candidates)
     assert choice["name"] == str(source_dir) == result.card["source_model"]["source"]
