@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,13 +122,23 @@ def load_start_network(source: str | Path) -> tuple[ElemNet, LoadedModel, dict]:
     return model, loaded, record
 
 
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically, its JSON header with sorted keys: the same tensors and metadata
+    give the same bytes (safetensors itself writes the metadata in a random order)."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.dumps(json.loads(raw[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data must start 8-byte aligned
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(struct.pack("<Q", len(header)) + header + raw[8 + size:])
+
+
 def save_model(path: str | Path, model: ElemNet, info: ModelInfo) -> None:
     """Write weights + metadata atomically."""
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=info.to_metadata())
+    write_safetensors(path, tensors, info.to_metadata())
 
 
 def read_weights(path: Path, fmt: str, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -193,8 +204,6 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Loaded
 
 def save_state(path: str | Path, state: TrainState) -> None:
     """Write a resumable training state (weights, best weights, optimizer, RNG, history) atomically."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     for k, v in state.model.items():
         tensors[f"model.{k}"] = v.detach().cpu().contiguous()
@@ -217,8 +226,7 @@ def save_state(path: str | Path, state: TrainState) -> None:
         "history": [vars(h) for h in state.history],
         "param_groups": state.optimizer.get("param_groups", []), "opt_scalars": opt_scalars,
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    write_safetensors(path, tensors, {"state": json.dumps(meta)})
 
 
 def load_state(path: str | Path) -> TrainState:

@@ -327,18 +327,23 @@ def predict(
     target_col: Optional[str] = TargetCol,
     device: str = Device,
 ) -> None:
-    """Predict every row (input order): formula, prediction (+ target, error when the input has a target).
+    """Predict every row (input order): formula, the input's other columns, prediction (+ target, error).
 
     Example: elemtl predict my_formulas.csv --model bundled -o predictions.csv
     """
     from .featurize import rejected_path
     from .predict import predict as run
 
-    frame, featurized = run(data, model, output, formula_col=formula_col, target_col=target_col, device=device)
+    result = run(data, model, output, formula_col=formula_col, target_col=target_col, device=device)
+    frame, featurized = result.table, result.featurized
     lines = [f"{featurized.n_read} rows read, {featurized.n_rejected} rejected, "
-             f"{featurized.n_kept} predicted; wrote {output}"]
+             f"{featurized.n_kept} predicted: {result.predictor.describes()} ({model}); wrote {output}"]
     if featurized.table.target_note():
         lines.append(featurized.table.target_note())
+    if len(result.unscored):
+        first = result.unscored.iloc[0]
+        lines.append(f"{len(result.unscored)} row{'s' * (len(result.unscored) != 1)} with a target that is not a "
+                     f"finite number: predicted, error left empty (first: line {first['line']}, {first['reason']})")
     if "error" in frame:
         import numpy as np
 
@@ -346,7 +351,8 @@ def predict(
         ok = np.isfinite(err)
         if ok.any():
             lines.append(f"MAE against the input's target: {np.abs(err[ok]).mean():.4g} "
-                         f"({int(ok.sum())} rows with a finite target)")
+                         f"({int(ok.sum())} row{'s' * (int(ok.sum()) != 1)} with a finite target; the model predicts "
+                         f"{result.predictor.describes()})")
     if featurized.n_rejected:
         lines.append(f"rejected rows: {rejected_path(output)}")
     _echo_summary(lines)

@@ -134,14 +134,21 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
     if method == "tl-finetune":
         from .finetune import finetune
         from .predict import predict_fractions
+        from .workflow import MIN_TRAINING_ROWS
 
+        if split.train.n_kept < MIN_TRAINING_ROWS:  # each network holds out rows to validate on
+            raise InputError(f"too few training rows to fine-tune ({split.train.n_kept}; needs {MIN_TRAINING_ROWS})")
         result = finetune(train_csv, where, source=source, strategy=strategy, duplicates="keep", members=members,
                           config=replace(config, seed=split.seed), device=device, overwrite=True,
                           show_progress=show_progress)
         return predict_fractions(result.run_dir, split.test.fractions, device)
     if method == "tl-features":
         from .feature_runs import extract_features, load_feature_model
+        from .regressors import MIN_CV_ROWS
 
+        if split.train.n_kept < MIN_CV_ROWS:  # its regressor (and --from auto) are chosen by cross-validation
+            raise InputError(f"too few training rows for cross-validation ({split.train.n_kept}; "
+                             f"needs {MIN_CV_ROWS})")
         extract_features(train_csv, where, source=source, regressor="auto", seed=split.seed,
                          duplicates="keep", device=device, show_progress=show_progress, overwrite=True)
         return load_feature_model(where).predict(split.test.fractions)
@@ -190,13 +197,30 @@ def chosen_counts(out_dir: Path, key: str, dirs: list[Path] | None = None) -> di
     """How often each value of the card entry ``key`` (``source_choice`` of ``--from auto``, ``strategy``
     of ``--strategy auto``) was picked in the tl-finetune runs under ``out_dir`` (only those in ``dirs``,
     this run's, when given)."""
+    return _card_counts(out_dir, "tl-finetune", dirs, lambda card: (card.get(key) or {}).get("name"))
+
+
+def sources_used(out_dir: Path, method: str, dirs: list[Path] | None = None) -> dict[str, int]:
+    """How many ``method`` runs (tl-finetune or tl-features) started from each pretrained model, as their
+    cards say: ``source_choice`` (``--from auto``), else the source recorded."""
+    def source(card: dict) -> str | None:
+        recorded = card.get("source_model") or card.get("source") or {}
+        if isinstance(recorded, str):
+            return recorded
+        return (card.get("source_choice") or {}).get("name") or recorded.get("source") or recorded.get("given")
+
+    return _card_counts(out_dir, method, dirs, source)
+
+
+def _card_counts(out_dir: Path, method: str, dirs: list[Path] | None,
+                 value: Callable[[dict], str | None]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    cards = sorted((out_dir / "runs" / "tl-finetune").glob("*/seed*/card.json"))
+    cards = sorted((out_dir / "runs" / method).glob("*/seed*/card.json"))
     if dirs is not None:
         wanted = {Path(d) / "card.json" for d in dirs}
         cards = [c for c in cards if c in wanted]
     for card in cards:
-        name = (json.loads(card.read_text()).get(key) or {}).get("name")
+        name = value(json.loads(card.read_text()))
         if name:
             counts[name] = counts.get(name, 0) + 1
     return counts
@@ -207,8 +231,12 @@ def _outcome_path(out_dir: Path, method: str, split: Split) -> Path:
     return out_dir / "runs" / method / size / f"seed{split.seed}"
 
 
+RECORD_FILE = "comparison.json"
+"""The data and options a comparison's results depend on, and the methods, seeds and sizes it covers
+(written before the first method runs; ``--resume`` checks it)."""
+
 OUTPUT_FILES = ("report.md", "results.json", "results.csv", "parity.png", "mae_bars.png", "learning_curve.png",
-                "train.rejected.csv", "test.rejected.csv")
+                "train.rejected.csv", "test.rejected.csv", RECORD_FILE)
 """What a comparison writes at the top of its output directory (besides ``runs/<method>/``)."""
 
 NEEDS_MODEL = ("tl-finetune", "tl-features", "sc-ef", "sc-pa")
@@ -280,6 +308,84 @@ def clear_output_dir(out_dir: Path) -> None:
         shutil.rmtree(out_dir / "runs" / m, ignore_errors=True)
 
 
+RESULT_OPTIONS = {"data_sha256": "the data", "columns": "--formula-col/--target-col",
+                  "duplicates": "the duplicate rule", "test": "--test/--test-fraction", "source": "--from",
+                  "strategy": "--strategy", "members": "--ensemble", "config": "--epochs"}
+"""Record entries that change a method's result (they must match to ``--resume``), with their option names."""
+
+NETWORKS = ("tl-finetune", "sc-ef", "sc-pa")
+OPTION_METHODS = {"source": NEEDS_MODEL, "strategy": ("tl-finetune",), "members": NETWORKS, "config": NETWORKS}
+"""The methods whose results an option changes (the others change every method's)."""
+
+
+def comparison_record(full: Featurized, test_f: Featurized | None, test_fraction: float, *, source: str,
+                      strategy: str, members: int, config: FitConfig, methods: tuple[str, ...], seeds: int,
+                      sizes: list[float]) -> dict:
+    """The comparison's :data:`RECORD_FILE`: its :data:`RESULT_OPTIONS` and what it covers."""
+    from dataclasses import asdict
+
+    held_out = {"fraction": test_fraction} if test_f is None else {"sha256": test_f.table.provenance.get("sha256")}
+    record = {"data_sha256": full.table.provenance.get("sha256"),
+              "columns": [full.table.formula_col, full.table.target_col], "duplicates": full.rule,
+              "test": held_out, "source": source, "strategy": strategy, "members": members,
+              "config": asdict(config), "methods": list(methods), "seeds": seeds, "train_sizes": sizes}
+    return json.loads(json.dumps(record))
+
+
+def _saved_record(out_dir: Path) -> dict | None:
+    """The saved comparison's record; for one made before :data:`RECORD_FILE` existed, what its
+    results.json says (data hash, options, scope); None when there is neither."""
+    if (out_dir / RECORD_FILE).is_file():
+        return json.loads((out_dir / RECORD_FILE).read_text())
+    if not (out_dir / "results.json").is_file():
+        return None
+    setup = json.loads((out_dir / "results.json").read_text()).get("setup") or {}
+    legacy = {"data_sha256": (setup.get("data") or {}).get("sha256"), "source": setup.get("source"),
+              "strategy": setup.get("strategy"), "members": setup.get("members"), "methods": setup.get("methods"),
+              "seeds": setup.get("seeds"), "train_sizes": setup.get("train_sizes")}
+    return {k: v for k, v in legacy.items() if v is not None}
+
+
+def resumed_record(out_dir: Path, record: dict) -> dict:
+    """``--resume``: refuse (:class:`InputError`) a saved comparison made with other data or options;
+    else ``record`` widened to cover the saved methods, seeds and sizes too (finished results are kept)."""
+    saved = _saved_record(out_dir)
+    if saved is None:
+        return record
+
+    def matters(key: str) -> bool:
+        return any(m in OPTION_METHODS.get(key, METHODS) for m in saved.get("methods", METHODS))
+
+    differ = [name for key, name in RESULT_OPTIONS.items()
+              if key in saved and saved[key] != record[key] and matters(key)]
+    if differ:
+        raise InputError(f"{out_dir}: --resume with different data or options than the saved comparison "
+                         f"({', '.join(differ)} differ); pass --overwrite to replace it, or choose another --output")
+    return {**record, "methods": list(dict.fromkeys([*saved.get("methods", []), *record["methods"]])),
+            "seeds": max(saved.get("seeds", 0), record["seeds"]),
+            "train_sizes": sorted({*saved.get("train_sizes", []), *record["train_sizes"]})}
+
+
+def _saved_outcomes(out_dir: Path, splits: list[Split], methods: list[str]) -> dict[tuple, MethodOutcome]:
+    """``--resume``: the results saved in ``out_dir`` for these method/split pairs, by (method, seed, size);
+    :class:`InputError` when one does not fit this data's test rows (nothing is written before)."""
+    found = {}
+    for split in splits:
+        for method in methods:
+            done = _outcome_path(out_dir, method, split) / "result.json"
+            if not done.is_file():
+                continue
+            saved = json.loads(done.read_text())
+            pred = saved.pop("predictions", None)
+            if pred is not None and len(pred) != split.test.n_kept:
+                raise InputError(f"{done}: {len(pred)} test predictions for {split.test.n_kept} test rows: --resume "
+                                 "with different data or options than the saved comparison; pass --overwrite to "
+                                 "replace it")
+            found[(method, split.seed, split.size)] = MethodOutcome(
+                **saved, predictions=None if pred is None else np.asarray(pred, dtype=np.float64))
+    return found
+
+
 def _rejection_notes(out_dir: Path, full: Featurized, test_f: Featurized | None) -> tuple[list[str], dict]:
     """Write ``train.rejected.csv`` / ``test.rejected.csv`` (line, formula, reason) in ``out_dir`` as the
     training commands do; returns the console lines and, per input, its count and file."""
@@ -321,9 +427,11 @@ def compare_scratch(
     """Run every method on the same split(s) and write results.json/csv, report.md and plots to ``out_dir``.
 
     Every option is checked first (:class:`InputError`); an output folder already holding a comparison
-    is refused unless ``resume`` (finished method/seed pairs are kept) or ``overwrite``. Rejected input
-    rows go to ``train.rejected.csv`` / ``test.rejected.csv`` in ``out_dir``; each such file, and a
-    guessed target column, gets a line passed to ``on_note`` (default: printed when ``show_progress``).
+    is refused unless ``resume`` or ``overwrite``. ``resume`` refuses other data or options than the saved
+    comparison's and keeps every finished method/seed pair, those not asked for again too
+    (:func:`resumed_record`). Rejected input rows go to ``train.rejected.csv`` / ``test.rejected.csv`` in
+    ``out_dir``; each such file, and a guessed target column, gets a line passed to ``on_note`` (default:
+    printed when ``show_progress``).
     A method that fails is recorded (``results["failed"]``), not raised.
     """
     from .finetune import FINETUNE_DEFAULTS
@@ -336,15 +444,22 @@ def compare_scratch(
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     full = load_and_prepare(data, formula_col, target_col, duplicates)
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
-    splits = make_splits(full, test_f, seeds, sizes, test_fraction)
+    record = comparison_record(full, test_f, test_fraction, source=source, strategy=strategy, members=members,
+                               config=config, methods=methods, seeds=seeds, sizes=sizes)
+    if resume:
+        record = resumed_record(out_dir, record)
+    all_methods = record["methods"]
+    splits = make_splits(full, test_f, record["seeds"], record["train_sizes"], test_fraction)
     smallest = min(s.train.n_kept for s in splits)
     if smallest < 2 or min(s.test.n_kept for s in splits) < 1:
         raise InputError(f"{data}: {full.n_kept} usable row(s) after rejections and duplicates leave "
                          f"{smallest} training row(s){'' if test else f' after the {test_fraction:g} test hold-out'}"
                          "; compare-scratch needs at least 2 to train on and 1 to test on")
+    saved_outcomes = _saved_outcomes(out_dir, splits, all_methods) if resume else {}
     if overwrite and not resume:
         clear_output_dir(out_dir)
     prepare_run_dir(out_dir, resume, overwrite)  # creates it (one-line error when it cannot)
+    write_json(out_dir / RECORD_FILE, record)
     notes, rejected_files = _rejection_notes(out_dir, full, test_f)
     for note in notes:
         if on_note is not None:
@@ -353,14 +468,15 @@ def compare_scratch(
             console.print(note, highlight=False, markup=False)
     outcomes: list[MethodOutcome] = []
     for split in splits:
-        for method in methods:
-            where = _outcome_path(out_dir, method, split)
-            done = where / "result.json"
-            saved = json.loads(done.read_text()) if resume and done.is_file() else None
-            if saved is not None and saved.get("metrics") is not None:  # failed pairs are tried again
-                pred = np.asarray(saved.pop("predictions"), dtype=np.float64) if saved.get("predictions") else None
-                outcomes.append(MethodOutcome(**saved, predictions=pred))
+        for method in all_methods:
+            requested = method in methods and split.seed < seeds and split.size in sizes
+            kept = saved_outcomes.get((method, split.seed, split.size))
+            if kept is not None and (kept.metrics is not None or not requested):  # asked-for failures: again
+                outcomes.append(kept)
                 continue
+            if not requested:
+                continue
+            where = _outcome_path(out_dir, method, split)
             t0 = time.perf_counter()
             try:
                 pred = run_method(method, split, where, source=source, strategy=strategy, device=device,
@@ -372,11 +488,12 @@ def compare_scratch(
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 (where).mkdir(parents=True, exist_ok=True)
                 write_text(where / "error.txt", traceback.format_exc())
-                outcome = MethodOutcome(method, split.seed, split.size, None, time.perf_counter() - t0,
-                                        error=f"{type(exc).__name__}: {reason}")
-            write_json(done, {"method": outcome.method, "seed": outcome.seed, "size": outcome.size,
-                              "metrics": outcome.metrics, "seconds": outcome.seconds, "error": outcome.error,
-                              "predictions": None if outcome.predictions is None else outcome.predictions.tolist()})
+                error = reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {reason}"
+                outcome = MethodOutcome(method, split.seed, split.size, None, time.perf_counter() - t0, error=error)
+            write_json(where / "result.json", {
+                "method": outcome.method, "seed": outcome.seed, "size": outcome.size, "metrics": outcome.metrics,
+                "seconds": outcome.seconds, "error": outcome.error,
+                "predictions": None if outcome.predictions is None else outcome.predictions.tolist()})
             outcomes.append(outcome)
             if on_result is not None:
                 on_result(outcome)
@@ -392,7 +509,7 @@ def compare_scratch(
     else:
         split_words = (f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "
                        "a different split for each seed")
-    finetuned = [_outcome_path(out_dir, "tl-finetune", s) for s in splits] if "tl-finetune" in methods else []
+    run_dirs = {m: [_outcome_path(out_dir, m, s) for s in splits] for m in all_methods}
     setup = {
         "data": {**{k: v for k, v in full.table.provenance.items() if k in ("source", "sha256", "name", "unit")},
                  **full.counts()},
@@ -400,9 +517,11 @@ def compare_scratch(
         "rejected_files": rejected_files,
         "split": split_words,
         "n_test": splits[0].test.n_kept,
-        "seeds": seeds, "train_sizes": sizes, "methods": list(methods), "source": source,
-        "sources_chosen": chosen_counts(out_dir, "source_choice", finetuned), "strategy": strategy,
-        "strategies_chosen": chosen_counts(out_dir, "strategy", finetuned),
+        "seeds": record["seeds"], "train_sizes": record["train_sizes"], "methods": all_methods, "source": source,
+        "sources_used": {m: sources_used(out_dir, m, run_dirs[m]) for m in all_methods
+                         if m in ("tl-finetune", "tl-features")},
+        "strategy": strategy,
+        "strategies_chosen": chosen_counts(out_dir, "strategy", run_dirs.get("tl-finetune", [])),
         "members": members,
         "n_train": splits[-1].train.n_kept if splits else 0,
         "unit": str(full.table.provenance.get("unit", "")),

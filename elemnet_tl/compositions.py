@@ -7,6 +7,9 @@ Fe2O3, Fe4O6 and Fe0.4O0.6 are one composition.
 Adducts and hydrates are written with ``·``, ``•``, ``∙`` or ``*``: ``CuSO4·5H2O`` is CuSO4 plus five
 H2O, and each part may start with a count (``2Na2CO3·3H2O2``). With an ASCII dot, ``MgSO4.H2O`` is
 read as a hydrate, but ``CaSO4.2H2O`` is rejected as ambiguous (pymatgen would read O4.2).
+
+What pymatgen would misread is rejected with a reason: D and T (pymatgen reads them as H), scientific
+notation in an amount (Fe1e3O), unicode subscripts and charges.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ _TOKEN = re.compile(r"([(\[{])|([)\]}])\s*([.e\d]*)|([A-Z][a-z]*)\s*([-*.e\d]*)"
 _DOT_HYDRATE = re.compile(r"\.(\d+(?:\.\d+)?)?\s*(H2O)$")
 # what ends the part before the dot: a symbol or closing bracket, then maybe an integer amount
 _BEFORE_DOT = re.compile(r"([A-Z][a-z]*|[)\]}])\s*(\d*)$")
+_SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
+_ISOTOPES = {"D": "deuterium", "T": "tritium"}
+_SCIENTIFIC = re.compile(r"[\d.]+e[-+]?\d+")
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,43 @@ def _dot_hydrate(part: str) -> tuple[str, str | None]:
                   f"write a hydrate as {before}·{count}{m[2]}")
 
 
+def _misread(body: str) -> str | None:
+    """Why ``body`` is rejected before pymatgen reads it (it would misread or word it as its own), or None."""
+    if body.translate(_SUBSCRIPTS) != body:
+        return f"unparseable formula {body!r}: unicode subscripts are not read, write {body.translate(_SUBSCRIPTS)}"
+    odd = next((ch for ch in body if not ch.isascii()), None)
+    if odd is not None:
+        return f"unparseable formula {body!r}: character {odd!r} is not read"
+    if "+" in body or body.endswith("-"):
+        sign = "+" if "+" in body else "-"
+        return f"unparseable formula {body!r}: {sign!r} (a charge?) is not read, write the neutral formula"
+    for m in _TOKEN.finditer(body):
+        if m[4] in _ISOTOPES:
+            return (f"{m[4]} ({_ISOTOPES[m[4]]}): isotopes are not distinguished by ElemNet's element fractions; "
+                    "write H to count it as hydrogen")
+        amount = m[3] if m[2] else m[5]
+        if amount and _SCIENTIFIC.fullmatch(amount):
+            return f"unparseable formula {body!r}: scientific notation in the amount {amount}, write a plain number"
+    return None
+
+
+def _pymatgen_reason(body: str, exc: Exception) -> str:
+    """pymatgen's complaint about ``body``, in our words."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if m := re.fullmatch(r"(.*) is an invalid formula!", detail):
+        hint = " (element symbols start with a capital letter)" if m[1][:1].islower() else ""
+        detail = f"cannot read {m[1]!r}{hint}"
+    elif m := re.fullmatch(r"could not convert string to float: (.*)", detail):
+        detail = f"the amount {m[1]} is not a number"
+    elif detail.startswith("Invalid formula"):
+        detail = "no element symbol read"
+    elif "negative" in detail:
+        detail = "negative amount"
+    else:
+        detail = f"not a chemical formula ({detail})"
+    return f"unparseable formula {body!r}: {detail}"
+
+
 def _parse_part(part: str, counted: bool) -> tuple[dict[str, float] | None, str | None]:
     """Element amounts of one formula part, or ``(None, reason)``. ``counted``: the part of an adduct may start
     with a count that multiplies the rest (``5H2O``)."""
@@ -132,13 +175,15 @@ def _parse_part(part: str, counted: bool) -> tuple[dict[str, float] | None, str 
     zeros = _zero_amounts(body)
     if zeros:
         return None, f"zero amount of {', '.join(zeros)}"
+    reason = _misread(body)
+    if reason:
+        return None, reason
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             amounts = Composition(body).get_el_amt_dict()
     except Exception as exc:  # pymatgen raises ValueError, KeyError, ... on bad formulas
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"unparseable formula: {detail}"
+        return None, _pymatgen_reason(body, exc)
     return {el: amt * count for el, amt in amounts.items()}, None
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import hashlib
+import io
+import lzma
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -58,13 +65,12 @@ class Table:
         return any(_FORMATION_RE.search(n.replace("-", "_")) for n in names)
 
     def stability_column(self) -> str | None:
-        """A column other than the target that names stability (formation energy, energy above hull)."""
-        for col in self.frame.columns:
-            if col in ("line", "formula", "target") or col == self.target_col:
-                continue
-            if _STABILITY_RE.search(str(col)) and pd.api.types.is_numeric_dtype(self.frame[col]):
-                return str(col)
-        return None
+        """A column other than the target whose name says stability (formation energy, energy above hull):
+        the first such column that is mostly numbers, else the first such column (the caller says why it is
+        unusable)."""
+        named = [str(c) for c in self.frame.columns
+                 if c not in ("line", "formula", "target") and c != self.target_col and _STABILITY_RE.search(str(c))]
+        return next((c for c in named if numeric_like(self.frame[c])), named[0] if named else None)
 
 
 def sha256_of(path: str | Path) -> str:
@@ -79,20 +85,48 @@ def sha256_of(path: str | Path) -> str:
 _SPREADSHEETS = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
 
 
-def _open_text(path: Path):
-    """The file's raw bytes stream (gunzipped for .gz)."""
-    import gzip
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip", ".zst")
+"""Suffixes pandas decompresses by; the sniffing below reads through the same decompression."""
 
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+def _compression(path: Path) -> str:
+    """The compression suffix of ``path`` (``.gz``...), or ``""``."""
+    return next((s for s in _COMPRESSIONS if path.name.lower().endswith(s)), "")
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed by suffix as pandas does."""
+    suffix = _compression(path)
+    if suffix in (".gz", ".bz2", ".xz"):
+        return {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix](path, "rb")
+    if suffix == ".zip":
+        archive = zipfile.ZipFile(path)
+        members = [n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+        if len(members) != 1:
+            raise InputError(f"{path}: the zip archive holds {len(members)} files; give a zip with one table file")
+        return archive.open(members[0])
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise InputError(f"{path}: .zst compression is not supported here; decompress the file "
+                             "(or use .gz, .bz2, .xz, .zip)") from None
+        return zstandard.open(path, "rb")
+    return open(path, "rb")
+
+
+def _open_text(path: Path) -> IO[str]:
+    """The file's text (decompressed; undecodable bytes replaced), for the csv module."""
+    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", errors="replace", newline="")
 
 
 def _sniff_separator(path: Path) -> str:
     """``,`` unless the header line has no comma but semicolons or tabs (spreadsheet exports in some locales)."""
     try:
         with _open_text(path) as fh:
-            header = fh.readline().decode("utf-8", errors="replace")
-    except OSError:
-        return ","
+            header = fh.readline()
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile):
+        return ","  # pandas names what is wrong with the file
     if "," in header:
         return ","
     if ";" in header:
@@ -102,7 +136,7 @@ def _sniff_separator(path: Path) -> str:
 
 def _first_bad_line(path: Path) -> int:
     """1-based number of the first line that is not valid UTF-8 (0 if none is found)."""
-    with _open_text(path) as fh:
+    with _open_bytes(path) as fh:
         for number, raw in enumerate(fh, start=1):
             try:
                 raw.decode("utf-8")
@@ -111,25 +145,68 @@ def _first_bad_line(path: Path) -> int:
     return 0
 
 
+def _check_unique(names: list[str], source: object) -> None:
+    """Raise :class:`InputError` when a column name (other than an empty one) appears twice."""
+    filled = [n for n in names if n.strip()]
+    twice = next((n for n in filled if filled.count(n) > 1), None)
+    if twice is not None:
+        raise InputError(f"{source}: column {twice!r} appears {filled.count(twice)} times in the header; "
+                         "rename or remove the copies")
+
+
+def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
+    """Read a CSV/TSV; empty fields after the header's last column (a trailing comma) are dropped.
+
+    pandas would take the first column(s) as the index when rows have more fields than the header, and
+    shift every column; a value in such a field is an :class:`InputError` naming its line.
+    """
+    with _open_text(path) as fh:
+        header = next(csv.reader(fh, delimiter=sep), [])
+    _check_unique(header, path)
+    options = {"sep": sep, "decimal": decimal, "skip_blank_lines": False}
+    try:
+        frame = pd.read_csv(path, **options)
+        if isinstance(frame.index, pd.RangeIndex):
+            return frame
+    except pd.errors.ParserError as exc:  # a row after the first has more fields than the header
+        if not re.search(r"Expected \d+ fields in line \d+, saw \d+", str(exc)):
+            raise
+    with _open_text(path) as fh:
+        width = max((len(row) for row in csv.reader(fh, delimiter=sep)), default=0)
+    names = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
+    extra = [f"\0extra{i}" for i in range(len(names), width)]
+    frame = pd.read_csv(path, header=None, skiprows=1, names=names + extra, dtype=dict.fromkeys(extra, str),
+                        **options)
+    filled = frame[extra].map(lambda v: not pd.isna(v) and str(v).strip() != "").to_numpy()
+    rows = np.flatnonzero(filled.any(axis=1))
+    if len(rows):
+        field = int(np.argmax(filled[rows[0]]))
+        raise InputError(f"{path}: line {rows[0] + 2} has a value beyond the header's {len(names)} columns "
+                         f"({frame[extra[field]].iloc[rows[0]]!r} in field {len(names) + field + 1}); "
+                         "remove it or name its column in the header")
+    return frame.drop(columns=extra)
+
+
 def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
-    """Read CSV / CSV.gz / TSV / parquet / JSON; returns the frame and the number of its first row.
+    """Read CSV / TSV / parquet / JSON (text formats also .gz, .bz2, .xz, .zip); returns the frame and the number
+    of its first row.
 
     That number is the row's line in the file for CSV/TSV (2: the header is line 1) and JSON lines
     (1: no header), and its 1-based position for parquet and JSON.
     """
     name = path.name.lower()
+    base = name.removesuffix(_compression(path))
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path), 1
-        if name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz")):
-            lines = ".jsonl" in name
-            return pd.read_json(path, lines=lines), 1
+        if base.endswith((".json", ".jsonl")):
+            return pd.read_json(path, lines=base.endswith(".jsonl")), 1
         if name.endswith(_SPREADSHEETS):
             raise InputError(f"{path}: spreadsheet files are not read; save the sheet as CSV (comma-separated, "
                              "UTF-8) and give that file")
-        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else _sniff_separator(path)
+        sep = "\t" if base.endswith(".tsv") else _sniff_separator(path)
         decimal = "," if sep == ";" else "."  # ';'-separated exports write decimal commas
-        return pd.read_csv(path, sep=sep, decimal=decimal, skip_blank_lines=False), 2
+        return _read_csv(path, sep, decimal), 2
     except InputError:
         raise
     except pd.errors.EmptyDataError:
@@ -162,7 +239,7 @@ def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str,
     raise InputError(f"{source}: ambiguous {what} column ({', '.join(found)}); choose one with --{what}-col")
 
 
-def _numeric_like(column: pd.Series) -> bool:
+def numeric_like(column: pd.Series) -> bool:
     """A numeric column, or a text column whose filled cells are mostly numbers.
 
     One bad cell (``-0.95 eV``, ``unknown``) makes pandas read a column as text; it is still the
@@ -191,7 +268,7 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
     numeric = [
         c for c in columns
         if c not in exclude and c.lower() not in ("line", "id", "index")
-        and _numeric_like(frame[c])
+        and numeric_like(frame[c])
     ]
     if len(numeric) == 1:
         return numeric[0]
@@ -216,7 +293,7 @@ def load_table(
     require_target: bool = True,
     exclude_from_target: tuple[str, ...] = (),
 ) -> Table:
-    """Read a file (CSV, CSV.gz, TSV, parquet, JSON) or a named dataset into a :class:`Table`.
+    """Read a file (CSV, TSV, JSON, also .gz/.bz2/.xz/.zip; parquet) or a named dataset into a :class:`Table`.
 
     The formula column is found by name (``formula``, ``composition``, ``formula_pretty``,
     ``pretty_formula``, ``compound``; case-insensitive) unless ``formula_col`` names it. The target is
@@ -246,20 +323,24 @@ def load_table(
         raise InputError(f"{text}: no such file or named dataset (see `elemtl datasets`)")
     if len(frame) == 0:
         raise InputError(f"{text}: the table has no rows")
+    _check_unique([str(c) for c in frame.columns], text)
     fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
     tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)
+    if tcol is not None and tcol == fcol:
+        raise InputError(f"{text}: the target column {tcol!r} is the formula column; "
+                         "name a numeric column with --target-col")
     if tcol is not None:
         provenance["target_column"] = tcol
         provenance["target_guessed"] = target_col is None and tcol.lower() != "target"
-    out = frame.copy()
+    frame = frame.reset_index(drop=True)
+    formulas = frame[fcol].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
+    out = pd.DataFrame({"line": lines, "formula": formulas})
     raw_target = None
-    out.insert(0, "line", lines)
-    formulas = out.pop(fcol)
-    out.insert(1, "formula", formulas.map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v))))
     if tcol is not None:
-        raw_target = out[tcol].copy()
-        values = pd.to_numeric(raw_target, errors="coerce").astype(np.float64)
-        out = out.drop(columns=list({tcol, "target"} & set(out.columns)))
-        out.insert(2, "target", values.to_numpy())
+        raw_target = frame[tcol].copy()
+        out["target"] = pd.to_numeric(raw_target, errors="coerce").astype(np.float64)
+    # the chosen columns become line/formula/target; other input columns with those names are not used
+    rest = [c for c in frame.columns if c not in (fcol, tcol, "line", "formula", "target")]
+    out = pd.concat([out, frame[rest]], axis=1)
     provenance["rows"] = int(len(out))
     return Table(out, text, fcol, tcol, provenance, raw_target)

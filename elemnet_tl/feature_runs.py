@@ -230,7 +230,7 @@ def extract_features(
     from .featurize import load_and_prepare
     from .runs import provenance
     from .sources import bundled_sources, choose_source, is_auto
-    from .training import resolve_device
+    from .training import MAX_SEED, SEED_RULE, resolve_device
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -240,6 +240,8 @@ def extract_features(
     auto_layers = isinstance(layers, str) and layers.strip().lower() == "auto"
     if test is not None and regressor == "none":
         raise InputError("--test needs a regressor to score (not --regressor none)")
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must be {SEED_RULE}, got {seed}")
     dev = resolve_device(device)
     say = _sayer(show_progress)
 
@@ -385,7 +387,7 @@ def _prepare_out_dir(target_dir: Path, candidates: list[PretrainedFeatures], ove
 
 def _report_inputs(out: Path, train: Featurized, test_f: Featurized | None, say) -> None:
     """Rejected-row files, the data summaries and the warnings about the inputs."""
-    from .featurize import overlap_warning, target_warning, write_rejected
+    from .featurize import outlier_warning, overlap_warning, target_warning, write_rejected
 
     for name, f in (("train", train), ("test", test_f)):
         if f is not None and write_rejected(f, out / f"{name}.rejected.csv") is not None:
@@ -395,8 +397,9 @@ def _report_inputs(out: Path, train: Featurized, test_f: Featurized | None, say)
         say(target_warning(train))
     if test_f is not None:
         say("test file " + test_f.summary())
-        if overlap_warning(test_f, train):
-            say(overlap_warning(test_f, train))
+        for warning in (overlap_warning(test_f, train), outlier_warning(test_f)):
+            if warning:
+                say(warning)
 
 
 def _source_record(transformer: PretrainedFeatures, given: str) -> dict:

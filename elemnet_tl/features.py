@@ -28,11 +28,11 @@ from .checkpoint import (
     input_kind,
     load_model,
     read_weights,
+    write_safetensors,
 )
 from .datasets import sha256_of
 from .elements import ELEMENTS, N_ELEMENTS
 from .errors import InputError
-from .io import atomic_path
 from .model import ElemNet, ElemNetEnsemble
 from .regressors import (
     REGRESSOR_JSON,
@@ -146,8 +146,6 @@ def save_feature_network(path: str | Path, model: ElemNet, layers: list[str], so
     physical-attribute input when the network has one) as safetensors, atomically; returns the saved
     layer names. ``source`` (JSON: where the network came from, its architecture and card) goes into
     the metadata; ``dtypes`` maps state-dict keys to the dtype to store (the source file's)."""
-    from safetensors.torch import save_file
-
     keep = needed_layers(model, layers)
     tensors = {}
     for key, value in model.state_dict().items():
@@ -159,8 +157,7 @@ def save_feature_network(path: str | Path, model: ElemNet, layers: list[str], so
     meta = {"format": NETWORK_FORMAT, "arch": model.arch, "dropout": repr(model.dropout),
             "inputs": input_kind(model), "elements": " ".join(ELEMENTS), "layers": " ".join(keep),
             "source": json.dumps(source)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
     return keep
 
 

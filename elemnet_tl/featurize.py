@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .compositions import DUPLICATE_RULES, KEY_DECIMALS, dedup, parse_formulas
-from .datasets import Table, load_table
+from .datasets import Table, load_table, numeric_like
 from .elements import ELEMENTS
 from .errors import InputError
 from .io import check_output, table_stem, write_table
@@ -66,7 +66,7 @@ class Featurized:
                 "duplicates": self.rule, "duplicates_reason": self.rule_reason}
 
 
-def _target_reasons(table: Table) -> list[str | None]:
+def target_reasons(table: Table) -> list[str | None]:
     values = table.frame["target"].to_numpy(dtype=np.float64)
     raw = table.raw_target.to_numpy() if table.raw_target is not None else values
     reasons: list[str | None] = []
@@ -84,10 +84,33 @@ def _target_reasons(table: Table) -> list[str | None]:
     return reasons
 
 
+def _cell_without_number(table: Table, col: str, text_only: bool) -> tuple[int, str]:
+    """Cells of ``col`` that are not numbers (only filled ones with ``text_only``): how many, and where the
+    first is (``line 3: 'abc'``, or ``line 4: blank``); ``(0, "")`` when none."""
+    cells = table.frame[col]
+    missing = pd.to_numeric(cells, errors="coerce").isna().to_numpy()
+    if text_only:
+        missing &= (cells.notna() & (cells.astype(str).str.strip() != "")).to_numpy()
+    if not missing.any():
+        return 0, ""
+    i = int(np.flatnonzero(missing)[0])
+    cell = cells.iloc[i]
+    shown = "blank" if pd.isna(cell) or not str(cell).strip() else repr(str(cell)[:40])
+    return int(missing.sum()), f"line {table.frame['line'].iloc[i]}: {shown}"
+
+
 def resolve_rule(table: Table, duplicates: str, stability_col: str | None) -> tuple[str, str | None, str]:
-    """Turn ``--duplicates`` into a concrete rule; returns (rule, stability column, reason in words)."""
+    """Turn ``--duplicates`` into a concrete rule; returns (rule, stability column, reason in words).
+
+    A ``stability_col`` with a text cell is an :class:`InputError`; a column found by its name is used
+    when it is mostly numbers. Either way the reason says which rows have no stability (ranked last) or
+    why the found column was not used.
+    """
     if duplicates not in DUPLICATE_RULES:
         raise InputError(f"--duplicates {duplicates!r}: choose from {', '.join(DUPLICATE_RULES)}")
+    if stability_col is not None and stability_col == table.formula_col:
+        raise InputError(f"{table.source}: the stability column {stability_col!r} is the formula column; "
+                         "name a numeric column with --stability-col")
     if stability_col is not None and stability_col == table.target_col:  # the target itself marks stability
         if duplicates in ("auto", "most-stable"):
             return "most-stable", None, f"lowest {table.target_col} (the target) per composition"
@@ -102,14 +125,27 @@ def resolve_rule(table: Table, duplicates: str, stability_col: str | None) -> tu
         return "keep", None, "every row kept"
     if duplicates == "mean":
         return "mean", None, "duplicates averaged"
-    col = stability_col or table.stability_column()
+    col, note = stability_col or table.stability_column(), ""
     if col is not None:
-        return "most-stable", col, f"lowest {col} per composition"
+        n_text, first_text = _cell_without_number(table, col, text_only=True)
+        n_missing, first_missing = _cell_without_number(table, col, text_only=False)
+        if stability_col is not None and (n_text or n_missing == len(table.frame)):
+            raise InputError(f"{table.source}: stability column {col!r} is not numeric "
+                             f"({first_text or 'it has no numbers'})")
+        if not numeric_like(table.frame[col]):
+            note = f"; {col} not used: not numeric ({first_text or 'it has no numbers'})"
+            col = None
+    if col is not None:
+        why = f"lowest {col} per composition"
+        if n_missing:
+            rows = "row" if n_missing == 1 else "rows"
+            why += f"; {n_missing} {rows} without a number in {col} ranked last (first: {first_missing})"
+        return "most-stable", col, why
     if duplicates == "most-stable":
-        return "most-stable", None, "lowest target per composition"
+        return "most-stable", None, "lowest target per composition" + note
     if table.looks_like_formation_energy():
-        return "most-stable", None, "target is a formation energy: lowest per composition"
-    return "mean", None, "stability unknown: duplicates averaged"
+        return "most-stable", None, "target is a formation energy: lowest per composition" + note
+    return "mean", None, "stability unknown: duplicates averaged" + note
 
 
 def prepare(
@@ -128,7 +164,7 @@ def prepare(
     parsed = parse_formulas(frame["formula"].tolist())
     reasons = list(parsed.reasons)
     if table.has_target and require_target:
-        for i, reason in enumerate(_target_reasons(table)):
+        for i, reason in enumerate(target_reasons(table)):
             if reasons[i] is None and reason is not None:
                 reasons[i] = reason
     bad = np.array([r is not None for r in reasons], dtype=bool)
@@ -194,9 +230,14 @@ def overlap_warning(test: Featurized, train: Featurized) -> str | None:
             f"the training data {train.table.source}: the test score will look better than on new compositions")
 
 
+OUTLIER_RANGES = 1000
+"""A target value farther than this many 10-90 % ranges from the median gets a warning (on the
+development sets the farthest is 40 ranges away: piezoelectric coefficients)."""
+
+
 def target_warning(data: Featurized) -> str | None:
-    """A warning when the kept target has one value (nothing to learn) or two (a class label, which a
-    regression fits as a score between the two)."""
+    """A warning when the kept target has one value (nothing to learn), two (a class label, which a
+    regression fits as a score between the two) or values absurdly far from the rest (a typo or unit)."""
     if not data.table.has_target or not data.n_kept:
         return None
     values = np.unique(data.target)
@@ -208,7 +249,29 @@ def target_warning(data: Featurized) -> str | None:
         return (f"warning: {where} takes only two values ({values[0]:g}, {values[1]:g}): if it is a class "
                 "label, note that elemtl fits a regression (predictions are scores between the two; MAE "
                 "measures them)")
-    return None
+    return outlier_warning(data)
+
+
+def outlier_warning(data: Featurized) -> str | None:
+    """A warning when target values lie absurdly far from the rest (a typo or another unit): farther than
+    :data:`OUTLIER_RANGES` times the 10-90 % range from the median."""
+    if not data.table.has_target or not data.n_kept:
+        return None
+    target = np.asarray(data.target, dtype=np.float64)
+    target_ok = np.isfinite(target)
+    if target_ok.sum() < 3:
+        return None
+    values = target[target_ok]
+    median = float(np.median(values))  # the range without interpolation: one wild value does not widen it
+    p10, p90 = np.percentile(values, 10, method="higher"), np.percentile(values, 90, method="lower")
+    far = np.flatnonzero(target_ok & (np.abs(target - median) > OUTLIER_RANGES * (p90 - p10))) if p90 > p10 else []
+    if not len(far):
+        return None
+    first = far[np.argmax(np.abs(target[far] - median))]
+    return (f"warning: the target of {data.table.source} has {len(far)} value{'s' * (len(far) != 1)} more than "
+            f"{OUTLIER_RANGES} times its 10-90 % range from the median {median:.4g} (the farthest: line "
+            f"{data.frame['line'].iloc[first]}, {target[first]:g}): a typo or another unit? Such values dominate "
+            "the training loss and the MAE")
 
 
 def rejected_path(output: str | Path) -> Path:

@@ -38,6 +38,13 @@ def parse_arch(arch: str) -> list[int]:
     return widths
 
 
+def check_network_options(arch: str, dropout: float) -> list[int]:
+    """The hidden widths of ``arch``; :class:`InputError` for a bad architecture or dropout."""
+    if not 0.0 <= float(dropout) < 1.0:
+        raise InputError(f"--dropout must be in [0, 1), got {dropout:g}")
+    return parse_arch(arch)
+
+
 class ElemNet(nn.Module):
     """Element fractions in, one value out; ReLU between fully connected layers.
 
@@ -53,10 +60,8 @@ class ElemNet(nn.Module):
         super().__init__()
         self.arch = arch
         self.n_inputs = n_inputs
-        if not 0.0 <= float(dropout) < 1.0:
-            raise InputError(f"--dropout must be in [0, 1), got {dropout:g}")
+        widths = check_network_options(arch, dropout)
         self.dropout = float(dropout)
-        widths = parse_arch(arch)
         layers: dict[str, nn.Linear] = {}
         fan_in = n_inputs
         for i, width in enumerate(widths, start=1):

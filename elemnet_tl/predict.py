@@ -2,27 +2,73 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import BUNDLED_MODELS, load_model
+from .errors import InputError
 from .featurize import Featurized, load_and_prepare, rejected_path, write_rejected
 from .io import check_output, write_table
 from .training import resolve_device
 
 
-def predict_fractions(model_source: str | Path, fractions: np.ndarray, device: str = "auto") -> np.ndarray:
-    """Predictions (target units) of a run directory / bundled model for an (n, 86) fraction matrix."""
+@dataclass(frozen=True)
+class Predictor:
+    """A loaded model: ``predict`` maps an (n, 86) fraction matrix to target units."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    target: str
+    unit: str
+    path: str
+
+    def describes(self) -> str:
+        """``formation energy (eV/atom)``: what the model predicts."""
+        return f"{self.target} ({self.unit})" if self.unit else self.target
+
+
+def load_predictor(model_source: str | Path, device: str = "auto", option: str = "--model") -> Predictor:
+    """A run directory (pretrain, finetune, extract-features), ``bundled`` or ``bundled:NAME``, loaded once.
+    ``option`` names the command-line option in error messages."""
     from . import feature_runs
 
+    text = str(model_source)
+    if text.startswith("bundled:") and text.partition(":")[2] not in BUNDLED_MODELS:
+        raise InputError(f"{option} {text}: no bundled model {text.partition(':')[2]!r}; bundled: "
+                         f"{', '.join(BUNDLED_MODELS)}")
     if feature_runs.is_feature_run(model_source):
-        return feature_runs.load_feature_model(model_source).predict(np.asarray(fractions, dtype=np.float64))
+        fm = feature_runs.load_feature_model(model_source)
+        target = fm.card.get("target") or {}
+        return Predictor(lambda x: fm.predict(np.asarray(x, dtype=np.float64)), str(target.get("name") or "target"),
+                         str(target.get("unit") or ""), str(fm.path))
     loaded = load_model(model_source, resolve_device(device))
-    x = torch.as_tensor(np.asarray(fractions, dtype=np.float32)).to(next(loaded.model.parameters()).device)
-    return loaded.predict(x).cpu().numpy().astype(np.float64)
+    dev = next(loaded.model.parameters()).device
+
+    def run(x: np.ndarray) -> np.ndarray:
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev)
+        return loaded.predict(xt).cpu().numpy().astype(np.float64)
+
+    return Predictor(run, loaded.info.target or "target", loaded.info.unit, str(loaded.path))
+
+
+def predict_fractions(model_source: str | Path, fractions: np.ndarray, device: str = "auto") -> np.ndarray:
+    """Predictions (target units) of a run directory / bundled model for an (n, 86) fraction matrix."""
+    return load_predictor(model_source, device).predict(fractions)
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict` returns: the table, the parsed input and the model's description."""
+
+    table: pd.DataFrame
+    featurized: Featurized
+    predictor: Predictor
+    unscored: pd.DataFrame
+    """Rows with a target cell that is not a finite number (``line, formula, reason``): no error for them."""
 
 
 def predict(
@@ -33,25 +79,38 @@ def predict(
     formula_col: str | None = None,
     target_col: str | None = None,
     device: str = "auto",
-) -> tuple[pd.DataFrame, Featurized]:
+) -> Prediction:
     """One prediction per input row, in input order (rejected rows get an empty prediction).
 
-    Columns: ``line, formula, prediction`` plus ``target, error`` when the input has a target.
+    Columns: ``line, formula``, the input's other columns, ``prediction``, plus ``target, error`` when the
+    input has a target.
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
+    from .featurize import target_reasons
+
     if output is not None:
         check_output(output, data)
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)
-    pred = predict_fractions(model, featurized.fractions, device)
+    predictor = load_predictor(model, device)
+    pred = predictor.predict(featurized.fractions)
     table = featurized.table.frame
     out = pd.DataFrame({"line": table["line"], "formula": table["formula"]})
+    for col in table.columns:  # the input's other columns (ids, ...) ride along, so results join back
+        if col not in ("line", "formula", "target"):
+            out[f"{col} (input)" if col in ("prediction", "error") else col] = table[col]
     out["prediction"] = np.nan
     position = pd.Series(np.arange(len(table)), index=table["line"].to_numpy())
     out.loc[position[featurized.frame["line"].to_numpy()].to_numpy(), "prediction"] = pred
+    unscored = pd.DataFrame(columns=["line", "formula", "reason"])
     if featurized.table.has_target:
         out["target"] = table["target"]
         out["error"] = out["prediction"] - out["target"]
+        reasons = np.array(target_reasons(featurized.table), dtype=object)
+        bad = np.array([r not in (None, "missing target") for r in reasons], dtype=bool)  # a blank: no target
+        bad &= out["prediction"].notna().to_numpy()
+        unscored = pd.DataFrame({"line": table["line"].to_numpy()[bad], "formula": table["formula"].to_numpy()[bad],
+                                 "reason": reasons[bad]})
     if output is not None:
         write_table(out, output)
         write_rejected(featurized, rejected_path(output))
-    return out, featurized
+    return Prediction(out, featurized, predictor, unscored)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .model import DEFAULT_ARCH, ElemNet
+from .model import DEFAULT_ARCH, ElemNet, check_network_options
 from .training import FitConfig, resolve_device
 from .workflow import RunResult, load_training_inputs, run_training
 
@@ -60,6 +60,8 @@ def pretrain(
     config = config or PRETRAIN_DEFAULTS
     config.check_resolved()
     resolve_device(device)  # a bad --device fails before anything is read or written
+    if init is None:
+        check_network_options(arch, dropout)  # so does a bad --arch or --dropout
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction,
                                   test_fraction=test_fraction, seed=config.seed,
                                   duplicates=duplicates, formula_col=formula_col, target_col=target_col,

@@ -38,10 +38,26 @@ def summarize(outcomes: list, size: float = 1.0) -> dict:
                          test_rmse_mean=float(np.mean([o.metrics["rmse"] for o in ok])),
                          test_r2_mean=_finite_mean([o.metrics["r2"] for o in ok]))
         else:
+            error = rows[0].error if rows else "not run"
             entry.update(test_mae_mean=None, test_mae_std=None, test_rmse_mean=None, test_r2_mean=None,
-                         error=rows[0].error if rows else "not run")
+                         error=short_reason(error))
+            if entry["error"] != error:
+                entry["error_detail"] = error
         out[method] = entry
     return out
+
+
+SHORT_REASON = 60
+"""A failed method's ``error`` in the summary is at most this long (the console table's cell); longer
+messages are cut at a word, the whole one kept as ``error_detail``."""
+
+
+def short_reason(text: str | None, limit: int = SHORT_REASON) -> str | None:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with "…" when cut."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:(") + "…"
 
 
 def _finite_mean(values: list[float]) -> float | None:
@@ -79,7 +95,8 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
                        f"(at least {MIN_TEST_ROWS} are needed)")
         conclusive = False
     if tl and sc:
-        out["transfer_gain_percent"] = 100.0 * (sc[0] - tl[0]) / sc[0]
+        out["transfer_mae"], out["scratch_mae"] = tl[0], sc[0]
+        out["transfer_gain_percent"] = 100.0 * (sc[0] - tl[0]) / sc[0] if sc[0] > 0 else None  # undefined: MAE 0
         out["transfer_wins"] = bool(tl[0] < sc[0])
         seeds = min(len(summary[tl[1]]["per_seed"]), len(summary[sc[1]]["per_seed"]))
         if seeds > 1:
@@ -100,8 +117,14 @@ def headline(v: dict) -> str | None:
         caveats = "; ".join(v.get("caveats") or [])
         return f"Caveats: {caveats}." if caveats else None
     word = "beats" if v["transfer_wins"] else "does NOT beat"
-    text = (f"Transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}): "
-            f"{abs(v['transfer_gain_percent']):.1f} % {'lower' if v['transfer_wins'] else 'higher'} test MAE")
+    gain = v.get("transfer_gain_percent")
+    if gain is None:  # the best from-scratch test MAE is 0: a relative gain is undefined
+        tl = v.get("transfer_mae") or 0.0
+        word = "ties with" if tl == 0 else word
+        by = "both predict the test rows exactly (test MAE 0)" if tl == 0 else f"test MAE {tl:.4g} vs 0"
+    else:
+        by = f"{abs(gain):.1f} % {'lower' if v['transfer_wins'] else 'higher'} test MAE"
+    text = f"Transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}): {by}"
     if not v.get("conclusive", True):
         text = "Not conclusive. " + text
     return text + "".join(f"; {c}" for c in v.get("caveats") or []) + "."
@@ -199,12 +222,14 @@ def _strategy_words(setup: dict) -> str:
 
 
 def _source_words(setup: dict) -> str:
-    chosen = setup.get("sources_chosen") or {}
-    if not chosen:
-        return str(setup["source"])
-    picks = _picks(chosen)
-    return (f"{setup['source']} — tl-finetune fine-tuned from each bundled model on its validation split and "
-            f"started from the better one: {picks}; tl-features used bundled (formation energy)")
+    """``--from`` and, as the runs' cards say, the model each transfer method started from."""
+    used = {m: chosen for m, chosen in (setup.get("sources_used") or {}).items() if chosen}
+    source = str(setup["source"])
+    if not used:
+        return source
+    how = (" (chosen per run by a ridge probe of each bundled model's activations, cross-validated on the "
+           "training rows)") if source.strip().lower() == "auto" else ""
+    return f"{source}{how} — " + "; ".join(f"{m} started from {_picks(chosen)}" for m, chosen in used.items())
 
 
 def _rejected_words(setup: dict, which: str) -> str:
@@ -227,7 +252,8 @@ def markdown_table(summary: dict) -> str:
     lines = [f"| method | what it is | {title} | RMSE | R² | seconds |", "|---|---|---|---|---|---|"]
     for m, e in summary.items():
         if e["test_mae_mean"] is None:
-            lines.append(f"| {m} | {e['description']} | failed: {e.get('error')} | | | {e['seconds']:.0f} |")
+            error = str(e.get("error_detail") or e.get("error")).replace("|", "\\|")
+            lines.append(f"| {m} | {e['description']} | failed: {error} | | | {e['seconds']:.0f} |")
         else:
             mae = _fmt(e["test_mae_mean"], None if one_seed else e["test_mae_std"])
             r2 = "n/a" if e["test_r2_mean"] is None else f"{e['test_r2_mean']:.3f}"
@@ -272,7 +298,8 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
               *_test_data_lines(setup),
               f"- Split: {setup['split']}; {setup['n_train']} training rows. Every method sees the same rows.",
               f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
-              f"- Pretrained source: {_source_words(setup)}; fine-tuning strategy: {_strategy_words(setup)}.",
+              f"- Pretrained source: {_source_words(setup)}.",
+              f"- Fine-tuning strategy: {_strategy_words(setup)}.",
               f"- Every network method (tl-finetune, sc-ef, sc-pa) averages {setup.get('members', 1)} networks, each "
               "holding out its own 10 % of the training rows for early stopping; the test rows are used once, "
               "for the scores above."]

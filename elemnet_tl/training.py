@@ -23,6 +23,10 @@ from torch import nn
 
 from .errors import InputError, TrainingDiverged
 
+MAX_SEED = 2**31 - 1
+"""Largest ``--seed`` (numpy, torch and scikit-learn all take it, with the offsets the splits add)."""
+SEED_RULE = f"between 0 and {MAX_SEED}"
+
 
 @dataclass
 class FitConfig:
@@ -52,7 +56,7 @@ class FitConfig:
                  ("lr", self.lr >= 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
                  ("warmup", 0 <= self.warmup < 1, "in [0, 1)"), ("final_lr", self.final_lr >= 0, ">= 0"),
                  ("patience", self.patience >= 0, ">= 0"), ("min_epochs", self.min_epochs >= 0, ">= 0"),
-                 ("ema_epochs", self.ema_epochs >= 0, ">= 0"),
+                 ("ema_epochs", self.ema_epochs >= 0, ">= 0"), ("seed", 0 <= self.seed <= MAX_SEED, SEED_RULE),
                  ("loss", self.loss in ("l1", "mse"), "l1 or mse")]
         for name, ok, rule in rules:
             if not ok:

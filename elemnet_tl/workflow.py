@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import STATE_FILE, ModelInfo, input_kind
 from .errors import InputError
-from .featurize import Featurized, load_and_prepare, overlap_warning, target_warning, write_rejected
+from .featurize import Featurized, load_and_prepare, outlier_warning, overlap_warning, target_warning, write_rejected
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
@@ -55,6 +55,10 @@ def subset(f: Featurized, idx: np.ndarray) -> Featurized:
     return replace(f, frame=f.frame.iloc[idx].reset_index(drop=True), fractions=f.fractions[idx])
 
 
+MIN_TRAINING_ROWS = 10
+"""Fewer usable rows than this cannot train and validate a network meaningfully: an input error."""
+
+
 def load_training_inputs(
     data: str | Path,
     *,
@@ -76,10 +80,11 @@ def load_training_inputs(
         if not 0 <= value < 1 or (name == "--val-fraction" and not val and value == 0):
             raise InputError(f"{name} must be between 0 and 1, got {value:g}")
     train = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
-    needed = 1 + (not val) + bool(test_fraction)
+    needed = MIN_TRAINING_ROWS + bool(test_fraction)
     if train.n_kept < needed:
-        raise InputError(f"{data}: {train.n_kept} usable row(s) after rejections and duplicates; training needs "
-                         f"at least {needed} (rows to train on and to hold out)")
+        raise InputError(f"{data}: {train.n_kept} usable row{'s' * (train.n_kept != 1)} after rejections and "
+                         f"duplicates; training a network needs at least {needed} (rows to train on"
+                         f"{'' if val else ' and to validate on'}{' and to test on' if test_fraction else ''})")
     val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col) if val else None
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
     if test_fraction:
@@ -118,9 +123,11 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")
-        warning = target_warning(f) if name == "train" else None if carved else overlap_warning(f, inputs.train)
-        if warning:
-            notes.append(warning)
+        if name == "train":
+            warnings = [target_warning(f)]
+        else:
+            warnings = [] if carved else [overlap_warning(f, inputs.train), outlier_warning(f)]
+        notes.extend(w for w in warnings if w)
     return notes
 
 
@@ -311,8 +318,9 @@ def run_training(
 
     data = (*tensors(x_tr, y_tr), *tensors(x_va, y_va))
     if len(y_va) < 20 and notices:
-        console.print(f"warning: only {len(y_va)} validation row{'s' * (len(y_va) != 1)}: early stopping and the "
-                      "strategy choice are mostly noise at this size", highlight=False, soft_wrap=True)
+        what = "early stopping and the strategy choice are" if len(candidates) > 1 else "early stopping is"
+        console.print(f"warning: only {len(y_va)} validation row{'s' * (len(y_va) != 1)}: {what} mostly noise at "
+                      "this size", highlight=False, soft_wrap=True)
     model.to(dev)
     start = copy_state(model)
     tried: dict[str, tuple] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import BAND_GAPS, one_line_error
@@ -22,7 +23,8 @@ def only_files(folder, *names: str) -> None:
 @pytest.fixture
 def good_csv(tmp_path):
     path = tmp_path / "in.csv"
-    path.write_text("formula,band_gap\nNaCl,8.5\nMgO,7.8\n")
+    path.write_text("formula,band_gap\nNaCl,8.5\nMgO,7.8\nLiF,13.6\nKBr,7.4\nCaO,7.1\nSrO,5.9\nBaO,4.4\n"
+                    "ZnS,3.8\nCdS,2.5\nGaN,3.4\nAlN,6.2\nSi,1.1\n")
     return path
 
 
@@ -223,8 +225,13 @@ def test_text_cell_in_target_does_not_silently_switch_target(tmp_path):
 def test_too_few_usable_rows_to_train(tmp_path, command):
     table = tmp_path / "one.csv"
     pd.DataFrame({"formula": ["NaCl", "Xx2O"], "target": [1.0, 2.0]}).to_csv(table, index=False)
-    one_line_error([command, str(table), "-o", str(tmp_path / "run")], "one.csv", "1 usable row", "at least 2")
+    one_line_error([command, str(table), "-o", str(tmp_path / "run")], "one.csv", "1 usable row ", "at least 10")
     assert not (tmp_path / "run" / "model.safetensors").exists()
+    nine = tmp_path / "nine.csv"  # nine compositions (NaCl and Na2Cl2 are one): one short
+    pd.DataFrame({"formula": ["NaCl", "Na2Cl2", "MgO", "LiF", "KBr", "CaO", "SrO", "BaO", "ZnS", "CdS"],
+                  "target": np.arange(10.0)}).to_csv(nine, index=False)
+    one_line_error([command, str(nine), "-o", str(tmp_path / "run9")], "9 usable rows", "at least 10")
+    assert not (tmp_path / "run9" / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1"])
@@ -249,6 +256,9 @@ def test_bad_validation_fraction(tmp_path, value):
     ("finetune", "--lr", "0", "--lr must be > 0, got 0"),
     ("pretrain", "--dropout", "2", "--dropout must be in [0, 1), got 2"),
     ("finetune", "--device", "gpu", "--device 'gpu': choose auto, cpu, cuda or cuda:N"),
+    ("finetune", "--seed", "-1", "--seed must be between 0 and 2147483647, got -1"),
+    ("pretrain", "--seed", "4294967296", "--seed must be between 0 and 2147483647, got 4294967296"),
+    ("extract-features", "--seed", "-1", "--seed must be between 0 and 2147483647, got -1"),
 ])
 def test_bad_training_option(tmp_path, good_csv, command, option, value, says):
     """A training option out of range is one line before anything is read or written."""

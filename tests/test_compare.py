@@ -554,3 +554,138 @@ def test_scratch_networks_stop_as_fresh_networks(monkeypatch):
     assert pred.shape == (5,)
     assert [(c.min_epochs, c.patience, c.lr, c.seed) for c in configs] == [(8, 5, compare_module.SCRATCH_LR, 3),
                                                                             (8, 5, compare_module.SCRATCH_LR, 4)]
+
+
+# ---------------------------------------------------------------- --resume, zero MAE, sources, short failures
+
+def fake_comparison(monkeypatch, tmp_path, data_csv) -> tuple:
+    """pa-rf, mean and sc-ef on two seeds (fake methods): the output folder and the recorded calls."""
+    calls = fake_methods(monkeypatch)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--methods", "pa-rf,mean,sc-ef",
+                                 "--seeds", "2", "--epochs", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    calls.clear()
+    return out, calls
+
+
+def test_cli_resume_refuses_other_data_or_options(monkeypatch, tmp_path, data_csv):
+    """--resume on a comparison made with other data, test split or training options: one line naming what
+    differs, exit 2, every saved file untouched (no plot crash on old predictions, no results lost)."""
+    out, calls = fake_comparison(monkeypatch, tmp_path, data_csv)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = tmp_path / "other.csv"
+    unique_compositions(binary_table(30, seed=8)).to_csv(other, index=False)
+    again = ["compare-scratch", str(data_csv), "-o", str(out), "--methods", "mean", "--seeds", "1", "--epochs", "2",
+             "--resume", "-q"]
+    for changed, named in [(["compare-scratch", str(other)], "the data"),
+                           (["--test-fraction", "0.3"], "--test/--test-fraction"),
+                           (["--test", str(other)], "--test/--test-fraction"),
+                           (["--epochs", "3"], "--epochs"),  # the saved sc-ef runs depend on it
+                           (["--ensemble", "2"], "--ensemble")]:
+        args = changed + again[2:] if changed[0] == "compare-scratch" else again + changed
+        one_line_error(args, str(out), "--resume with different data or options", named, "--overwrite")
+    assert calls == []
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_cli_resume_keeps_results_not_asked_for_again(monkeypatch, tmp_path, data_csv):
+    """--resume with fewer methods and seeds (and a new method): the finished pairs all stay in the outputs,
+    only the missing ones run; options no saved result depends on may change."""
+    out, calls = fake_comparison(monkeypatch, tmp_path, data_csv)
+    old = pd.read_csv(out / "results.csv")
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--methods",
+                                 "mean,pa-rf,tl-features", "--seeds", "1", "--epochs", "2", "--resume", "-q"])
+    assert result.exit_code == 0, result.output
+    assert calls == ["tl-features"]
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == len(old) + 1
+    pd.testing.assert_frame_equal(table[table["method"] != "tl-features"].reset_index(drop=True), old)
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["pa-rf", "mean", "sc-ef", "tl-features"]
+    assert [len(e["per_seed"]) for e in results["methods"].values()] == [2, 2, 2, 1]
+    assert results["setup"]["seeds"] == 2
+    assert "| sc-ef |" in (out / "report.md").read_text()
+    record = json.loads((out / "comparison.json").read_text())
+    assert record["methods"] == ["pa-rf", "mean", "sc-ef", "tl-features"] and record["seeds"] == 2
+
+
+def test_resume_checks_a_comparison_saved_before_the_record(monkeypatch, tmp_path, data_csv):
+    """A comparison with no comparison.json (an older version's): its results.json's data hash is checked."""
+    out, calls = fake_comparison(monkeypatch, tmp_path, data_csv)
+    (out / "comparison.json").unlink()
+    other = tmp_path / "other.csv"
+    unique_compositions(binary_table(30, seed=8)).to_csv(other, index=False)
+    with pytest.raises(InputError, match="different data or options.*the data differ"):
+        compare_scratch(other, out, methods=("mean",), seeds=1, resume=True, show_progress=False)
+    assert calls == [] and not (out / "comparison.json").exists()
+
+
+def test_zero_mae_reference_has_no_gain(monkeypatch, tmp_path, data_csv):
+    """A best from-scratch test MAE of 0 (e.g. a constant target): the report is written, the relative gain
+    is undefined (None), the headline says so."""
+    from elemnet_tl.report import headline, verdict
+
+    monkeypatch.setitem(MAE_OF, "pa-rf", 0.0)
+    fake_methods(monkeypatch)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--methods", "tl-features,pa-rf",
+                                 "--seeds", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    v = json.loads((out / "results.json").read_text())["verdict"]
+    assert v["transfer_gain_percent"] is None and v["transfer_wins"] is False
+    said = "Transfer (tl-features) does NOT beat the best from-scratch method (pa-rf): test MAE 0.02 vs 0"
+    assert said in result.output and said in (out / "report.md").read_text()
+    zero = {"test_mae_mean": 0.0, "test_mae_std": 0.0, "per_seed": [{"mae": 0.0}]}
+    assert headline(verdict({"tl-features": zero, "pa-rf": zero}, n_test=100)) == (
+        "Transfer (tl-features) ties with the best from-scratch method (pa-rf): both predict the test rows "
+        "exactly (test MAE 0).")
+
+
+def test_report_names_the_source_each_transfer_method_used(monkeypatch, tmp_path, source_dir, data_csv):
+    """The report's source line says, from the cards, which model tl-finetune and tl-features started from
+    (``--from auto``), not a fixed sentence."""
+    sources_module = importlib.import_module("elemnet_tl.sources")
+    monkeypatch.setattr(sources_module, "bundled_sources", lambda: [str(source_dir), str(source_dir)])
+    out = tmp_path / "out"
+    results = compare_scratch(data_csv, out, methods=("tl-features", "tl-finetune", "mean"), seeds=1,
+                              config=replace(CONFIG, epochs=2), members=1, show_progress=False)
+    cards = {m: json.loads((run_dir(out, m, 0) / "card.json").read_text()) for m in ("tl-features", "tl-finetune")}
+    assert {c["source_choice"]["name"] for c in cards.values()} == {str(source_dir)}
+    assert results["setup"]["sources_used"] == {m: {str(source_dir): 1} for m in ("tl-features", "tl-finetune")}
+    report = (out / "report.md").read_text()
+    assert (f"- Pretrained source: auto (chosen per run by a ridge probe of each bundled model's activations, "
+            f"cross-validated on the training rows) — tl-features started from {source_dir} (1 run); "
+            f"tl-finetune started from {source_dir} (1 run).") in report
+    assert "formation energy" not in report and "validation split" not in report
+
+
+def test_cli_too_few_rows_for_transfer_methods(tmp_path, source_dir):
+    """8 rows (6 to train on): tl-features and tl-finetune fail with a reason that fits compare-scratch (no
+    options it lacks, no internal file), short enough for the console table; the others still run."""
+    path = tmp_path / "eight.csv"
+    unique_compositions(binary_table(12, seed=5)).head(8).to_csv(path, index=False)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(path), "-o", str(out), "--from", str(source_dir),
+                                 "--methods", "tl-features,tl-finetune,mean", "--seeds", "1", "-q"])
+    assert result.exit_code == 1, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"]["tl-features"]["error"] == "too few training rows for cross-validation (6; needs 10)"
+    assert results["methods"]["tl-finetune"]["error"] == "too few training rows to fine-tune (6; needs 10)"
+    assert results["methods"]["mean"]["test_mae_mean"] is not None
+    assert "--layers" not in result.output and "train.csv" not in result.output
+    assert "failed: too few training rows for cross-validation (6; needs 10)" in (out / "report.md").read_text()
+
+
+def test_long_failure_is_shortened_for_the_table_and_kept_whole():
+    from elemnet_tl.compare import MethodOutcome
+    from elemnet_tl.report import markdown_table, summarize
+
+    long = "ValueError: " + "a rather long explanation of what went wrong " * 3
+    entry = summarize([MethodOutcome("pa-rf", 0, 1.0, None, 1.0, error=long)])["pa-rf"]
+    assert len(entry["error"]) <= 60 and entry["error"].endswith("…")
+    assert long.startswith(entry["error"][:-1]) and not entry["error"][-2].isspace()
+    assert entry["error_detail"] == long and entry["per_seed"][0]["error"] == long
+    assert f"failed: {long}" in markdown_table({"pa-rf": entry})
+    short = summarize([MethodOutcome("pa-rf", 0, 1.0, None, 1.0, error="RuntimeError: boom")])["pa-rf"]
+    assert short["error"] == "RuntimeError: boom" and "error_detail" not in short

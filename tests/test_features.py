@@ -366,15 +366,15 @@ def test_directory_survives_moving_the_source_run(source_dir, tables, tmp_path):
 
         load_model(saved)
 
-    before, _ = predict(tables["test"], out)
+    before = predict(tables["test"], out).table
     moved = tmp_path / "elsewhere"
     shutil.move(str(src), moved)
-    after_move, _ = predict(tables["test"], out)
+    after_move = predict(tables["test"], out).table
     shutil.rmtree(moved)
     copy = tmp_path / "copied_feat"
     shutil.copytree(out, copy)
     shutil.rmtree(out)
-    after_copy, _ = predict(tables["test"], copy)
+    after_copy = predict(tables["test"], copy).table
     for later in (after_move, after_copy):
         np.testing.assert_array_equal(later["prediction"].to_numpy(), before["prediction"].to_numpy())
     assert before["prediction"].notna().all()
@@ -429,7 +429,7 @@ def test_bundled_source_is_recorded_by_name(tables, tmp_path):
     assert src["path"] == "elemnet_tl/pretrained/mp_gap/model.safetensors"  # not a site-packages path
     assert json.loads((out / R.REGRESSOR_JSON).read_text())["source"]["given"] == "bundled:band-gap"
     assert not (out / F.NETWORK_FILE).exists()
-    table, _ = predict(tables["test"], out)
+    table = predict(tables["test"], out).table
     np.testing.assert_allclose(table["prediction"], result.test_predictions, rtol=1e-9, atol=1e-9)
 
 

@@ -11,8 +11,10 @@ from conftest import BAND_GAPS, MESSY
 from typer.testing import CliRunner
 
 from elemnet_tl.cli import app
+from elemnet_tl.compositions import parse_formulas
 from elemnet_tl.datasets import load_table
 from elemnet_tl.elements import ELEMENTS
+from elemnet_tl.errors import InputError
 from elemnet_tl.featurize import featurize, load_and_prepare, prepare, rejected_path
 
 runner = CliRunner()
@@ -254,6 +256,126 @@ def test_outputs_are_readable_by_others(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not a temp file's 0600
+
+
+# ---------------------------------------------------------------- input-reading pitfalls
+
+def _csv(tmp_path, text: str, name: str = "t.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("command", ["featurize", "predict"])
+def test_target_col_that_is_the_formula_column(tmp_path, command):
+    path = _csv(tmp_path, "formula,target\nNaCl,1\nMgO,2\n")
+    result = runner.invoke(app, [command, str(path), "--target-col", "formula", "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2, result.output
+    assert "target column 'formula' is the formula column" in result.output
+    assert "internal error" not in result.output
+
+
+def test_chosen_formula_col_beside_a_column_named_formula(tmp_path):
+    """A reduced and a full formula column: the chosen one is used, the other (and a 'line' column) do not clash."""
+    path = _csv(tmp_path, "formula,full_formula,line,target\nNaCl,Na4Cl4,7,1\nMgO,Mg2O2,8,2\n")
+    f = load_and_prepare(path, formula_col="full_formula")
+    assert f.frame["formula"].tolist() == ["Na4Cl4", "Mg2O2"]
+    assert f.frame["line"].tolist() == [2, 3] and f.target.tolist() == [1.0, 2.0]
+    out = tmp_path / "o.csv"
+    result = runner.invoke(app, ["featurize", str(path), "--formula-col", "full_formula", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["formula"].tolist() == ["Na4Cl4", "Mg2O2"]
+
+
+@pytest.mark.parametrize("text", [
+    "formula,target\nNaCl,1.5,\nMgO,2.5,\n",  # a trailing comma on every row (spreadsheet export)
+    "formula,target\nNaCl,1.5,\nMgO,2.5\n",  # only on the first row: pandas would take it as the index
+    "formula,target\nNaCl,1.5\nMgO,2.5, ,\n",  # only on a later row
+])
+def test_trailing_empty_fields_are_ignored(tmp_path, text):
+    f = load_and_prepare(_csv(tmp_path, text))
+    assert f.frame["formula"].tolist() == ["NaCl", "MgO"]
+    assert f.target.tolist() == [1.5, 2.5]
+    assert list(f.frame.columns) == ["line", "formula", "target"]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("formula,target\nNaCl,1.5,extra\nMgO,2.5\n", 2),
+    ("formula,target\nNaCl,1.5\nMgO,2.5\nKCl,3.5,,4\n", 4),
+])
+def test_a_value_beyond_the_header_is_an_error(tmp_path, text, line):
+    with pytest.raises(InputError, match=rf"line {line} has a value beyond the header's 2 columns"):
+        load_table(_csv(tmp_path, text))
+
+
+@pytest.mark.parametrize("suffix", [".csv.xz", ".zip", ".csv.bz2", ".csv.gz", ".tsv.xz"])
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_compressed_inputs_are_sniffed_decompressed(tmp_path, suffix, sep):
+    """Read right only when the separator is sniffed from the decompressed text (';' with decimal commas)."""
+    sep = "\t" if ".tsv" in suffix else sep
+    path = tmp_path / f"in{suffix}"
+    targets = ["1,5", "2,5"] if sep == ";" else [1.5, 2.5]
+    pd.DataFrame({"formula": ["NaCl", "MgO"], "target": targets}).to_csv(path, sep=sep, index=False)
+    f = load_and_prepare(path)
+    assert f.frame["formula"].tolist() == ["NaCl", "MgO"]
+    assert f.target.tolist() == [1.5, 2.5]
+
+
+def test_zip_with_two_files_is_an_error(tmp_path):
+    import zipfile
+
+    path = tmp_path / "two.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.csv", "formula,target\nNaCl,1\n")
+        archive.writestr("b.csv", "formula,target\nMgO,1\n")
+    with pytest.raises(InputError, match="holds 2 files"):
+        load_table(path)
+
+
+def test_text_stability_col_given_is_an_error(tmp_path):
+    path = _csv(tmp_path, "formula,target,prototype\nTiO2,3.0,rutile\nTiO2,3.2,anatase\n")
+    result = runner.invoke(app, ["featurize", str(path), "--stability-col", "prototype", "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2, result.output
+    assert "stability column 'prototype' is not numeric (line 2: 'rutile')" in result.output
+
+
+def test_found_stability_column_with_text_and_blank_cells(tmp_path):
+    """The numeric cells are used; the summary names the rows without a number (ranked last)."""
+    path = _csv(tmp_path, "formula,target,e_hull\nNaCl,1,0.1\nClNa,2,abc\nMgO,2,\nMgO,3,0.0\n")
+    f = load_and_prepare(path)
+    assert f.rule == "most-stable"
+    assert f.frame["line"].tolist() == [2, 5] and f.target.tolist() == [1.0, 3.0]
+    assert "2 rows without a number in e_hull ranked last (first: line 3: 'abc')" in f.rule_reason
+    path = _csv(tmp_path, "formula,target,e_hull\nNaCl,1,low\nClNa,2,high\n")  # mostly text: not used
+    f = load_and_prepare(path)
+    assert f.rule == "mean" and "e_hull not used: not numeric (line 2: 'low')" in f.rule_reason
+
+
+def test_deuterium_is_rejected_not_merged_with_hydrogen(tmp_path):
+    f = load_and_prepare(_csv(tmp_path, "formula,target\nD2O,0.3\nH2O,1.0\nT2O,0.2\n"))
+    assert f.frame["formula"].tolist() == ["H2O"] and f.target.tolist() == [1.0] and f.n_merged == 0
+    assert f.rejected["line"].tolist() == [2, 4]
+    assert "D (deuterium): isotopes are not distinguished" in f.rejected["reason"][0]
+    assert "T (tritium)" in f.rejected["reason"][1]
+
+
+@pytest.mark.parametrize("formula, words", [
+    ("Fe₂O₃", "unparseable formula 'Fe₂O₃': unicode subscripts are not read, write Fe2O3"),
+    ("Fe2+", "unparseable formula 'Fe2+': '+' (a charge?) is not read"),
+    ("Fe1e3O", "unparseable formula 'Fe1e3O': scientific notation in the amount 1e3"),
+    ("Fe2O3)(", "unparseable formula 'Fe2O3)(': cannot read ')('"),
+])
+def test_rejection_reasons_are_in_our_words(formula, words):
+    reason = parse_formulas([formula]).reasons[0]
+    assert reason is not None and reason.startswith(words), reason
+    assert "invalid formula" not in reason
+
+
+def test_duplicate_column_names_are_an_error(tmp_path):
+    path = _csv(tmp_path, "formula,target,target\nNaCl,1,2\nMgO,2,3\n")
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2, result.output
+    assert "column 'target' appears 2 times in the header" in result.output
 
 
 # ---------------------------------------------------------------- shared data (skips when absent)

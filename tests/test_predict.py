@@ -73,12 +73,35 @@ def test_predict_cli_rows_in_input_order(tmp_path, run_dir):
     assert str(tmp_path / "pred.rejected.csv") in result.output
 
 
+def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_dir):
+    """Ids ride along; a target cell that is not a number is named (no error for that row), and the
+    summary says what the model predicts."""
+    data = tmp_path / "in.csv"
+    data.write_text("id,formula,target,prediction\nmp-1,NaCl,8.5,x\nmp-2,MgO,abc,y\nmp-3,LiF,\"1,5\",z\n"
+                    "mp-4,KBr,,w\n")
+    out = tmp_path / "pred.csv"
+    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["line", "formula", "id", "prediction (input)", "prediction", "target", "error"]
+    assert frame["id"].tolist() == ["mp-1", "mp-2", "mp-3", "mp-4"]
+    assert frame["prediction"].notna().all() and frame["error"].notna().tolist() == [True, False, False, False]
+    assert "2 rows with a target that is not a finite number" in result.output  # the blank one is simply missing
+    assert "line 3, target is not a number: 'abc'" in result.output
+    assert "predicted: target" in result.output
+    bundled = invoke(str(data), "--model", "bundled:band-gap", "-o", str(tmp_path / "b.csv"))
+    assert "predicted: band gap (eV) (bundled:band-gap)" in bundled.output
+    wrong = invoke(str(data), "--model", "bundled:nope", "-o", str(tmp_path / "c.csv"))
+    assert wrong.exit_code == 2 and wrong.output.startswith("error: --model bundled:nope: no bundled model")
+
+
 def test_predict_matches_the_model(tmp_path, run_dir):
     from elemnet_tl.compositions import parse_formulas
 
     data = tmp_path / "in.csv"
     pd.DataFrame({"formula": ["NaCl", "MgO", "LiF"]}).to_csv(data, index=False)
-    frame, featurized = predict(data, run_dir, tmp_path / "p.parquet", device="cpu")
+    result = predict(data, run_dir, tmp_path / "p.parquet", device="cpu")
+    frame, featurized = result.table, result.featurized
     assert list(frame.columns) == ["line", "formula", "prediction"]  # no target in the input
     direct = predict_fractions(run_dir, parse_formulas(["NaCl", "MgO", "LiF"]).fractions, device="cpu")
     np.testing.assert_allclose(frame["prediction"], direct, rtol=1e-6)
@@ -122,7 +145,7 @@ def test_bundled_model_predicts_formation_energies_offline(tmp_path):
     assert loaded.card["metrics"]["test_mae"] < 0.1
     table = tmp_path / "oxides.csv"
     table.write_text("formula\nAl2O3\nMgO\nNaCl\nCu\n")
-    frame, _ = predict(table, "bundled", tmp_path / "pred.csv")
+    frame = predict(table, "bundled", tmp_path / "pred.csv").table
     pred = dict(zip(frame["formula"], frame["prediction"]))
     assert -4.0 < pred["Al2O3"] < -3.0  # experimental -3.46 eV/atom
     assert -3.5 < pred["MgO"] < -2.5

@@ -164,6 +164,25 @@ def test_save_load_round_trip(saved_model):
     assert (run_dir / MODEL_FILE).stat().st_mode & 0o044 == 0o044  # others may read a model
 
 
+def test_same_model_same_bytes(saved_model, tmp_path):
+    """The file is a function of the weights and metadata (safetensors alone orders metadata at random)."""
+    from elemnet_tl.checkpoint import write_safetensors
+
+    run_dir, model, info = saved_model
+    again = tmp_path / "again" / MODEL_FILE
+    again.parent.mkdir()
+    save_model(again, model, info)
+    assert again.read_bytes() == (run_dir / MODEL_FILE).read_bytes()
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2)}
+    meta = {f"k{i}": str(i) for i in range(20)}
+    write_safetensors(tmp_path / "x.safetensors", tensors, meta)
+    write_safetensors(tmp_path / "y.safetensors", tensors, dict(reversed(meta.items())))
+    assert (tmp_path / "x.safetensors").read_bytes() == (tmp_path / "y.safetensors").read_bytes()
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(tmp_path / "x.safetensors")["a"], tensors["a"])
+
+
 def test_load_missing_model(tmp_path):
     with pytest.raises(InputError) as exc:
         load_model(tmp_path / "nowhere")
@@ -439,6 +458,9 @@ def test_fit_runs_at_least_min_epochs():
     ([1.5] * 6, "is 1.5 on every kept row: there is nothing to learn"),
     ([0, 1, 1, 0, 1, 0], "takes only two values (0, 1): if it is a class label"),
     ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], None),
+    ([0.1, 0.2, 0.3, 0.4, 1e30, 0.6], "has 1 value more than 1000 times its 10-90 % range from the median 0.35 "
+                                      "(the farthest: line 6, 1e+30): a typo or another unit?"),
+    ([0.1, 0.2, 0.3, 0.4, 50.0, 0.6], None),  # far, but not absurdly (heavy tails are real)
 ])
 def test_target_warning_names_constant_and_two_valued_targets(tmp_path, values, expected):
     from elemnet_tl.featurize import load_and_prepare, target_warning
