@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from .checkpoint import BUNDLED_DIR, CARD_FILE, MODEL_FILE, STATE_FILE
 from .datasets import sha256_of
@@ -427,6 +428,23 @@ class _Fitted:
     test_pred: np.ndarray | None = None
 
 
+def check_export(kind: str, estimator: Any, exported: ExportedRegressor, feats: np.ndarray, y: np.ndarray) -> float:
+    """The largest difference between ``exported`` and the fitted ``estimator`` on its training rows;
+    ``RuntimeError`` unless it is rounding (1e-6 of the largest prediction).
+
+    On its own training rows a distance-weighted kNN divides by self-distances that are rounding noise
+    (~1e-7, computed differently by scikit-learn and numpy), so its neighbours are checked with uniform
+    weights."""
+    if kind == "knn" and exported.scalars.get("weights") == "distance":
+        estimator = clone(estimator).set_params(model__weights="uniform").fit(feats, y)
+        exported = ExportedRegressor({**exported.scalars, "weights": "uniform"}, exported.arrays)
+    fitted_pred = estimator.predict(feats)
+    roundtrip = float(np.max(np.abs(exported.predict(feats) - fitted_pred))) if len(feats) else 0.0
+    if not roundtrip <= 1e-6 * max(1.0, float(np.max(np.abs(fitted_pred)))):
+        raise RuntimeError(f"exported {kind} does not reproduce the fitted model (max diff {roundtrip:g})")
+    return roundtrip
+
+
 def _fit_regressor(regressor: str, feats: np.ndarray, y: np.ndarray, folds: Any, seed: int, say,
                    timings: dict) -> _Fitted:
     """Cross-validate the candidate regressors (``auto``: all; else the one given), fit the best on all
@@ -450,10 +468,7 @@ def _fit_regressor(regressor: str, feats: np.ndarray, y: np.ndarray, folds: Any,
     timings["final_fit_s"] = round(time.perf_counter() - t0, 2)
     scalars, arrays = export_regressor(kind, est, feats, y)
     exported = ExportedRegressor(scalars, arrays)
-    fitted_pred = est.predict(feats)
-    roundtrip = float(np.max(np.abs(exported.predict(feats) - fitted_pred))) if len(feats) else 0.0
-    if not roundtrip <= 1e-6 * max(1.0, float(np.max(np.abs(fitted_pred)))):
-        raise RuntimeError(f"exported {kind} does not reproduce the fitted model (max diff {roundtrip:g})")
+    roundtrip = check_export(kind, est, exported, feats, y)
     reason = (choice_reason(rows, row, "") if regressor == "auto"
               else f"given (--regressor); hyper-parameters by CV MAE {row['cv_mae']:.4g}")
     record = {"name": kind, "params": row["params"], "reason": reason,
@@ -491,7 +506,7 @@ def _score_test(out: Path, fitted: _Fitted, transformer: PretrainedFeatures, tes
     from .runs import regression_metrics
 
     test_raw = transformer.transform_all(test_f.fractions)
-    fitted.test_pred = fitted.estimator.predict(test_raw[:, transformer.mask_])
+    fitted.test_pred = fitted.exported.predict(test_raw[:, transformer.mask_])  # exactly what predict will give
     scores = regression_metrics(test_f.target, fitted.test_pred)
     write_table(_feature_frame(test_f, transformer.feature_names_all_, test_raw), out / TEST_FEATURES_FILE)
     write_table(pd.DataFrame({"line": test_f.frame["line"], "formula": test_f.frame["formula"],

@@ -474,6 +474,24 @@ def test_choose_source_fits_the_transformers_it_is_given(tables, monkeypatch):
     assert (chosen, record) == fresh[:2]
 
 
+def test_distance_knn_on_near_duplicate_rows_exports():
+    """Rows a hair apart (distances that are rounding noise) make a distance-weighted kNN's predictions on
+    its own training rows depend on how distances are rounded; the export check must not call that a
+    broken export (it checks the neighbours with uniform weights), and a real export fault still fails."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(60, 8)) * 10
+    x = np.vstack([a, a + 1e-7 * rng.normal(size=a.shape)])
+    y = np.concatenate([np.zeros(60), np.full(60, 10.0)])
+    est = R.make_regressor("knn", {"n_neighbors": 5, "weights": "distance"}).fit(x, y)
+    exported = R.ExportedRegressor(*R.export_regressor("knn", est, x, y))
+    assert np.abs(exported.predict(x) - est.predict(x)).max() > 1.0  # rounding noise decides these rows
+    FR.check_export("knn", est, exported, x, y)  # not a broken export
+    np.testing.assert_allclose(exported.predict(x[:5] + 1.0), est.predict(x[:5] + 1.0))  # away from the rows: equal
+    broken = R.ExportedRegressor(exported.scalars, {**exported.arrays, "fit_y": exported.arrays["fit_y"][::-1]})
+    with pytest.raises(RuntimeError, match="does not reproduce"):
+        FR.check_export("knn", est, broken, x, y)
+
+
 def test_cli_command(source, tables, tmp_path):
     import typer
     from typer.testing import CliRunner
