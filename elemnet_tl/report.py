@@ -221,6 +221,14 @@ def _strategy_words(setup: dict) -> str:
     return f"auto (chose {_picks(chosen)}{note})"
 
 
+def _members_words(members: int) -> str:
+    if members == 1:
+        return ("- Every network method (tl-finetune, sc-ef, sc-pa) trains one network, holding out 10 % of the "
+                "training rows for early stopping; the test rows are used once, for the scores above.")
+    return (f"- Every network method (tl-finetune, sc-ef, sc-pa) averages {members} networks, each holding out its "
+            "own 10 % of the training rows for early stopping; the test rows are used once, for the scores above.")
+
+
 def _source_words(setup: dict) -> str:
     """``--from`` and, as the runs' cards say, the model each transfer method started from."""
     used = {m: chosen for m, chosen in (setup.get("sources_used") or {}).items() if chosen}
@@ -300,9 +308,7 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
               f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
               f"- Pretrained source: {_source_words(setup)}.",
               f"- Fine-tuning strategy: {_strategy_words(setup)}.",
-              f"- Every network method (tl-finetune, sc-ef, sc-pa) averages {setup.get('members', 1)} networks, each "
-              "holding out its own 10 % of the training rows for early stopping; the test rows are used once, "
-              "for the scores above."]
+              _members_words(setup.get("members", 1))]
     if study:
         s = results["study"]
         lines += ["", "## The study's numbers (Gupta et al., Nat. Commun. 12, 6595, 2021; same JARVIS split)", "",
