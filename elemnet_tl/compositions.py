@@ -47,6 +47,8 @@ _BEFORE_DOT = re.compile(r"([A-Z][a-z]*|[)\]}])\s*(\d*)$")
 _SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
 _ISOTOPES = {"D": "deuterium", "T": "tritium"}
 _SCIENTIFIC = re.compile(r"[\d.]+e[-+]?\d+")
+_SUSPECT = re.compile(r"[DT](?![a-z])|[\d.]e")
+"""A symbol D or T, or a digit before an ``e``: what :func:`_misread` looks at token by token."""
 
 
 @dataclass(frozen=True)
@@ -124,14 +126,16 @@ def _dot_hydrate(part: str) -> tuple[str, str | None]:
 
 def _misread(body: str) -> str | None:
     """Why ``body`` is rejected before pymatgen reads it (it would misread or word it as its own), or None."""
-    if body.translate(_SUBSCRIPTS) != body:
-        return f"unparseable formula {body!r}: unicode subscripts are not read, write {body.translate(_SUBSCRIPTS)}"
-    odd = next((ch for ch in body if not ch.isascii()), None)
-    if odd is not None:
+    if not body.isascii():
+        if body.translate(_SUBSCRIPTS) != body:
+            return f"unparseable formula {body!r}: unicode subscripts are not read, write {body.translate(_SUBSCRIPTS)}"
+        odd = next(ch for ch in body if not ch.isascii())
         return f"unparseable formula {body!r}: character {odd!r} is not read"
     if "+" in body or body.endswith("-"):
         sign = "+" if "+" in body else "-"
         return f"unparseable formula {body!r}: {sign!r} (a charge?) is not read, write the neutral formula"
+    if not _SUSPECT.search(body):  # the common case: no D, T or exponent anywhere
+        return None
     for m in _TOKEN.finditer(body):
         if m[4] in _ISOTOPES:
             return (f"{m[4]} ({_ISOTOPES[m[4]]}): isotopes are not distinguished by ElemNet's element fractions; "
