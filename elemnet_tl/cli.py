@@ -331,7 +331,7 @@ def predict(
 
     Example: elemtl predict my_formulas.csv --model bundled -o predictions.csv
     """
-    from .featurize import rejected_path
+    from .featurize import outlier_warning, rejected_path
     from .predict import predict as run
 
     result = run(data, model, output, formula_col=formula_col, target_col=target_col, device=device)
@@ -340,6 +340,8 @@ def predict(
              f"{featurized.n_kept} predicted: {result.predictor.describes()} ({model}); wrote {output}"]
     if featurized.table.target_note():
         lines.append(featurized.table.target_note())
+    if outlier_warning(featurized):
+        lines.append(outlier_warning(featurized))
     if len(result.unscored):
         first = result.unscored.iloc[0]
         lines.append(f"{len(result.unscored)} row{'s' * (len(result.unscored) != 1)} with a target that is not a "

@@ -88,7 +88,11 @@ def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_di
     assert frame["prediction"].notna().all() and frame["error"].notna().tolist() == [True, False, False, False]
     assert "2 rows with a target that is not a finite number" in result.output  # the blank one is simply missing
     assert "line 3, target is not a number: 'abc'" in result.output
-    assert "predicted: target" in result.output
+    assert "predicted: target" in result.output and "a typo or another unit" not in result.output
+    wild = tmp_path / "wild.csv"
+    wild.write_text("formula,target\nNaCl,8.5\nMgO,7.8\nLiF,13.6\nKBr,7.4\nCaO,1e30\n")
+    flagged = invoke(str(wild), "--model", str(run_dir), "-o", str(tmp_path / "w.csv"), "--device", "cpu")
+    assert flagged.exit_code == 0 and "line 6, 1e+30): a typo or another unit?" in " ".join(flagged.output.split())
     bundled = invoke(str(data), "--model", "bundled:band-gap", "-o", str(tmp_path / "b.csv"))
     assert "predicted: band gap (eV) (bundled:band-gap)" in bundled.output
     wrong = invoke(str(data), "--model", "bundled:nope", "-o", str(tmp_path / "c.csv"))
