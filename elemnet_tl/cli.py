@@ -427,14 +427,15 @@ def compare_scratch(
                   members=ensemble, config=config, device=device, resume=resume, overwrite=overwrite,
                   formula_col=formula_col, target_col=target_col, show_progress=not quiet,
                   on_note=lambda line: _echo_summary([line]))
-    table = RichTable(title=f"test MAE, {seeds} seed(s)")
+    covered = results["setup"]["seeds"]  # a --resume keeps the saved comparison's seeds too
+    table = RichTable(title=f"test MAE, {covered} seed{'s' * (covered != 1)}")
     for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):
         table.add_column(col)
     for name, e in results["methods"].items():
         if e["test_mae_mean"] is None:
             table.add_row(name, "failed", str(e.get("error"))[:60], "", "", f"{e['seconds']:.0f}")
         else:
-            spread = f"{e['test_mae_std']:.2g}" if seeds > 1 else "—"
+            spread = f"{e['test_mae_std']:.2g}" if e.get("test_mae_std") is not None and covered > 1 else "—"
             r2 = "n/a" if e["test_r2_mean"] is None else f"{e['test_r2_mean']:.3f}"
             table.add_row(name, f"{e['test_mae_mean']:.4g}", spread, f"{e['test_rmse_mean']:.4g}", r2,
                           f"{e['seconds']:.0f}")

@@ -28,7 +28,7 @@ from .io import write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
 from .runs import prepare_run_dir, provenance, refuse_non_directory, regression_metrics
-from .training import FitConfig, fit, predict_tensor, resolve_device, standardize
+from .training import FitConfig, fit, member_seed, predict_tensor, resolve_device, standardize
 from .transfer import fresh_network_config
 from .workflow import split_indices, subset
 
@@ -83,8 +83,8 @@ def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: 
     for i in range(members):
         tr, va = split_indices(len(y_tr), 0.1, seed + 7919 * i)
         mean, std = standardize(y_tr[tr])
-        cfg = fresh_network_config(sized_config(replace(config, lr=SCRATCH_LR, seed=seed + i), len(tr)))
-        torch.manual_seed(seed + i)
+        cfg = fresh_network_config(sized_config(replace(config, lr=SCRATCH_LR, seed=member_seed(seed, i)), len(tr)))
+        torch.manual_seed(member_seed(seed, i))
         model = ElemNet(arch, n_inputs=x_tr.shape[1])
         fit(model, t(x_tr[tr]), t((y_tr[tr] - mean) / std), t(x_tr[va]), t((y_tr[va] - mean) / std), cfg,
             device=dev, y_scale=std)

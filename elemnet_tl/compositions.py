@@ -129,8 +129,9 @@ def _misread(body: str) -> str | None:
     if not body.isascii():
         if body.translate(_SUBSCRIPTS) != body:
             return f"unparseable formula {body!r}: unicode subscripts are not read, write {body.translate(_SUBSCRIPTS)}"
-        odd = next(ch for ch in body if not ch.isascii())
-        return f"unparseable formula {body!r}: character {odd!r} is not read"
+        odd = next((ch for ch in body if not ch.isascii() and not ch.isspace()), None)
+        if odd is not None:  # unicode spaces (from spreadsheets, web pages) pymatgen reads as spaces
+            return f"unparseable formula {body!r}: character {odd!r} is not read"
     if "+" in body or body.endswith("-"):
         sign = "+" if "+" in body else "-"
         return f"unparseable formula {body!r}: {sign!r} (a charge?) is not read, write the neutral formula"

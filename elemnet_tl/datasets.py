@@ -158,16 +158,19 @@ def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
     """Read a CSV/TSV; empty fields after the header's last column (a trailing comma) are dropped.
 
     pandas would take the first column(s) as the index when rows have more fields than the header, and
-    shift every column; a value in such a field is an :class:`InputError` naming its line.
+    shift every column; a value in such a field is an :class:`InputError` naming its line, unless every
+    row has one more field: then the first is a row name without a header name (R's ``write.table``).
     """
     with _open_text(path) as fh:
         header = next(csv.reader(fh, delimiter=sep), [])
     _check_unique(header, path)
     options = {"sep": sep, "decimal": decimal, "skip_blank_lines": False}
+    implicit = None
     try:
         frame = pd.read_csv(path, **options)
         if isinstance(frame.index, pd.RangeIndex):
             return frame
+        implicit = frame  # pandas took the leading field(s) of every row as row names
     except pd.errors.ParserError as exc:  # a row after the first has more fields than the header
         if not re.search(r"Expected \d+ fields in line \d+, saw \d+", str(exc)):
             raise
@@ -179,6 +182,9 @@ def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
                         **options)
     filled = frame[extra].map(lambda v: not pd.isna(v) and str(v).strip() != "").to_numpy()
     rows = np.flatnonzero(filled.any(axis=1))
+    if implicit is not None and len(extra) == 1 and filled[:, 0].all():
+        # every row has one more field than the header: row names without a header name (R's write.table)
+        return implicit.reset_index(drop=True)
     if len(rows):
         field = int(np.argmax(filled[rows[0]]))
         raise InputError(f"{path}: line {rows[0] + 2} has a value beyond the header's {len(names)} columns "

@@ -37,7 +37,7 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
     from . import feature_runs
 
     text = str(model_source)
-    if text.startswith("bundled:") and text.partition(":")[2] not in BUNDLED_MODELS:
+    if text.startswith("bundled:") and text.partition(":")[2] not in ("", *BUNDLED_MODELS):
         raise InputError(f"{option} {text}: no bundled model {text.partition(':')[2]!r}; bundled: "
                          f"{', '.join(BUNDLED_MODELS)}")
     if feature_runs.is_feature_run(model_source):

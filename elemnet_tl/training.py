@@ -28,6 +28,11 @@ MAX_SEED = 2**31 - 1
 SEED_RULE = f"between 0 and {MAX_SEED}"
 
 
+def member_seed(seed: int, member: int) -> int:
+    """The seed of an ensemble's ``member``-th network (0: ``seed`` itself), within the valid range."""
+    return (seed + member) % (MAX_SEED + 1)
+
+
 @dataclass
 class FitConfig:
     """Options of :func:`fit` (the resolved values are written into every run's card)."""

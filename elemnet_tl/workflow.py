@@ -17,7 +17,7 @@ from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
 from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
-from .training import FitConfig, FitResult, predict_tensor, resolve_device, standardize
+from .training import FitConfig, FitResult, member_seed, predict_tensor, resolve_device, standardize
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +226,7 @@ def train_members(
         net = ElemNet(first.arch, n_inputs=first.n_inputs, dropout=first.dropout,
                       attributes=first.attributes is not None).to(device)
         net.load_state_dict(start)
-        phases = [replace(p, config=replace(p.config, seed=seed + i)) for p in make_phases(net)]
+        phases = [replace(p, config=replace(p.config, seed=member_seed(seed, i))) for p in make_phases(net)]
         where = run_dir / "members" / str(i)
         where.mkdir(parents=True, exist_ok=True)
         result, _ = run_phases(where, net, data, phases, {"member": i}, device=device, y_scale=std, resume=False,

@@ -248,7 +248,7 @@ def test_cli_compare_scratch(tmp_path, source_dir, data_csv):
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == ["sc-ef", "mean", "pa-rf"]
-    assert "test MAE, 2 seed(s)" in result.output
+    assert "test MAE, 2 seeds" in result.output
     for method, entry in results["methods"].items():
         assert len(entry["per_seed"]) == 2
         assert method in result.output and f"{entry['test_mae_mean']:.4g}" in result.output
@@ -605,6 +605,7 @@ def test_cli_resume_keeps_results_not_asked_for_again(monkeypatch, tmp_path, dat
     assert list(results["methods"]) == ["pa-rf", "mean", "sc-ef", "tl-features"]
     assert [len(e["per_seed"]) for e in results["methods"].values()] == [2, 2, 2, 1]
     assert results["setup"]["seeds"] == 2
+    assert "test MAE, 2 seeds" in result.output  # the console table covers the kept seeds too
     assert "| sc-ef |" in (out / "report.md").read_text()
     record = json.loads((out / "comparison.json").read_text())
     assert record["methods"] == ["pa-rf", "mean", "sc-ef", "tl-features"] and record["seeds"] == 2

@@ -299,6 +299,18 @@ def test_trailing_empty_fields_are_ignored(tmp_path, text):
     assert list(f.frame.columns) == ["line", "formula", "target"]
 
 
+def test_row_names_without_a_header_name_are_read(tmp_path):
+    """R's write.table: every row starts with a row name the header does not name."""
+    f = load_and_prepare(_csv(tmp_path, "formula,target\n1,NaCl,1.5\n2,MgO,2.5\n"))
+    assert f.frame["formula"].tolist() == ["NaCl", "MgO"] and f.target.tolist() == [1.5, 2.5]
+
+
+def test_unicode_spaces_in_a_formula_read_as_spaces():
+    parsed = parse_formulas(["Fe2\xa0O3", "Fe2\u2009O3", "Fe2O3"])
+    assert parsed.reasons == [None, None, None]
+    assert (parsed.fractions[0] == parsed.fractions[2]).all() and (parsed.fractions[1] == parsed.fractions[2]).all()
+
+
 @pytest.mark.parametrize("text, line", [
     ("formula,target\nNaCl,1.5,extra\nMgO,2.5\n", 2),
     ("formula,target\nNaCl,1.5\nMgO,2.5\nKCl,3.5,,4\n", 4),

@@ -482,3 +482,13 @@ def test_pretrain_prints_the_target_warning(tmp_path):
                                       "--epochs", "1", "-q"])
     assert result.exit_code == 0, result.output
     assert "takes only two values (0, 1)" in " ".join(result.output.split())
+
+
+def test_member_seeds_stay_in_range():
+    """Ensemble members take the next seeds; from the largest --seed they wrap instead of failing late."""
+    from elemnet_tl.training import MAX_SEED, member_seed
+
+    assert [member_seed(7, i) for i in range(3)] == [7, 8, 9]
+    assert [member_seed(MAX_SEED, i) for i in range(3)] == [MAX_SEED, 0, 1]
+    FitConfig(seed=member_seed(MAX_SEED, 2))  # a valid seed
+
