@@ -46,9 +46,11 @@ _DOT_HYDRATE = re.compile(r"\.(\d+(?:\.\d+)?)?\s*(H2O)$")
 _BEFORE_DOT = re.compile(r"([A-Z][a-z]*|[)\]}])\s*(\d*)$")
 _SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
 _ISOTOPES = {"D": "deuterium", "T": "tritium"}
-_SCIENTIFIC = re.compile(r"[\d.]+e[-+]?\d+")
-_SUSPECT = re.compile(r"[DT](?![a-z])|[\d.]e")
-"""A symbol D or T, or a digit before an ``e``: what :func:`_misread` looks at token by token."""
+_EXPONENT = re.compile(r"\d[\d.]*[eE][-+]?\d+")
+"""An amount in scientific notation (``1e3``, ``1E-3``, ``1e+3``): no element symbol starts with a lowercase
+letter, nor is ``E`` followed by a digit a symbol."""
+_SUSPECT = re.compile(r"[DT](?![a-z])")
+"""A symbol D or T: what :func:`_misread` looks at token by token."""
 
 
 @dataclass(frozen=True)
@@ -132,18 +134,19 @@ def _misread(body: str) -> str | None:
         odd = next((ch for ch in body if not ch.isascii() and not ch.isspace()), None)
         if odd is not None:  # unicode spaces (from spreadsheets, web pages) pymatgen reads as spaces
             return f"unparseable formula {body!r}: character {odd!r} is not read"
+    exponent = _EXPONENT.search(body)
+    if exponent:
+        return (f"unparseable formula {body!r}: scientific notation in the amount {exponent[0]}, write a plain "
+                "number")
     if "+" in body or body.endswith("-"):
         sign = "+" if "+" in body else "-"
         return f"unparseable formula {body!r}: {sign!r} (a charge?) is not read, write the neutral formula"
-    if not _SUSPECT.search(body):  # the common case: no D, T or exponent anywhere
+    if not _SUSPECT.search(body):  # the common case: no D or T anywhere
         return None
     for m in _TOKEN.finditer(body):
         if m[4] in _ISOTOPES:
             return (f"{m[4]} ({_ISOTOPES[m[4]]}): isotopes are not distinguished by ElemNet's element fractions; "
                     "write H to count it as hydrogen")
-        amount = m[3] if m[2] else m[5]
-        if amount and _SCIENTIFIC.fullmatch(amount):
-            return f"unparseable formula {body!r}: scientific notation in the amount {amount}, write a plain number"
     return None
 
 

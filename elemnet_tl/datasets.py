@@ -115,6 +115,15 @@ def _open_bytes(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
+def _pandas_read(reader, path: Path, **options) -> pd.DataFrame:
+    """``reader(path, **options)``; a zip is opened here (its one table file, folders and macOS
+    ``__MACOSX/`` entries skipped), since pandas refuses a zip with more than one entry."""
+    if _compression(path) != ".zip":
+        return reader(path, **options)
+    with _open_bytes(path) as fh:
+        return reader(fh, **options)
+
+
 def _open_text(path: Path) -> IO[str]:
     """The file's text (decompressed; undecodable bytes replaced), for the csv module."""
     return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", errors="replace", newline="")
@@ -167,7 +176,7 @@ def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
     options = {"sep": sep, "decimal": decimal, "skip_blank_lines": False}
     implicit = None
     try:
-        frame = pd.read_csv(path, **options)
+        frame = _pandas_read(pd.read_csv, path, **options)
         if isinstance(frame.index, pd.RangeIndex):
             return frame
         implicit = frame  # pandas took the leading field(s) of every row as row names
@@ -178,8 +187,8 @@ def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
         width = max((len(row) for row in csv.reader(fh, delimiter=sep)), default=0)
     names = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
     extra = [f"\0extra{i}" for i in range(len(names), width)]
-    frame = pd.read_csv(path, header=None, skiprows=1, names=names + extra, dtype=dict.fromkeys(extra, str),
-                        **options)
+    frame = _pandas_read(pd.read_csv, path, header=None, skiprows=1, names=names + extra,
+                         dtype=dict.fromkeys(extra, str), **options)
     filled = frame[extra].map(lambda v: not pd.isna(v) and str(v).strip() != "").to_numpy()
     rows = np.flatnonzero(filled.any(axis=1))
     if implicit is not None and len(extra) == 1 and filled[:, 0].all():
@@ -206,7 +215,7 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path), 1
         if base.endswith((".json", ".jsonl")):
-            return pd.read_json(path, lines=base.endswith(".jsonl")), 1
+            return _pandas_read(pd.read_json, path, lines=base.endswith(".jsonl")), 1
         if name.endswith(_SPREADSHEETS):
             raise InputError(f"{path}: spreadsheet files are not read; save the sheet as CSV (comma-separated, "
                              "UTF-8) and give that file")

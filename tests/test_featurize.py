@@ -342,6 +342,11 @@ def test_zip_with_two_files_is_an_error(tmp_path):
         archive.writestr("b.csv", "formula,target\nMgO,1\n")
     with pytest.raises(InputError, match="holds 2 files"):
         load_table(path)
+    mac = tmp_path / "mac.zip"  # macOS "Compress": the table plus a __MACOSX/ entry
+    with zipfile.ZipFile(mac, "w") as archive:
+        archive.writestr("t.csv", "formula,target\nNaCl,1\nMgO,2\n")
+        archive.writestr("__MACOSX/._t.csv", "resource fork")
+    assert load_table(mac).frame["formula"].tolist() == ["NaCl", "MgO"]
 
 
 def test_text_stability_col_given_is_an_error(tmp_path):
@@ -375,6 +380,8 @@ def test_deuterium_is_rejected_not_merged_with_hydrogen(tmp_path):
     ("Fe₂O₃", "unparseable formula 'Fe₂O₃': unicode subscripts are not read, write Fe2O3"),
     ("Fe2+", "unparseable formula 'Fe2+': '+' (a charge?) is not read"),
     ("Fe1e3O", "unparseable formula 'Fe1e3O': scientific notation in the amount 1e3"),
+    ("Fe1e+3O", "unparseable formula 'Fe1e+3O': scientific notation in the amount 1e+3"),
+    ("Fe1E-3O", "unparseable formula 'Fe1E-3O': scientific notation in the amount 1E-3"),
     ("Fe2O3)(", "unparseable formula 'Fe2O3)(': cannot read ')('"),
 ])
 def test_rejection_reasons_are_in_our_words(formula, words):
