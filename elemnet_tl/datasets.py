@@ -191,6 +191,9 @@ def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
                          dtype=dict.fromkeys(extra, str), **options)
     filled = frame[extra].map(lambda v: not pd.isna(v) and str(v).strip() != "").to_numpy()
     rows = np.flatnonzero(filled.any(axis=1))
+    if len(rows) and len(header) == 1 and header[0].lstrip().startswith("#"):
+        raise InputError(f"{path}: line 1 ({header[0][:40]!r}) looks like a comment; the first line must be the "
+                         "header (column names): remove the comment lines")
     if implicit is not None and len(extra) == 1 and filled[:, 0].all():
         # every row has one more field than the header: row names without a header name (R's write.table)
         return implicit.reset_index(drop=True)

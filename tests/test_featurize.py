@@ -320,6 +320,11 @@ def test_a_value_beyond_the_header_is_an_error(tmp_path, text, line):
         load_table(_csv(tmp_path, text))
 
 
+def test_a_comment_line_before_the_header_is_named(tmp_path):
+    with pytest.raises(InputError, match="line 1 \\('# made by a script'\\) looks like a comment"):
+        load_table(_csv(tmp_path, "# made by a script\nformula,target\nNaCl,1.5\nMgO,2.5\n"))
+
+
 @pytest.mark.parametrize("suffix", [".csv.xz", ".zip", ".csv.bz2", ".csv.gz", ".tsv.xz"])
 @pytest.mark.parametrize("sep", [",", ";"])
 def test_compressed_inputs_are_sniffed_decompressed(tmp_path, suffix, sep):
