@@ -86,7 +86,8 @@ def target_reasons(table: Table) -> list[str | None]:
 
 def _cell_without_number(table: Table, col: str, text_only: bool) -> tuple[int, str]:
     """Cells of ``col`` that are not numbers (only filled ones with ``text_only``): how many, and where the
-    first is (``line 3: 'abc'``, or ``line 4: blank``); ``(0, "")`` when none."""
+    first is (``line 3: 'abc'``, or ``line 4: missing``: empty or a marker such as NA that pandas reads as
+    missing); ``(0, "")`` when none."""
     cells = table.frame[col]
     missing = pd.to_numeric(cells, errors="coerce").isna().to_numpy()
     if text_only:
@@ -95,7 +96,7 @@ def _cell_without_number(table: Table, col: str, text_only: bool) -> tuple[int, 
         return 0, ""
     i = int(np.flatnonzero(missing)[0])
     cell = cells.iloc[i]
-    shown = "blank" if pd.isna(cell) or not str(cell).strip() else repr(str(cell)[:40])
+    shown = "missing" if pd.isna(cell) or not str(cell).strip() else repr(str(cell)[:40])
     return int(missing.sum()), f"line {table.frame['line'].iloc[i]}: {shown}"
 
 

@@ -371,6 +371,8 @@ def test_found_stability_column_with_text_and_blank_cells(tmp_path):
     path = _csv(tmp_path, "formula,target,e_hull\nNaCl,1,low\nClNa,2,high\n")  # mostly text: not used
     f = load_and_prepare(path)
     assert f.rule == "mean" and "e_hull not used: not numeric (line 2: 'low')" in f.rule_reason
+    path = _csv(tmp_path, "formula,target,e_hull\nNaCl,1,n/a\nClNa,2,0.1\nMgO,2,0.2\n")  # NA markers: missing
+    assert "(first: line 2: missing)" in load_and_prepare(path).rule_reason
 
 
 def test_deuterium_is_rejected_not_merged_with_hydrogen(tmp_path):
