@@ -388,19 +388,18 @@ def _prepare_out_dir(target_dir: Path, candidates: list[PretrainedFeatures], ove
 
 def _report_inputs(out: Path, train: Featurized, test_f: Featurized | None, say) -> None:
     """Rejected-row files, the data summaries and the warnings about the inputs."""
-    from .featurize import outlier_warning, overlap_warning, target_warning, write_rejected
+    from .featurize import input_warnings, write_rejected
 
     for name, f in (("train", train), ("test", test_f)):
         if f is not None and write_rejected(f, out / f"{name}.rejected.csv") is not None:
             say(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {out / f'{name}.rejected.csv'}")
     say(train.summary())
-    if target_warning(train):
-        say(target_warning(train))
+    for warning in input_warnings(train):
+        say(warning)
     if test_f is not None:
         say("test file " + test_f.summary())
-        for warning in (overlap_warning(test_f, train), outlier_warning(test_f)):
-            if warning:
-                say(warning)
+        for warning in input_warnings(test_f, train):
+            say(warning)
 
 
 def _source_record(transformer: PretrainedFeatures, given: str) -> dict:

@@ -233,7 +233,7 @@ def overlap_warning(test: Featurized, train: Featurized) -> str | None:
 
 OUTLIER_RANGES = 1000
 """A target value farther than this many 10-90 % ranges from the median gets a warning (on the
-development sets the farthest is 40 ranges away: piezoelectric coefficients)."""
+development sets the farthest is 40 ranges away: piezoelectric coefficients; scripts/target_ranges.py)."""
 
 
 def target_warning(data: Featurized) -> str | None:
@@ -273,6 +273,13 @@ def outlier_warning(data: Featurized) -> str | None:
             f"{OUTLIER_RANGES} times its 10-90 % range from the median {median:.4g} (the farthest: line "
             f"{data.frame['line'].iloc[first]}, {target[first]:g}): a typo or another unit? Such values dominate "
             "the training loss and the MAE")
+
+
+def input_warnings(data: Featurized, train: Featurized | None = None) -> list[str]:
+    """The warnings every command prints about an input: for the training data (``train`` None) its target
+    (:func:`target_warning`); for a validation or test file its overlap with ``train`` and its outliers."""
+    found = [target_warning(data)] if train is None else [overlap_warning(data, train), outlier_warning(data)]
+    return [w for w in found if w]
 
 
 def rejected_path(output: str | Path) -> Path:

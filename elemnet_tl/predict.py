@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import BUNDLED_MODELS, load_model
 from .errors import InputError
-from .featurize import Featurized, load_and_prepare, rejected_path, write_rejected
+from .featurize import Featurized, load_and_prepare, rejected_path, target_reasons, write_rejected
 from .io import check_output, write_table
 from .training import resolve_device
 
@@ -86,8 +86,6 @@ def predict(
     input has a target.
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
-    from .featurize import target_reasons
-
     if output is not None:
         check_output(output, data)
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)

@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import STATE_FILE, ModelInfo, input_kind
 from .errors import InputError
-from .featurize import Featurized, load_and_prepare, outlier_warning, overlap_warning, target_warning, write_rejected
+from .featurize import Featurized, input_warnings, load_and_prepare, write_rejected
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
@@ -123,11 +123,8 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")
-        if name == "train":
-            warnings = [target_warning(f)]
-        else:
-            warnings = [] if carved else [overlap_warning(f, inputs.train), outlier_warning(f)]
-        notes.extend(w for w in warnings if w)
+        if not carved:
+            notes.extend(input_warnings(f, None if name == "train" else inputs.train))
     return notes
 
 
