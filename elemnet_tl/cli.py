@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from .errors import InputError
+from .errors import InputError, plural
 from .progress import console
 
 app = typer.Typer(
@@ -344,7 +344,7 @@ def predict(
         lines.append(outlier_warning(featurized))
     if len(result.unscored):
         first = result.unscored.iloc[0]
-        lines.append(f"{len(result.unscored)} row{'s' * (len(result.unscored) != 1)} with a target that is not a "
+        lines.append(f"{plural(len(result.unscored), 'row')} with a target that is not a "
                      f"finite number: predicted, error left empty (first: line {first['line']}, {first['reason']})")
     if "error" in frame:
         import numpy as np
@@ -353,7 +353,7 @@ def predict(
         ok = np.isfinite(err)
         if ok.any():
             lines.append(f"MAE against the input's target: {np.abs(err[ok]).mean():.4g} "
-                         f"({int(ok.sum())} row{'s' * (int(ok.sum()) != 1)} with a finite target; the model predicts "
+                         f"({plural(int(ok.sum()), 'row')} with a finite target; the model predicts "
                          f"{result.predictor.describes()})")
     if featurized.n_rejected:
         lines.append(f"rejected rows: {rejected_path(output)}")
@@ -428,7 +428,7 @@ def compare_scratch(
                   formula_col=formula_col, target_col=target_col, show_progress=not quiet,
                   on_note=lambda line: _echo_summary([line]))
     covered = results["setup"]["seeds"]  # a --resume keeps the saved comparison's seeds too
-    table = RichTable(title=f"test MAE, {covered} seed{'s' * (covered != 1)}")
+    table = RichTable(title=f"test MAE, {plural(covered, 'seed')}")
     for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):
         table.add_column(col)
     for name, e in results["methods"].items():

@@ -12,3 +12,8 @@ class InputError(ValueError):
 
 class TrainingDiverged(InputError):
     """The loss became NaN or infinite (usually a learning rate far too high for the data)."""
+
+
+def plural(n: int, noun: str) -> str:
+    """A count with its noun, for messages: ``plural(1, "row")`` is '1 row', ``plural(3, "row")`` '3 rows'."""
+    return f"{n} {noun}{'s' * (n != 1)}"

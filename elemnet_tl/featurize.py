@@ -12,7 +12,7 @@ import pandas as pd
 from .compositions import DUPLICATE_RULES, KEY_DECIMALS, dedup, parse_formulas
 from .datasets import Table, load_table, numeric_like
 from .elements import ELEMENTS
-from .errors import InputError
+from .errors import InputError, plural
 from .io import check_output, table_stem, write_table
 
 REJECTED_COLUMNS = ["line", "formula", "reason"]
@@ -50,8 +50,7 @@ class Featurized:
 
     def summary(self) -> str:
         """Rows read, rejected, merged, kept and the duplicate rule; a second line if the target was guessed."""
-        rows = "row" if self.n_read == 1 else "rows"
-        line = (f"{self.table.source}: {self.n_read} {rows} read, {self.n_rejected} rejected, "
+        line = (f"{self.table.source}: {plural(self.n_read, 'row')} read, {self.n_rejected} rejected, "
                 f"{self.n_merged} merged, {self.n_kept} kept (duplicates: {self.rule} — {self.rule_reason})")
         note = self.table.target_note()
         return f"{line}\n{note}" if note else line
@@ -139,8 +138,7 @@ def resolve_rule(table: Table, duplicates: str, stability_col: str | None) -> tu
     if col is not None:
         why = f"lowest {col} per composition"
         if n_missing:
-            rows = "row" if n_missing == 1 else "rows"
-            why += f"; {n_missing} {rows} without a number in {col} ranked last (first: {first_missing})"
+            why += f"; {plural(n_missing, 'row')} without a number in {col} ranked last (first: {first_missing})"
         return "most-stable", col, why
     if duplicates == "most-stable":
         return "most-stable", None, "lowest target per composition" + note
@@ -269,7 +267,7 @@ def outlier_warning(data: Featurized) -> str | None:
     if not len(far):
         return None
     first = far[np.argmax(np.abs(target[far] - median))]
-    return (f"warning: the target of {data.table.source} has {len(far)} value{'s' * (len(far) != 1)} more than "
+    return (f"warning: the target of {data.table.source} has {plural(len(far), 'value')} more than "
             f"{OUTLIER_RANGES} times its 10-90 % range from the median {median:.4g} (the farthest: line "
             f"{data.frame['line'].iloc[first]}, {target[first]:g}): a typo or another unit? Such values dominate "
             "the training loss and the MAE")

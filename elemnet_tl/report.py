@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import plural
 from .io import atomic_path, write_json, write_table, write_text
 
 TL_METHODS = ("tl-finetune", "tl-features")
@@ -91,7 +92,7 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
             caveats.append(f"{', '.join(lost)} failed: {rest}")
     conclusive = True
     if n_test is not None and n_test < MIN_TEST_ROWS:
-        caveats.append(f"only {n_test} test row{'s' if n_test != 1 else ''}: too small to be conclusive "
+        caveats.append(f"only {plural(n_test, 'test row')}: too small to be conclusive "
                        f"(at least {MIN_TEST_ROWS} are needed)")
         conclusive = False
     if tl and sc:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import STATE_FILE, ModelInfo, input_kind
-from .errors import InputError
+from .errors import InputError, plural
 from .featurize import Featurized, input_warnings, load_and_prepare, write_rejected
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
@@ -82,7 +82,7 @@ def load_training_inputs(
     train = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
     needed = MIN_TRAINING_ROWS + bool(test_fraction)
     if train.n_kept < needed:
-        raise InputError(f"{data}: {train.n_kept} usable row{'s' * (train.n_kept != 1)} after rejections and "
+        raise InputError(f"{data}: {plural(train.n_kept, 'usable row')} after rejections and "
                          f"duplicates; training a network needs at least {needed} (rows to train on"
                          f"{'' if val else ' and to validate on'}{' and to test on' if test_fraction else ''})")
     val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col) if val else None
@@ -316,7 +316,7 @@ def run_training(
     data = (*tensors(x_tr, y_tr), *tensors(x_va, y_va))
     if len(y_va) < 20 and notices:
         what = "early stopping and the strategy choice are" if len(candidates) > 1 else "early stopping is"
-        console.print(f"warning: only {len(y_va)} validation row{'s' * (len(y_va) != 1)}: {what} mostly noise at "
+        console.print(f"warning: only {plural(len(y_va), 'validation row')}: {what} mostly noise at "
                       "this size", highlight=False, soft_wrap=True)
     model.to(dev)
     start = copy_state(model)
