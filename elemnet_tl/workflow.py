@@ -191,7 +191,7 @@ def run_phases(
 def train_members(
     first: ElemNet,
     start: dict,
-    make_phases: Callable,
+    recipe: list[Callable],
     members: int,
     inputs: TrainingInputs,
     scaler: tuple[float, float],
@@ -204,7 +204,10 @@ def train_members(
     unit: str,
 ) -> tuple[ElemNetEnsemble, dict]:
     """Train ``members - 1`` more copies from ``start``, member ``i`` validating on its own seeded split
-    (or the validation file), all with the same target scaler; returns the ensemble and a summary."""
+    (or the validation file), all with the same target scaler; returns the ensemble and a summary.
+
+    ``recipe``: the chosen candidate's ``make_phases``, or each ingredient's when the choice was a soup:
+    every member then trains each ingredient on its split and averages their weights, as the first did."""
     mean, std = scaler
     x_tr, y_tr, x_va, y_va = inputs.arrays()
     x_tr, x_va = first.prepare(x_tr), first.prepare(x_va)  # attributes (if any) computed once, not per member
@@ -222,15 +225,22 @@ def train_members(
                      for k, a in enumerate(arrays))
         net = ElemNet(first.arch, n_inputs=first.n_inputs, dropout=first.dropout,
                       attributes=first.attributes is not None).to(device)
-        net.load_state_dict(start)
-        phases = [replace(p, config=replace(p.config, seed=member_seed(seed, i))) for p in make_phases(net)]
-        where = run_dir / "members" / str(i)
-        where.mkdir(parents=True, exist_ok=True)
-        result, _ = run_phases(where, net, data, phases, {"member": i}, device=device, y_scale=std, resume=False,
-                               show=show, label=f"{label} member {i + 1}/{members}", unit=unit, checkpoint=False)
+        states, val = [], 0.0
+        for j, make_phases in enumerate(recipe):
+            net.load_state_dict(start)
+            phases = [replace(p, config=replace(p.config, seed=member_seed(seed, i))) for p in make_phases(net)]
+            where = run_dir / "members" / (str(i) if len(recipe) == 1 else f"{i}_{j}")
+            where.mkdir(parents=True, exist_ok=True)
+            result, _ = run_phases(where, net, data, phases, {"member": i}, device=device, y_scale=std,
+                                   resume=False, show=show, label=f"{label} member {i + 1}/{members}", unit=unit,
+                                   checkpoint=False)
+            states.append(copy_state(net))
+            val, seconds = result.best_val_mae, seconds + result.seconds
+        if len(states) > 1:
+            net.load_state_dict(average_states(states))
+            val = float((predict_tensor(net, data[2].to(device)) - data[3].to(device)).abs().mean()) * std
         nets.append(net)
-        vals.append(result.best_val_mae)
-        seconds += result.seconds
+        vals.append(val)
     return ElemNetEnsemble(nets), {"other_members_val_mae": vals, "seconds": round(seconds, 2),
                                    "validation": "each member holds out its own seeded split of the training data"}
 
@@ -244,13 +254,17 @@ def greedy_soup(model: ElemNet, ingredients: dict[str, tuple[float, dict]], x_va
     names, best_val = [order[0]], ingredients[order[0]][0]
     best_state = ingredients[order[0]][1]
     for name in order[1:]:
-        members = [ingredients[n][1] for n in names + [name]]
-        trial = {k: torch.stack([m[k].float() for m in members]).mean(0).to(members[0][k].dtype) for k in members[0]}
+        trial = average_states([ingredients[n][1] for n in names + [name]])
         model.load_state_dict(trial)
         val = float((predict_tensor(model, x_val) - y_val).abs().mean()) * y_scale
         if val < best_val:
             names, best_val, best_state = names + [name], val, trial
     return names, best_val, best_state
+
+
+def average_states(states: list[dict]) -> dict:
+    """The element-wise mean of several networks' weights (a uniform soup)."""
+    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
 
 
 def copy_state(model: ElemNet) -> dict:
@@ -283,9 +297,9 @@ def run_training(
     ``{name: model -> list[Phase]}``: each candidate starts from the same weights and the one with the
     best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); ``soup`` names
     candidates that share a start: a greedy weight average of them replaces the choice when that
-    validates better. With
-    ``members`` > 1 the best single candidate is trained again ``members - 1`` times, each on its own
-    seeded validation split, and the run's model is the ensemble (mean) of all of them.
+    validates better. With ``members`` > 1 the chosen candidate (each ingredient of a chosen soup, then
+    their average) is trained again ``members - 1`` times, each on its own seeded validation split, and
+    the run's model is the ensemble (mean) of all of them.
     ``keep_trained`` returns each candidate's training in ``RunResult.trained``.
     ``notices``: print the data summary, rejected-row files, ``notes`` (lines about choices made before
     the training, such as the source) and warnings (default: ``show_progress``).
@@ -347,12 +361,12 @@ def run_training(
         else:
             model.load_state_dict(best_state)  # the evaluation left the last trial in the model
     ensemble_note = None
-    if members > 1:
-        best_single = min(tried, key=lambda k: tried[k][0].best_val_mae)
+    if members > 1:  # more members of the chosen recipe: one candidate, or the soup of its ingredients
+        recipe = chosen[len("soup:"):].split(",") if chosen.startswith("soup:") else [chosen]
         model, ensemble_note = train_members(
-            model, start, candidates[best_single], members, inputs, (mean, std), run_dir, seed=config.seed,
-            device=dev, show=show_progress, label=f"{command} {best_single}".strip(), unit=inputs.unit)
-        ensemble_note = {"members": members, "strategy": best_single or command, **ensemble_note,
+            model, start, [candidates[k] for k in recipe], members, inputs, (mean, std), run_dir,
+            seed=config.seed, device=dev, show=show_progress, label=f"{command} {chosen}".strip(), unit=inputs.unit)
+        ensemble_note = {"members": members, "strategy": chosen or command, **ensemble_note,
                          "first_member_val_mae": fit_result.best_val_mae}
         fit_result = replace(fit_result, seconds=fit_result.seconds + ensemble_note["seconds"])
         extra_card = {**(extra_card or {}), "ensemble": ensemble_note}

@@ -5,7 +5,7 @@ for k = 1..MAX on the test rows (member k is the same network whatever MAX is, s
 curve). Sets: `expt` (the bundled experimental formation enthalpies, the 5 folds of
 scripts/benchmark_expt.py) and JARVIS development sets by name (the study's train/test split).
 
-Usage: python scripts/ensemble_size.py [--sets expt,slme,...] [--max 7] [--out ensemble_size.json]
+Usage: python scripts/ensemble_size.py [--sets expt,slme,...] [--max 7] [--splits 0,2] [--out ensemble_size.json]
 JARVIS sets need ../shared/data (skipped with a message when absent).
 """
 
@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--sets", default="expt")
     parser.add_argument("--max", type=int, default=7, help="members of the largest ensemble")
     parser.add_argument("--out", default="ensemble_size.json")
-    parser.add_argument("--splits", type=int, default=0, help="at most this many splits per set (0: all)")
+    parser.add_argument("--splits", default="", help="only these splits of each set, by index (e.g. 2 or 0,3)")
     args = parser.parse_args()
     from elemnet_tl.finetune import finetune
 
@@ -78,7 +78,8 @@ def main() -> int:
         if name != "expt" and not (JARVIS / name).is_dir():
             print(f"skipped {name}: {JARVIS / name} not found", flush=True)
             continue
-        for label, train, test in splits(name, work)[:args.splits or None]:
+        chosen = {int(i) for i in args.splits.split(",") if i}
+        for label, train, test in [s for i, s in enumerate(splits(name, work)) if not chosen or i in chosen]:
             t0 = time.perf_counter()
             run = finetune(train, work / label.replace(" ", "_"), test=test, members=args.max,
                            duplicates="keep" if name == "expt" else "auto", show_progress=False)

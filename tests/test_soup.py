@@ -50,3 +50,36 @@ def test_auto_saves_the_model_it_reports(tmp_path):
     pred = loaded.predict(torch.as_tensor(data.fractions[val_idx])).numpy()
     assert np.isclose(np.abs(pred - data.target[val_idx]).mean(), run.metrics["val_mae"], rtol=1e-4)
     assert run.card["strategy"]["auto"] is True
+
+
+def test_members_of_a_chosen_soup_are_soups_of_the_same_ingredients(tmp_path):
+    from elemnet_tl.transfer import parse_strategy, strategy_phases
+    from elemnet_tl.workflow import average_states, copy_state, load_training_inputs, train_members
+
+    data_csv = tmp_path / "data.csv"
+    binary_table(120, seed=3).to_csv(data_csv, index=False)
+    inputs = load_training_inputs(data_csv, seed=0)
+    config = FitConfig(epochs=3, batch_size=16, lr=1e-3, seed=0)
+    torch.manual_seed(0)
+    first = ElemNet("32x2-16x1")
+    start = copy_state(first)
+    y = inputs.train.target
+    scaler = (float(y.mean()), float(y.std()))
+
+    def recipe(name: str):
+        return lambda m: strategy_phases(parse_strategy(name, len(m.layer_names)), m, config)
+
+    def members(names: list[str], where: str) -> list[dict]:
+        ens, note = train_members(first, start, [recipe(n) for n in names], 3, inputs, scaler, tmp_path / where,
+                                  seed=0, device=torch.device("cpu"), show=False, label="t", unit="")
+        assert len(note["other_members_val_mae"]) == 2
+        return [copy_state(m) for m in ens.members[1:]]
+
+    full, head = members(["full"], "a"), members(["head"], "b")
+    both = members(["full", "head"], "c")
+    for i in range(2):  # each member trains both ingredients on its own split and averages them
+        expected = average_states([full[i], head[i]])
+        assert all(torch.allclose(both[i][k], expected[k], atol=1e-6) for k in expected)
+    assert not torch.allclose(both[0]["layers.fc1.weight"], full[0]["layers.fc1.weight"])
+    assert (tmp_path / "c" / "members" / "1_0" / "metrics.csv").is_file()
+    assert (tmp_path / "c" / "members" / "1_1" / "metrics.csv").is_file()
