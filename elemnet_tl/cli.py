@@ -115,6 +115,7 @@ def datasets() -> None:
 
     Example: elemtl datasets
     """
+    from rich.console import Console
     from rich.table import Table as RichTable
 
     from .checkpoint import bundled_models
@@ -129,14 +130,17 @@ def datasets() -> None:
         target = d.get("target") or (f"--target-col: {choices}" if choices else "name it with --target-col")
         table.add_row(d["name"], str(d.get("rows") or "?"), str(target), str(d.get("unit") or ""),
                       "yes" if d.get("offline") else "download")
-    console.print(table)
+    out = Console()  # a listing: to stdout, for grep and less; piped, rich would wrap it at 80 columns
+    if not out.is_terminal:
+        out = Console(width=140)
+    out.print(table)
     models = RichTable(title="bundled models (--from bundled:NAME)")
     for col in ("name", "target", "unit", "held-out test MAE"):
         models.add_column(col)
     for m in bundled_models():
         mae = m.get("test_mae")
         models.add_row(m["name"], m["target"], m["unit"], "?" if mae is None else f"{mae:.4g}")
-    console.print(models)
+    out.print(models)
 
 
 @app.command()

@@ -359,8 +359,9 @@ def resumed_record(out_dir: Path, record: dict) -> dict:
     differ = [name for key, name in RESULT_OPTIONS.items()
               if key in saved and saved[key] != record[key] and matters(key)]
     if differ:
+        verb = "differs" if len(differ) == 1 else "differ"
         raise InputError(f"{out_dir}: --resume with different data or options than the saved comparison "
-                         f"({', '.join(differ)} differ); pass --overwrite to replace it, or choose another --output")
+                         f"({', '.join(differ)} {verb}); pass --overwrite to replace it, or choose another --output")
     return {**record, "methods": list(dict.fromkeys([*saved.get("methods", []), *record["methods"]])),
             "seeds": max(saved.get("seeds", 0), record["seeds"]),
             "train_sizes": sorted({*saved.get("train_sizes", []), *record["train_sizes"]})}

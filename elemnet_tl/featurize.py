@@ -48,10 +48,13 @@ class Featurized:
         """Targets of the kept rows (float64)."""
         return self.frame["target"].to_numpy(dtype=np.float64)
 
-    def summary(self) -> str:
-        """Rows read, rejected, merged, kept and the duplicate rule; a second line if the target was guessed."""
+    def summary(self, held_out: int = 0) -> str:
+        """Rows read, rejected, merged, kept and the duplicate rule; a second line if the target was guessed.
+        ``held_out``: kept rows already taken from these for a test set (``--test-fraction``)."""
+        held = f"; {held_out} of them held out for testing" if held_out else ""
         line = (f"{self.table.source}: {plural(self.n_read, 'row')} read, {self.n_rejected} rejected, "
-                f"{self.n_merged} merged, {self.n_kept} kept (duplicates: {self.rule} — {self.rule_reason})")
+                f"{self.n_merged} merged, {self.n_kept + held_out} kept (duplicates: {self.rule} — "
+                f"{self.rule_reason}){held}")
         note = self.table.target_note()
         return f"{line}\n{note}" if note else line
 

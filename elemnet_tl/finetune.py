@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import CARD_FILE, load_start_network
 from .io import write_json
+from .runs import check_run_dir
 from .sources import choose_source, is_auto, probe_source
 from .training import FitConfig, predict_tensor, resolve_device, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
@@ -205,6 +206,7 @@ def finetune(
     resolve_device(device)  # a bad --device fails before anything is read or written
     if members < 1:
         raise ValueError(f"--ensemble must be at least 1, got {members}")
+    check_run_dir(run_dir, resume=False, overwrite=overwrite)  # before the data are read and the sources probed
     options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
                        members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
                        formula_col=formula_col, target_col=target_col, stability_col=stability_col,

@@ -298,8 +298,7 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     said = headline(v)
     if said:
         lines += [f"**{said}**" + (f" Winner overall: {v['winner']}." if v.get("winner") else ""), ""]
-    lines += [markdown_table(summary), "",
-              f"Test MAE in {unit}." if unit else "", "", "## Setup", "",
+    lines += [markdown_table(summary), "", *([f"Test MAE in {unit}.", ""] if unit else []), "## Setup", "",
               f"- Data: {setup['data'].get('source')} — {setup['data'].get('read')} rows read, "
               f"{setup['data'].get('rejected')} rejected, {setup['data'].get('merged')} merged as duplicates "
               f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions"

@@ -86,8 +86,9 @@ def refuse_non_directory(path: Path) -> None:
         raise InputError(f"{path}: exists and is not a directory")
 
 
-def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
-    """Create ``run_dir``; refuse to clobber a finished or running run unless told."""
+def check_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Refuse (:class:`InputError`) a ``run_dir`` that is a file or holds a finished or running run, unless
+    told; touches nothing (commands call it before long preparations, :func:`prepare_run_dir` again)."""
     run_dir = Path(run_dir)
     refuse_non_directory(run_dir)
     used = run_dir.is_dir() and any((run_dir / f).exists() for f in (MODEL_FILE, STATE_FILE, CARD_FILE))
@@ -96,6 +97,12 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
                          + (" or --resume to continue it" if (run_dir / STATE_FILE).exists() else ""))
     if resume and used and not (run_dir / STATE_FILE).exists() and (run_dir / MODEL_FILE).exists():
         raise InputError(f"{run_dir}: this run already finished; use --overwrite to train it again")
+    return run_dir
+
+
+def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Create ``run_dir``; refuse to clobber a finished or running run unless told."""
+    run_dir = check_run_dir(run_dir, resume, overwrite)
     if overwrite and not resume:
         for f in (MODEL_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, CURVE_FILE, RUN_FILE, "test_predictions.csv"):
             (run_dir / f).unlink(missing_ok=True)

@@ -87,6 +87,7 @@ def load_training_inputs(
                          f"{'' if val else ' and to validate on'}{' and to test on' if test_fraction else ''})")
     val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col) if val else None
     test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
+    train_record = train.record()  # counts of the whole file, before a --test-fraction hold-out
     if test_fraction:
         keep_idx, test_idx = split_indices(train.n_kept, test_fraction, seed + 1)
         test_f = subset(train, test_idx)
@@ -96,7 +97,7 @@ def load_training_inputs(
     else:
         train_idx, val_idx = np.arange(train.n_kept), np.array([], dtype=int)
     prov = train.table.provenance
-    records = {"train": train.record()}
+    records = {"train": train_record}
     if val_f is not None:
         records["val"] = val_f.record()
     if test_f is not None:
@@ -114,12 +115,15 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
     """Rejected rows of each input, beside the run; returns each input's summary line (rows read,
     rejected, merged, kept; the guessed target column) and one message per file written."""
     notes = []
+    carved_test = inputs.test is not None and inputs.test.table is inputs.train.table  # --test-fraction
     for name, f in (("train", inputs.train), ("val", inputs.val), ("test", inputs.test)):
         if f is None:
             continue
-        carved = name == "test" and f.table is inputs.train.table  # --test-fraction
+        carved = name == "test" and carved_test
         role = {"train": "", "val": "validation file ", "test": "test file "}[name]
-        notes.append(f"test: {inputs.records['test']['source']} ({f.n_kept} rows)" if carved else role + f.summary())
+        held_out = inputs.test.n_kept if name == "train" and carved_test else 0
+        notes.append(f"test: {inputs.records['test']['source']} ({f.n_kept} rows)" if carved
+                     else role + f.summary(held_out))
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")

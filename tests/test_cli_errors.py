@@ -264,3 +264,13 @@ def test_bad_training_option(tmp_path, good_csv, command, option, value, says):
     """A training option out of range is one line before anything is read or written."""
     one_line_error([command, str(good_csv), "-o", str(tmp_path / "run"), option, value], says)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["finetune", "pretrain"])
+def test_an_output_holding_a_run_is_refused_before_the_data_are_read(tmp_path, command):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "card.json").write_text("{}")
+    # the data file does not exist: the refusal comes first (finetune's --from auto probe takes seconds)
+    one_line_error([command, str(tmp_path / "not_read.csv"), "-o", str(run)], run, "already holds a run")
+    assert sorted(p.name for p in run.iterdir()) == ["card.json"]

@@ -584,7 +584,7 @@ def test_cli_resume_refuses_other_data_or_options(monkeypatch, tmp_path, data_cs
                            (["--epochs", "3"], "--epochs"),  # the saved sc-ef runs depend on it
                            (["--ensemble", "2"], "--ensemble")]:
         args = changed + again[2:] if changed[0] == "compare-scratch" else again + changed
-        one_line_error(args, str(out), "--resume with different data or options", named, "--overwrite")
+        one_line_error(args, str(out), "--resume with different data or options", f"({named} differs)", "--overwrite")
     assert calls == []
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
@@ -617,7 +617,7 @@ def test_resume_checks_a_comparison_saved_before_the_record(monkeypatch, tmp_pat
     (out / "comparison.json").unlink()
     other = tmp_path / "other.csv"
     unique_compositions(binary_table(30, seed=8)).to_csv(other, index=False)
-    with pytest.raises(InputError, match="different data or options.*the data differ"):
+    with pytest.raises(InputError, match=r"different data or options.*the data differs\)"):
         compare_scratch(other, out, methods=("mean",), seeds=1, resume=True, show_progress=False)
     assert calls == [] and not (out / "comparison.json").exists()
 

@@ -426,6 +426,23 @@ def test_quiet_run_still_reports_its_data(tmp_path):
     assert "test rows of" in out and "also in the training data" in out
     assert (run / "train.rejected.csv").is_file() and (run / "test.rejected.csv").is_file()
     assert "━" not in result.output  # no bar
+    assert "held out" not in out  # a test file is not taken from the training rows
+
+
+def test_test_fraction_is_counted_as_held_out_of_the_kept_rows(tmp_path):
+    import json
+
+    from conftest import BAND_GAPS
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pretrain", str(BAND_GAPS), "-o", str(run), "--arch", "16x2", "--epochs", "1",
+                                      "--test-fraction", "0.2", "-q"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "65 rows read, 0 rejected, 2 merged, 63 kept (duplicates:" in out
+    assert "; 13 of them held out for testing" in out
+    data = json.loads((run / "card.json").read_text())["data"]
+    assert (data["train"]["kept"], data["train"]["kept_for_training"], data["test"]["kept"]) == (63, 50, 13)
 
 
 def test_shared_compositions_counts_equal_compositions_written_differently():
