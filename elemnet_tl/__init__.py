@@ -6,10 +6,12 @@ Python API (the CLI calls these)::
     frame, report = featurize("expt-formation-enthalpy")
     run = finetune("my_property.csv", "runs/ft", test="my_test.csv")
 
-Most names are imported on first use. The four functions named like their own module (``featurize``,
-``finetune``, ``predict``, ``pretrain``) are imported with the package: a lazy import of such a module
-would rebind the package's attribute to the module, and ``from elemnet_tl import finetune`` would then
-give the module instead of the function.
+The four functions named like their own module (``featurize``, ``finetune``, ``predict``,
+``pretrain``) are imported with the package (so ``import elemnet_tl`` loads torch and pandas, about a
+second or two): imported lazily, such a module would rebind the package's attribute to itself, and
+``from elemnet_tl import finetune`` would give the module. As in any package that does this,
+``elemnet_tl.finetune`` is the function; reach the module with ``from elemnet_tl.finetune import ...``.
+The other names are imported on first use.
 """
 
 from __future__ import annotations
@@ -18,11 +20,6 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-
-from .featurize import featurize as featurize  # noqa: E402  (after __version__: submodules may read it)
-from .finetune import finetune as finetune  # noqa: E402
-from .predict import predict as predict  # noqa: E402
-from .pretrain import pretrain as pretrain  # noqa: E402
 
 _EXPORTS = {
     "compare_scratch": "compare", "dedup": "compositions", "parse_formulas": "compositions",
@@ -38,3 +35,10 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'elemnet_tl' has no attribute {name!r}")
+
+
+# After everything above: submodules may read __version__ or a lazy name while they load.
+from .featurize import featurize as featurize  # noqa: E402
+from .finetune import finetune as finetune  # noqa: E402
+from .predict import predict as predict  # noqa: E402
+from .pretrain import pretrain as pretrain  # noqa: E402

@@ -131,7 +131,7 @@ def datasets() -> None:
         table.add_row(d["name"], str(d.get("rows") or "?"), str(target), str(d.get("unit") or ""),
                       "yes" if d.get("offline") else "download")
     out = Console()  # a listing: to stdout, for grep and less; piped, rich would wrap it at 80 columns
-    if not out.is_terminal:
+    if not out.is_terminal and "COLUMNS" not in os.environ:
         out = Console(width=140)
     out.print(table)
     models = RichTable(title="bundled models (--from bundled:NAME)")
@@ -340,7 +340,7 @@ def predict(
 
     result = run(data, model, output, formula_col=formula_col, target_col=target_col, device=device)
     frame, featurized = result.table, result.featurized
-    lines = [f"{featurized.n_read} rows read, {featurized.n_rejected} rejected, "
+    lines = [f"{plural(featurized.n_read, 'row')} read, {featurized.n_rejected} rejected, "
              f"{featurized.n_kept} predicted: {result.predictor.describes()} ({model}); wrote {output}"]
     if featurized.table.target_note():
         lines.append(featurized.table.target_note())
@@ -449,7 +449,7 @@ def compare_scratch(
     said = headline(results["verdict"])
     _echo_summary([*([said] if said else []), f"report: {output / 'report.md'}"])
     if results["failed"]:
-        _fail(f"{len(results['failed'])} method(s) failed: "
+        _fail(f"{plural(len(results['failed']), 'method')} failed: "
               + ", ".join(f"{m} ({results['methods'][m].get('error')})" for m in results["failed"])
               + f"; tracebacks in {output / 'runs'}/METHOD/.../error.txt", 1)
 

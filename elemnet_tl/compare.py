@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import InputError
+from .errors import InputError, plural
 from .featurize import Featurized, load_and_prepare
 from .io import write_json, write_table, write_text
 from .model import ElemNet
@@ -453,8 +453,9 @@ def compare_scratch(
     splits = make_splits(full, test_f, record["seeds"], record["train_sizes"], test_fraction)
     smallest = min(s.train.n_kept for s in splits)
     if smallest < 2 or min(s.test.n_kept for s in splits) < 1:
-        raise InputError(f"{data}: {full.n_kept} usable row(s) after rejections and duplicates leave "
-                         f"{smallest} training row(s){'' if test else f' after the {test_fraction:g} test hold-out'}"
+        raise InputError(f"{data}: {plural(full.n_kept, 'usable row')} after rejections and duplicates leave "
+                         f"{plural(smallest, 'training row')}"
+                         f"{'' if test else f' after the {test_fraction:g} test hold-out'}"
                          "; compare-scratch needs at least 2 to train on and 1 to test on")
     saved_outcomes = _saved_outcomes(out_dir, splits, all_methods) if resume else {}
     if overwrite and not resume:
@@ -505,7 +506,7 @@ def compare_scratch(
     from .report import write_report
 
     if test_f is not None:
-        split_words = (f"test file {test} ({test_f.n_read} rows read, {test_f.n_rejected} rejected, "
+        split_words = (f"test file {test} ({plural(test_f.n_read, 'row')} read, {test_f.n_rejected} rejected, "
                        f"{test_f.n_kept} scored: every kept row, duplicates too)")
     else:
         split_words = (f"seeded {test_fraction:g} hold-out per seed ({splits[0].test.n_kept} test rows), "

@@ -21,7 +21,7 @@ from sklearn.base import clone
 
 from .checkpoint import BUNDLED_DIR, CARD_FILE, MODEL_FILE, STATE_FILE
 from .datasets import sha256_of
-from .errors import InputError
+from .errors import InputError, plural
 from .features import (
     COMMAND_KIND,
     FEATURES_FILE,
@@ -392,7 +392,7 @@ def _report_inputs(out: Path, train: Featurized, test_f: Featurized | None, say)
 
     for name, f in (("train", train), ("test", test_f)):
         if f is not None and write_rejected(f, out / f"{name}.rejected.csv") is not None:
-            say(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {out / f'{name}.rejected.csv'}")
+            say(f"{plural(f.n_rejected, 'rejected row')} of {f.table.source} listed in {out / f'{name}.rejected.csv'}")
     say(train.summary())
     for warning in input_warnings(train):
         say(warning)

@@ -250,7 +250,7 @@ def _test_data_lines(setup: dict) -> list[str]:
     t = setup.get("test_data")
     if not t:
         return []
-    return [f"- Test data: {t.get('source')} — {t.get('read')} rows read, {t.get('rejected')} rejected, "
+    return [f"- Test data: {t.get('source')} — {plural(t.get('read') or 0, 'row')} read, {t.get('rejected')} rejected, "
             f"{t.get('kept')} scored{_rejected_words(setup, 'test')}."]
 
 
@@ -299,7 +299,7 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     if said:
         lines += [f"**{said}**" + (f" Winner overall: {v['winner']}." if v.get("winner") else ""), ""]
     lines += [markdown_table(summary), "", *([f"Test MAE in {unit}.", ""] if unit else []), "## Setup", "",
-              f"- Data: {setup['data'].get('source')} — {setup['data'].get('read')} rows read, "
+              f"- Data: {setup['data'].get('source')} — {plural(setup['data'].get('read') or 0, 'row')} read, "
               f"{setup['data'].get('rejected')} rejected, {setup['data'].get('merged')} merged as duplicates "
               f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions"
               + _rejected_words(setup, "train") + ".",

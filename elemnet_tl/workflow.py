@@ -122,11 +122,11 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         carved = name == "test" and carved_test
         role = {"train": "", "val": "validation file ", "test": "test file "}[name]
         held_out = inputs.test.n_kept if name == "train" and carved_test else 0
-        notes.append(f"test: {inputs.records['test']['source']} ({f.n_kept} rows)" if carved
+        notes.append(f"test: {inputs.records['test']['source']} ({plural(f.n_kept, 'row')})" if carved
                      else role + f.summary(held_out))
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
-            notes.append(f"{f.n_rejected} rejected row(s) of {f.table.source} listed in {path}")
+            notes.append(f"{plural(f.n_rejected, 'rejected row')} of {f.table.source} listed in {path}")
         if not carved:
             notes.extend(input_warnings(f, None if name == "train" else inputs.train))
     return notes
@@ -245,8 +245,9 @@ def train_members(
             val = float((predict_tensor(net, data[2].to(device)) - data[3].to(device)).abs().mean()) * std
         nets.append(net)
         vals.append(val)
-    return ElemNetEnsemble(nets), {"other_members_val_mae": vals, "seconds": round(seconds, 2),
-                                   "validation": "each member holds out its own seeded split of the training data"}
+    how = ("each member holds out its own seeded split of the training data" if inputs.val is None
+           else "every member validates on the validation file; their seeds differ")
+    return ElemNetEnsemble(nets), {"other_members_val_mae": vals, "seconds": round(seconds, 2), "validation": how}
 
 
 def greedy_soup(model: ElemNet, ingredients: dict[str, tuple[float, dict]], x_val: torch.Tensor,
@@ -267,8 +268,10 @@ def greedy_soup(model: ElemNet, ingredients: dict[str, tuple[float, dict]], x_va
 
 
 def average_states(states: list[dict]) -> dict:
-    """The element-wise mean of several networks' weights (a uniform soup)."""
-    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
+    """The element-wise mean of several networks' weights (a uniform soup), each tensor in its own dtype
+    (the float64 attribute statistics stay exact); tensors that are not floating point are the first's."""
+    return {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v.clone()
+            for k, v in states[0].items()}
 
 
 def copy_state(model: ElemNet) -> dict:

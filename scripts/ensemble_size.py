@@ -19,24 +19,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 JARVIS = ROOT.parent / "shared" / "data" / "targets" / "jarvis_tl"
 
 
-def member_curve(run_dir: Path, train: Path, test: Path) -> list[float]:
+def member_curve(run_dir: Path, test: Path) -> list[float]:
     """Test MAE of the mean of the first k members of the run's ensemble, k = 1..members."""
     import torch
 
     from elemnet_tl.attributes import with_attributes
     from elemnet_tl.checkpoint import load_model
-    from elemnet_tl.workflow import load_training_inputs
+    from elemnet_tl.featurize import load_and_prepare
 
     loaded = load_model(run_dir)
     model = loaded.model
     members = list(model.members) if hasattr(model, "members") else [model]
-    test_rows = load_training_inputs(train, test=test, duplicates="keep").test
+    test_rows = load_and_prepare(test, duplicates="keep")  # as finetune reads a --test file
     with torch.no_grad():
         x = torch.as_tensor(model.prepare(test_rows.fractions), dtype=torch.float32)
         x = with_attributes(x, members[0].attributes, members[0].n_inputs)
@@ -49,18 +48,9 @@ def splits(name: str, work: Path) -> list[tuple[str, Path, Path]]:
     """(label, train file, test file) of a set: five CV folds for `expt`, the study's split otherwise."""
     if name != "expt":
         return [(name, JARVIS / name / "train.csv.gz", JARVIS / name / "test.csv.gz")]
-    from elemnet_tl.featurize import load_and_prepare
+    from benchmark_expt import fold_files  # the folds of scripts/benchmark_expt.py (this folder is on sys.path)
 
-    data = load_and_prepare("expt-formation-enthalpy")
-    frame = pd.DataFrame({"formula": data.frame["formula"], "target": data.target})
-    folds = np.random.default_rng(0).permutation(len(frame)) % 5  # the folds of scripts/benchmark_expt.py
-    out = []
-    for k in range(5):
-        train, test = work / f"train{k}.csv", work / f"test{k}.csv"
-        frame[folds != k].to_csv(train, index=False)
-        frame[folds == k].to_csv(test, index=False)
-        out.append((f"expt fold {k}", train, test))
-    return out
+    return [(f"expt fold {k}", train, test) for k, (train, test) in enumerate(fold_files(work))]
 
 
 def main() -> int:
@@ -83,7 +73,7 @@ def main() -> int:
             t0 = time.perf_counter()
             run = finetune(train, work / label.replace(" ", "_"), test=test, members=args.max,
                            duplicates="keep" if name == "expt" else "auto", show_progress=False)
-            curve = member_curve(run.run_dir, train, test)
+            curve = member_curve(run.run_dir, test)
             if abs(curve[-1] - run.card["metrics"]["test_mae"]) > 1e-5:
                 raise SystemExit(f"{label}: the members' mean {curve[-1]} is not the run's test MAE")
             rows.append({"set": name, "split": label, "strategy": run.card["strategy"]["name"],

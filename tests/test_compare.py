@@ -371,7 +371,7 @@ def test_cli_rejected_rows_are_written_and_named(tmp_path):
     rejected = pd.read_csv(out / "train.rejected.csv")
     assert list(rejected.columns) == ["line", "formula", "reason"] and len(rejected) == 10
     assert rejected["reason"].notna().all() and rejected["line"].is_unique
-    assert f"10 rejected row(s) of {MESSY} listed in {out / 'train.rejected.csv'}" in result.output
+    assert f"10 rejected rows of {MESSY} listed in {out / 'train.rejected.csv'}" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["rejected"] == 10
     assert results["setup"]["rejected_files"] == {"train": {"rows": 10, "file": "train.rejected.csv"}}
@@ -391,7 +391,7 @@ def test_cli_test_file_rejections(monkeypatch, tmp_path, data_csv):
     rejected = pd.read_csv(out / "test.rejected.csv")
     assert rejected["formula"].tolist() == ["Xx2O3", "NaCl", "MgO"]
     assert rejected["line"].tolist() == [7, 8, 9]  # line 1 is the header
-    assert f"3 rejected row(s) of {test_path} listed in {out / 'test.rejected.csv'}" in result.output
+    assert f"3 rejected rows of {test_path} listed in {out / 'test.rejected.csv'}" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["split"].startswith(f"test file {test_path} (8 rows read, 3 rejected, 5 scored")
     report = (out / "report.md").read_text()
@@ -459,7 +459,7 @@ def test_cli_failed_method_exits_1_and_says_so(monkeypatch, tmp_path, source_dir
                                  "--methods", "tl-finetune,tl-features,sc-ef,mean", "--seeds", "1", "-q"])
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith("error: 1 method(s) failed: tl-finetune (RuntimeError: tl-finetune broke)")
+    assert last.startswith("error: 1 method failed: tl-finetune (RuntimeError: tl-finetune broke)")
     results = json.loads((out / "results.json").read_text())
     assert results["failed"] == ["tl-finetune"]
     assert results["methods"]["tl-features"]["test_mae_mean"] == pytest.approx(0.02)

@@ -421,7 +421,7 @@ def test_quiet_run_still_reports_its_data(tmp_path):
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
     assert "28 rows read, 10 rejected, 4 merged, 14 kept (duplicates: most-stable" in out
-    assert f"rejected row(s) of {MESSY} listed in {run / 'train.rejected.csv'}" in out
+    assert f"10 rejected rows of {MESSY} listed in {run / 'train.rejected.csv'}" in out
     assert "test file " in out and "of the training data" not in out
     assert "test rows of" in out and "also in the training data" in out
     assert (run / "train.rejected.csv").is_file() and (run / "test.rejected.csv").is_file()

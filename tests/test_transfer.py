@@ -382,6 +382,28 @@ def test_soup_only_over_the_listed_candidates_and_never_worse_than_the_best(data
         tried["good"]["val_mae"], rel=1e-4)
 
 
+def test_a_chosen_soup_is_what_every_ensemble_member_repeats(data_dir, tmp_path, monkeypatch):
+    """When the soup wins, the other members train each of its ingredients (not the best single one)."""
+    from elemnet_tl import workflow
+    from elemnet_tl.model import ElemNet
+    from elemnet_tl.transfer import Phase, layers_groups
+
+    def always_soup(model, ingredients, x_val, y_val, y_scale):  # make the soup win whatever the data
+        return sorted(ingredients), -1.0, workflow.average_states([v[1] for v in ingredients.values()])
+
+    monkeypatch.setattr(workflow, "greedy_soup", always_soup)
+    inputs = load_training_inputs(data_dir / "smooth.csv")
+    torch.manual_seed(0)
+    model = ElemNet(ARCH)
+    groups = layers_groups(model.layer_names)
+    plan = {name: (lambda m, c=FitConfig(epochs=2, batch_size=16, lr=lr, patience=0), n=name: [Phase(n, c, groups)])
+            for name, lr in (("a", 1e-3), ("b", 3e-3))}
+    result = workflow.run_training(tmp_path / "run", model, inputs, plan, command="t", soup=["a", "b"], members=2,
+                                   show_progress=False)
+    assert result.card["ensemble"]["strategy"] == "soup:a,b"
+    assert sorted(p.name for p in (tmp_path / "run" / "members").iterdir()) == ["1_0", "1_1"]
+
+
 def validation_mae_of_saved_model(run_dir, data, seed: int = 0) -> float:
     """Recompute the validation MAE of the weights written to ``run_dir`` (same seeded hold-out)."""
     _, _, x_val, y_val = load_training_inputs(data, seed=seed).arrays()
