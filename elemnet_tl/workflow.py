@@ -211,14 +211,15 @@ def train_members(
     (or the validation file), all with the same target scaler; returns the ensemble and a summary.
 
     ``recipe``: the chosen candidate's ``make_phases``, or each ingredient's when the choice was a soup:
-    every member then trains each ingredient on its split and averages their weights, as the first did."""
+    every member then trains each ingredient on its split and keeps their greedy weight soup on that split
+    (:func:`greedy_soup`: the best ingredient alone unless an average validates better), as the first did."""
     mean, std = scaler
     x_tr, y_tr, x_va, y_va = inputs.arrays()
     x_tr, x_va = first.prepare(x_tr), first.prepare(x_va)  # attributes (if any) computed once, not per member
     if inputs.val is None:
         x_all, y_all = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
         fraction = len(y_va) / len(y_all)
-    nets, vals, seconds = [first], [], 0.0
+    nets, vals, souped, seconds = [first], [], [], 0.0
     for i in range(1, members):
         if inputs.val is None:
             tr, va = split_indices(len(y_all), fraction, seed + 7919 * i)
@@ -229,7 +230,7 @@ def train_members(
                      for k, a in enumerate(arrays))
         net = ElemNet(first.arch, n_inputs=first.n_inputs, dropout=first.dropout,
                       attributes=first.attributes is not None).to(device)
-        states, val = [], 0.0
+        states, val = {}, 0.0
         for j, make_phases in enumerate(recipe):
             net.load_state_dict(start)
             phases = [replace(p, config=replace(p.config, seed=member_seed(seed, i))) for p in make_phases(net)]
@@ -238,16 +239,20 @@ def train_members(
             result, _ = run_phases(where, net, data, phases, {"member": i}, device=device, y_scale=std,
                                    resume=False, show=show, label=f"{label} member {i + 1}/{members}", unit=unit,
                                    checkpoint=False)
-            states.append(copy_state(net))
+            states[str(j)] = (result.best_val_mae, copy_state(net))
             val, seconds = result.best_val_mae, seconds + result.seconds
-        if len(states) > 1:
-            net.load_state_dict(average_states(states))
-            val = float((predict_tensor(net, data[2].to(device)) - data[3].to(device)).abs().mean()) * std
+        if len(states) > 1:  # this member's own soup, chosen on its own split
+            used, val, state = greedy_soup(net, states, data[2].to(device), data[3].to(device), std)
+            net.load_state_dict(state)
+            souped.append([int(j) for j in used])
         nets.append(net)
         vals.append(val)
     how = ("each member holds out its own seeded split of the training data" if inputs.val is None
            else "every member validates on the validation file; their seeds differ")
-    return ElemNetEnsemble(nets), {"other_members_val_mae": vals, "seconds": round(seconds, 2), "validation": how}
+    note = {"other_members_val_mae": vals, "seconds": round(seconds, 2), "validation": how}
+    if souped:
+        note["other_members_ingredients"] = souped  # indices into the chosen soup's ingredients
+    return ElemNetEnsemble(nets), note
 
 
 def greedy_soup(model: ElemNet, ingredients: dict[str, tuple[float, dict]], x_val: torch.Tensor,
