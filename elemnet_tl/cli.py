@@ -169,7 +169,7 @@ def featurize(
 
     frame, result = run(data, output, duplicates=duplicates, stability_col=stability_col, pa=pa,
                         formula_col=formula_col, target_col=target_col)
-    lines = [result.summary(), f"wrote {output} ({len(frame)} rows x {frame.shape[1]} columns)"]
+    lines = [result.summary(), f"wrote {output} ({plural(len(frame), 'row')} x {frame.shape[1]} columns)"]
     if result.n_rejected:
         lines.append(f"rejected rows: {rejected_path(output)}")
     _echo_summary(lines)

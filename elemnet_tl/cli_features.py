@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .errors import plural
 from .progress import console
 
 
@@ -73,7 +74,7 @@ def extract_features_command(
         lines.append("; ".join(parts))
     else:
         lines.append("no regressor (--regressor none): features only")
-    lines.append(f"wrote {result.out_dir / 'features.parquet'} ({card['split']['n_train']} rows); "
+    lines.append(f"wrote {result.out_dir / 'features.parquet'} ({plural(card['split']['n_train'], 'row')}); "
                  f"directory: {result.out_dir} ({card['timing']['total_s']:.1f} s)")
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)

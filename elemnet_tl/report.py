@@ -223,11 +223,10 @@ def _strategy_words(setup: dict) -> str:
 
 
 def _members_words(members: int) -> str:
-    if members == 1:
-        return ("- Every network method (tl-finetune, sc-ef, sc-pa) trains one network, holding out 10 % of the "
-                "training rows for early stopping; the test rows are used once, for the scores above.")
-    return (f"- Every network method (tl-finetune, sc-ef, sc-pa) averages {members} networks, each holding out its "
-            "own 10 % of the training rows for early stopping; the test rows are used once, for the scores above.")
+    what = ("trains one network, holding out 10 %" if members == 1
+            else f"averages {members} networks, each holding out its own 10 %")
+    return (f"- Every network method (tl-finetune, sc-ef, sc-pa) {what} of the training rows for early stopping; "
+            "the test rows are used once, for the scores above.")
 
 
 def _source_words(setup: dict) -> str:

@@ -310,8 +310,8 @@ def run_training(
     best validation MAE is kept (``describe(tried, chosen)`` adds the why to the card); ``soup`` names
     candidates that share a start: a greedy weight average of them replaces the choice when that
     validates better. With ``members`` > 1 the chosen candidate (each ingredient of a chosen soup, then
-    their average) is trained again ``members - 1`` times, each on its own seeded validation split, and
-    the run's model is the ensemble (mean) of all of them.
+    that member's own greedy soup of them) is trained again ``members - 1`` times, each on its own seeded
+    validation split, and the run's model is the ensemble (mean) of all of them.
     ``keep_trained`` returns each candidate's training in ``RunResult.trained``.
     ``notices``: print the data summary, rejected-row files, ``notes`` (lines about choices made before
     the training, such as the source) and warnings (default: ``show_progress``).
