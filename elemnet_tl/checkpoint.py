@@ -86,6 +86,26 @@ class LoadedModel:
 
         return predict_tensor(self.model, fractions) * self.info.target_std + self.info.target_mean
 
+    def member_spread(self, fractions: torch.Tensor) -> torch.Tensor | None:
+        """Standard deviation of an ensemble's member predictions (target units) per row; None for one network."""
+        from .training import predict_tensor
+
+        if not isinstance(self.model, ElemNetEnsemble):
+            return None
+        outputs = predict_tensor(_MemberOutputs(self.model), fractions)  # (rows, members)
+        return outputs.std(dim=1, unbiased=False) * self.info.target_std
+
+
+class _MemberOutputs(torch.nn.Module):
+    """An ensemble's member outputs as (rows, members), so that :func:`predict_tensor` can batch rows."""
+
+    def __init__(self, ensemble: ElemNetEnsemble) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ensemble.member_outputs(x).T
+
 
 def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""

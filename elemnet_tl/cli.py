@@ -165,11 +165,12 @@ def featurize(
     Example: elemtl featurize expt-formation-enthalpy -o features.csv --pa
     """
     from .featurize import featurize as run
-    from .featurize import rejected_path
+    from .featurize import input_warnings, rejected_path
 
     frame, result = run(data, output, duplicates=duplicates, stability_col=stability_col, pa=pa,
                         formula_col=formula_col, target_col=target_col)
-    lines = [result.summary(), f"wrote {output} ({plural(len(frame), 'row')} x {frame.shape[1]} columns)"]
+    lines = [result.summary(), f"wrote {output} ({plural(len(frame), 'row')} x {frame.shape[1]} columns)",
+             *input_warnings(result)]
     if result.n_rejected:
         lines.append(f"rejected rows: {rejected_path(output)}")
     _echo_summary(lines)
@@ -337,6 +338,7 @@ def predict(
     """
     from .featurize import outlier_warning, rejected_path
     from .predict import predict as run
+    from .predict import reliability_notes
 
     result = run(data, model, output, formula_col=formula_col, target_col=target_col, device=device)
     frame, featurized = result.table, result.featurized
@@ -344,6 +346,7 @@ def predict(
              f"{featurized.n_kept} predicted: {result.predictor.describes()} ({model}); wrote {output}"]
     if featurized.table.target_note():
         lines.append(featurized.table.target_note())
+    lines += reliability_notes(result)
     if outlier_warning(featurized):
         lines.append(outlier_warning(featurized))
     if len(result.unscored):

@@ -21,6 +21,7 @@ from sklearn.base import clone
 
 from .checkpoint import BUNDLED_DIR, CARD_FILE, MODEL_FILE, STATE_FILE
 from .datasets import sha256_of
+from .elements import element_rows
 from .errors import InputError, plural
 from .features import (
     COMMAND_KIND,
@@ -312,7 +313,7 @@ def extract_features(
     reg_rows = fitted.rows if fitted else []
     cv_rows = layer_rows + reg_rows
     cv_text = describe_cv(len(x)) + f" (seed {seed})" if need_target else None
-    data_records = {"train": train.record()}
+    data_records = {"train": {**train.record(), "element_rows": element_rows(train.fractions)}}
     if test_f is not None:
         data_records["test"] = test_f.record()
     target_name = str(train.table.provenance.get("target") or train.table.target_col or "target")

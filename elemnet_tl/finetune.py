@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -207,6 +208,7 @@ def finetune(
     if members < 1:
         raise ValueError(f"--ensemble must be at least 1, got {members}")
     check_run_dir(run_dir, resume=False, overwrite=overwrite)  # before the data are read and the sources probed
+    parse_strategy(strategy, n_layers=sys.maxsize)  # its spelling, before then (K's bound: once the model is known)
     options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
                        members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
                        formula_col=formula_col, target_col=target_col, stability_col=stability_col,
@@ -290,8 +292,11 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
         return lambda m: phases_of(parse_strategy(name, len(m.layer_names)), m)
 
     head_record = {"kept": kept, "reason": head_reason}
+    fresh_rate = {"near_source": None, "reason": FRESH_REASON}  # nearness does not apply to fresh weights
     rate_record = {"given": bool(o.config.lr), "near_source": near,
-                   "reason": "given (--lr)" if o.config.lr else FRESH_REASON if fresh_only else near_reason}
+                   "reason": "given (--lr)" if o.config.lr else near_reason}
+    if fresh_only and not o.config.lr:
+        rate_record.update(fresh_rate)
     if strat.name == "auto":
         names = auto_candidates(len(y_tr), model.groups)
         plan: object = {name: phases_for(name) for name in names}
@@ -300,7 +305,7 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
             reason = explain_choice(tried, chosen, len(y_tr), r, inputs.unit, soup_val)
             fresh = chosen.startswith("reinit") and not o.config.lr  # its rate did not depend on the source
             return {"strategy": {"name": chosen, "reason": reason, "auto": True, "candidates": names},
-                    "learning_rate": {**rate_record, "reason": FRESH_REASON} if fresh else rate_record}
+                    "learning_rate": {**rate_record, **fresh_rate} if fresh else rate_record}
         soup = [n for n in names if not n.startswith("reinit")]  # fresh weights do not average with the others
         extra = {"source_model": source_record, "source_correlation": r, "head": head_record,
                  "learning_rate": rate_record}

@@ -209,8 +209,12 @@ class ElemNetEnsemble(nn.Module):
         return self.first.prepare(fractions)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.member_outputs(x).mean(0)
+
+    def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's output, stacked: (members, rows)."""
         x = with_attributes(x, self.first.attributes, self.first.n_inputs)  # computed once for all members
-        return torch.stack([m(x) for m in self.members]).mean(0)
+        return torch.stack([m(x) for m in self.members])
 
     def activations(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
         return self.first.activations(x, names)

@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from .checkpoint import BUNDLED_MODELS, load_model
-from .errors import InputError
+from .elements import unseen_elements
+from .errors import InputError, plural
 from .featurize import Featurized, load_and_prepare, rejected_path, target_reasons, write_rejected
 from .io import check_output, write_table
 from .training import resolve_device
@@ -25,6 +26,11 @@ class Predictor:
     target: str
     unit: str
     path: str
+    spread: Callable[[np.ndarray], np.ndarray] | None = None
+    """Standard deviation of an ensemble's member predictions per row (None: one network or a regressor)."""
+    members: int = 1
+    seen: dict[str, int] | None = None
+    """Training rows containing each element, from the card (None when the card does not record them)."""
 
     def describes(self) -> str:
         """``formation energy (eV/atom)``: what the model predicts."""
@@ -44,7 +50,7 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
         fm = feature_runs.load_feature_model(model_source)
         target = fm.card.get("target") or {}
         return Predictor(lambda x: fm.predict(np.asarray(x, dtype=np.float64)), str(target.get("name") or "target"),
-                         str(target.get("unit") or ""), str(fm.path))
+                         str(target.get("unit") or ""), str(fm.path), seen=_seen_elements(fm.card))
     loaded = load_model(model_source, resolve_device(device))
     dev = next(loaded.model.parameters()).device
 
@@ -52,7 +58,23 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
         xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev)
         return loaded.predict(xt).cpu().numpy().astype(np.float64)
 
-    return Predictor(run, loaded.info.target or "target", loaded.info.unit, str(loaded.path))
+    def spread(x: np.ndarray) -> np.ndarray:
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev)
+        return loaded.member_spread(xt).cpu().numpy().astype(np.float64)
+
+    members = loaded.info.members
+    return Predictor(run, loaded.info.target or "target", loaded.info.unit, str(loaded.path),
+                     spread=spread if members > 1 else None, members=members, seen=_seen_elements(loaded.card))
+
+
+OUTPUT_COLUMNS = ("prediction", "ensemble_std", "unseen_elements", "error")
+"""Columns predict adds; an input column of the same name is kept as ``NAME (input)``."""
+
+
+def _seen_elements(card: dict) -> dict[str, int] | None:
+    """The card's count of training rows per element (runs made before it was recorded: None)."""
+    seen = ((card.get("data") or {}).get("train") or {}).get("element_rows")
+    return seen if isinstance(seen, dict) else None
 
 
 def predict_fractions(model_source: str | Path, fractions: np.ndarray, device: str = "auto") -> np.ndarray:
@@ -82,8 +104,10 @@ def predict(
 ) -> Prediction:
     """One prediction per input row, in input order (rejected rows get an empty prediction).
 
-    Columns: ``line, formula``, the input's other columns, ``prediction``, plus ``target, error`` when the
-    input has a target.
+    Columns: ``line, formula``, the input's other columns, ``prediction``, ``ensemble_std`` for an ensemble
+    (the spread of its members' predictions: larger means less certain, not a calibrated error bar),
+    ``unseen_elements`` when the card records the training data's elements (those of the row the model
+    never trained on), plus ``target, error`` when the input has a target.
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
     if output is not None:
@@ -95,10 +119,17 @@ def predict(
     out = pd.DataFrame({"line": table["line"], "formula": table["formula"]})
     for col in table.columns:  # the input's other columns (ids, ...) ride along, so results join back
         if col not in ("line", "formula", "target"):
-            out[f"{col} (input)" if col in ("prediction", "error") else col] = table[col]
+            out[f"{col} (input)" if col in OUTPUT_COLUMNS else col] = table[col]
     out["prediction"] = np.nan
     position = pd.Series(np.arange(len(table)), index=table["line"].to_numpy())
-    out.loc[position[featurized.frame["line"].to_numpy()].to_numpy(), "prediction"] = pred
+    rows = position[featurized.frame["line"].to_numpy()].to_numpy()
+    out.loc[rows, "prediction"] = pred
+    if predictor.spread is not None:
+        out["ensemble_std"] = np.nan
+        out.loc[rows, "ensemble_std"] = predictor.spread(featurized.fractions)
+    if predictor.seen is not None:
+        out["unseen_elements"] = pd.Series([None] * len(out), dtype=object)
+        out.loc[rows, "unseen_elements"] = unseen_elements(featurized.fractions, predictor.seen)
     unscored = pd.DataFrame(columns=["line", "formula", "reason"])
     if featurized.table.has_target:
         out["target"] = table["target"]
@@ -112,3 +143,19 @@ def predict(
         write_table(out, output)
         write_rejected(featurized, rejected_path(output))
     return Prediction(out, featurized, predictor, unscored)
+
+
+def reliability_notes(result: Prediction) -> list[str]:
+    """Summary lines on the reliability columns of a prediction table (none when it has neither)."""
+    notes = []
+    if "ensemble_std" in result.table:
+        notes.append(f"ensemble_std: the spread of the {result.predictor.members} networks' predictions per row, "
+                     f"a relative confidence (larger: less certain), not an error bar")
+    if "unseen_elements" in result.table:
+        flagged = result.table["unseen_elements"].fillna("").astype(str) != ""
+        if flagged.any():
+            first, n = result.table[flagged].iloc[0], int(flagged.sum())
+            where = f"column unseen_elements; first: line {first['line']}, {first['unseen_elements']}"
+            notes.append(f"{plural(n, 'row')} {'contains' if n == 1 else 'contain'} elements the model never "
+                         f"trained on ({where}): extrapolations, less reliable")
+    return notes

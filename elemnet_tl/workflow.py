@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import STATE_FILE, ModelInfo, input_kind
+from .elements import element_rows
 from .errors import InputError, plural
 from .featurize import Featurized, input_warnings, load_and_prepare, write_rejected
 from .io import write_table
@@ -106,6 +107,7 @@ def load_training_inputs(
             records["test"] = {"source": f"seeded {test_fraction:g} hold-out of {train.table.source}",
                                "kept": test_f.n_kept, "seed": seed + 1}
         records["train"]["kept_for_training"] = train.n_kept
+    records["train"]["element_rows"] = element_rows(train.fractions)  # what predict calls seen elements
     return TrainingInputs(train, val_f, test_f, train_idx, val_idx,
                           target_name=str(prov.get("target") or train.table.target_col or "target"),
                           unit=str(prov.get("unit", "")), records=records)

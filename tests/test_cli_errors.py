@@ -274,3 +274,10 @@ def test_an_output_holding_a_run_is_refused_before_the_data_are_read(tmp_path, c
     # the data file does not exist: the refusal comes first (finetune's --from auto probe takes seconds)
     one_line_error([command, str(tmp_path / "not_read.csv"), "-o", str(run)], run, "already holds a run")
     assert sorted(p.name for p in run.iterdir()) == ["card.json"]
+
+
+def test_a_misspelt_strategy_is_refused_before_the_data_are_read(tmp_path):
+    # the data file does not exist: the strategy's spelling is checked first (no read, no source probe)
+    one_line_error(["finetune", str(tmp_path / "not_read.csv"), "-o", str(tmp_path / "run"), "--strategy", "fast"],
+                   "--strategy 'fast'", "choose from auto, full")
+    assert not (tmp_path / "run").exists()

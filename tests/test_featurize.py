@@ -413,3 +413,16 @@ def test_shared_steels_all_parse(shared_data):
     f = load_and_prepare(path)
     assert f.n_read == 312 and f.n_rejected == 0
     assert f.n_read == f.n_rejected + f.n_merged + f.n_kept
+
+
+def test_featurize_warns_about_the_target_as_training_commands_do(tmp_path):
+    """A value absurdly far from the rest (a typo or another unit) and a two-valued target are named."""
+    wild = tmp_path / "wild.csv"
+    wild.write_text("formula,target\nNaCl,8.5\nMgO,7.8\nLiF,13.6\nKBr,7.4\nCaO,5e6\n")
+    result = runner.invoke(app, ["featurize", str(wild), "-o", str(tmp_path / "w.csv")])
+    assert result.exit_code == 0, result.output
+    assert "line 6, 5e+06): a typo or another unit?" in " ".join(result.output.split())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("formula,target\nNaCl,1\nMgO,0\nLiF,1\nKBr,0\n")
+    result = runner.invoke(app, ["featurize", str(labels), "-o", str(tmp_path / "l.csv")])
+    assert result.exit_code == 0 and "takes only two values" in result.output

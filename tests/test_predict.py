@@ -50,7 +50,7 @@ def test_predict_cli_rows_in_input_order(tmp_path, run_dir):
     assert result.exit_code == 0, result.output
     assert "8 rows read, 3 rejected, 5 predicted" in result.output
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["line", "formula", "prediction", "target", "error"]
+    assert list(frame.columns) == ["line", "formula", "prediction", "unseen_elements", "target", "error"]
     assert frame["line"].tolist() == list(range(2, 10))
     assert frame["formula"].fillna("").tolist() == [f or "" for f in INPUT["formula"]]
     missing = frame["prediction"].isna().tolist()
@@ -83,7 +83,8 @@ def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_di
     result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["line", "formula", "id", "prediction (input)", "prediction", "target", "error"]
+    assert list(frame.columns) == ["line", "formula", "id", "prediction (input)", "prediction", "unseen_elements",
+                                   "target", "error"]
     assert frame["id"].tolist() == ["mp-1", "mp-2", "mp-3", "mp-4"]
     assert frame["prediction"].notna().all() and frame["error"].notna().tolist() == [True, False, False, False]
     assert "2 rows with a target that is not a finite number" in result.output  # the blank one is simply missing
@@ -106,13 +107,97 @@ def test_predict_matches_the_model(tmp_path, run_dir):
     pd.DataFrame({"formula": ["NaCl", "MgO", "LiF"]}).to_csv(data, index=False)
     result = predict(data, run_dir, tmp_path / "p.parquet", device="cpu")
     frame, featurized = result.table, result.featurized
-    assert list(frame.columns) == ["line", "formula", "prediction"]  # no target in the input
+    assert list(frame.columns) == ["line", "formula", "prediction", "unseen_elements"]  # no target in the input
     direct = predict_fractions(run_dir, parse_formulas(["NaCl", "MgO", "LiF"]).fractions, device="cpu")
     np.testing.assert_allclose(frame["prediction"], direct, rtol=1e-6)
     back = pd.read_parquet(tmp_path / "p.parquet")
     pd.testing.assert_frame_equal(back, frame)
     assert not (tmp_path / "p.rejected.csv").exists()
     assert featurized.n_rejected == 0
+
+
+def test_element_rows_and_unseen_elements():
+    from elemnet_tl.compositions import parse_formulas
+    from elemnet_tl.elements import element_rows, unseen_elements
+
+    seen = element_rows(parse_formulas(["NaCl", "Na2O", "MgO"]).fractions)
+    assert seen == {"O": 2, "Na": 2, "Mg": 1, "Cl": 1}
+    assert unseen_elements(parse_formulas(["NaCl", "PuO2", "KBrO3", "Mg"]).fractions, seen) == ["", "Pu", "K Br", ""]
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(tmp_path_factory):
+    """A 3-network fine-tune of the tiny run on rows made only of Na, Cl, Mg and O."""
+    from elemnet_tl.finetune import FINETUNE_DEFAULTS, finetune
+
+    folder = tmp_path_factory.mktemp("ensemble")
+    data = folder / "train.csv"
+    rng = np.random.default_rng(0)
+    formulas = [f"Na{a}Cl{b}Mg{c}O{d}" for a, b, c, d in rng.integers(1, 5, (60, 4))]
+    pd.DataFrame({"formula": formulas, "target": rng.normal(size=60)}).to_csv(data, index=False)
+    config = replace(FINETUNE_DEFAULTS, epochs=3, batch_size=16, lr=1e-3)
+    finetune(data, folder / "run", source=_tiny_source(folder), strategy="full", members=3, config=config,
+             device="cpu", show_progress=False)
+    return folder / "run"
+
+
+def _tiny_source(folder):
+    from elemnet_tl.pretrain import PRETRAIN_DEFAULTS, pretrain
+
+    data = folder / "source.csv"
+    binary_table(80, seed=3).to_csv(data, index=False)
+    pretrain(data, folder / "source", arch="32x2-16x1", config=replace(PRETRAIN_DEFAULTS, epochs=2, batch_size=32),
+             device="cpu", show_progress=False)
+    return folder / "source"
+
+
+def test_predict_names_unseen_elements_and_the_ensemble_spread(tmp_path, ensemble_dir):
+    """An ensemble's table gives the spread of its members per row, and every row names the elements the
+    fine-tune never trained on (here: all but Na, Cl, Mg, O); the summary says both."""
+    import torch
+
+    from elemnet_tl.checkpoint import load_model
+    from elemnet_tl.compositions import parse_formulas
+
+    data = tmp_path / "in.csv"
+    data.write_text("formula,ensemble_std,target\nNaCl,a,1\nPuO2,b,2\nKBr,c,3\nHeF2,d,4\nMgO,e,5\n")
+    out = tmp_path / "pred.csv"
+    result = invoke(str(data), "--model", str(ensemble_dir), "-o", str(out), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    assert list(frame.columns) == ["line", "formula", "ensemble_std (input)", "prediction", "ensemble_std",
+                                   "unseen_elements", "target", "error"]
+    assert frame["unseen_elements"].fillna("").tolist() == ["", "Pu", "K Br", "", ""]  # HeF2: rejected
+    kept = frame["prediction"].notna().to_numpy()
+    assert kept.tolist() == [True, True, True, False, True]
+    loaded = load_model(ensemble_dir)
+    x = torch.as_tensor(parse_formulas(["NaCl", "PuO2", "KBr", "MgO"]).fractions, dtype=torch.float32)
+    with torch.no_grad():
+        members = loaded.model.member_outputs(x).numpy() * loaded.info.target_std + loaded.info.target_mean
+    np.testing.assert_allclose(frame["ensemble_std"][kept], members.std(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(frame["prediction"][kept], members.mean(axis=0), rtol=1e-4, atol=1e-5)
+    assert (frame["ensemble_std"][kept] > 0).all()
+    text = " ".join(result.output.split())
+    assert "ensemble_std: the spread of the 3 networks' predictions per row" in text
+    assert "2 rows contain elements the model never trained on (column unseen_elements; first: line 3, Pu)" in text
+
+
+def test_single_network_and_old_cards_add_no_reliability_columns(tmp_path, run_dir):
+    """One network has no spread; a card without the training elements (runs made before it was recorded)
+    gives no unseen_elements column."""
+    import json
+    import shutil
+
+    old = tmp_path / "old_run"
+    shutil.copytree(run_dir, old)
+    card = json.loads((old / "card.json").read_text())
+    del card["data"]["train"]["element_rows"]
+    (old / "card.json").write_text(json.dumps(card))
+    data = tmp_path / "in.csv"
+    data.write_text("formula\nNaCl\nPuO2\n")
+    frame = predict(data, old, device="cpu").table
+    assert list(frame.columns) == ["line", "formula", "prediction"]
+    assert predict(data, run_dir, device="cpu").table["unseen_elements"].tolist() == ["", "Pu"]
 
 
 def test_predict_wrong_model_dir(tmp_path):
