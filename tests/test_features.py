@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import binary_table
+from conftest import TRAIN_ELEMENTS, binary_table
 
 from elemnet_tl import feature_runs as FR
 from elemnet_tl import features as F
@@ -378,6 +378,10 @@ def test_directory_survives_moving_the_source_run(source_dir, tables, tmp_path):
     for later in (after_move, after_copy):
         np.testing.assert_array_equal(later["prediction"].to_numpy(), before["prediction"].to_numpy())
     assert before["prediction"].notna().all()
+    # a regressor has no ensemble spread; its card records the training rows' elements
+    assert "ensemble_std" not in before and before["unseen_elements"].notna().all()
+    card = json.loads((copy / "card.json").read_text())
+    assert set(card["data"]["train"]["element_rows"]) <= set(TRAIN_ELEMENTS)
 
 
 def test_attribute_input_and_ensemble_sources_are_saved(tables, tmp_path):
