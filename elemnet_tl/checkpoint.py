@@ -86,14 +86,17 @@ class LoadedModel:
 
         return predict_tensor(self.model, fractions) * self.info.target_std + self.info.target_mean
 
-    def member_spread(self, fractions: torch.Tensor) -> torch.Tensor | None:
-        """Standard deviation of an ensemble's member predictions (target units) per row; None for one network."""
+    def predict_with_spread(self, fractions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An ensemble's predictions and the standard deviation of its members' predictions per row (target
+        units), from one pass in float32 (also on a GPU, where a small spread would drown in bf16 rounding;
+        on the CPU the predictions equal :meth:`predict`'s)."""
         from .training import predict_tensor
 
         if not isinstance(self.model, ElemNetEnsemble):
-            return None
-        outputs = predict_tensor(_MemberOutputs(self.model), fractions)  # (rows, members)
-        return outputs.std(dim=1, unbiased=False) * self.info.target_std
+            raise ValueError("one network has no spread")
+        outputs = predict_tensor(_MemberOutputs(self.model), fractions, exact=True).T.contiguous()  # (members, rows)
+        std = self.info.target_std  # the mean over members as the ensemble's forward takes it: the same bits
+        return outputs.mean(dim=0) * std + self.info.target_mean, outputs.std(dim=0, unbiased=False) * std
 
 
 class _MemberOutputs(torch.nn.Module):

@@ -332,7 +332,8 @@ def predict(
     target_col: Optional[str] = TargetCol,
     device: str = Device,
 ) -> None:
-    """Predict every row (input order): formula, the input's other columns, prediction (+ target, error).
+    """Predict every row (input order): formula, the input's other columns, prediction, ensemble_std (an
+    ensemble's spread), unseen_elements (elements the model never trained on) (+ target, error).
 
     Example: elemtl predict my_formulas.csv --model bundled -o predictions.csv
     """

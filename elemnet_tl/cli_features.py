@@ -42,7 +42,8 @@ def extract_features_command(
                                               "compound)."),
     target_col: Optional[str] = typer.Option(None, "--target-col", help="Target column (default: 'target', or "
                                              "the only other numeric column)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages (the data summary, "
+                               "warnings and results still print)."),
 ) -> None:
     """Pretrained ElemNet activations as features, plus a scikit-learn regressor chosen by cross-validation.
 
@@ -55,7 +56,8 @@ def extract_features_command(
 
     result = extract_features(data, output, source=source, layers=layers, regressor=regressor, with_pa=with_pa,
                               test=test, seed=seed, formula_col=formula_col, target_col=target_col,
-                              duplicates=duplicates, device=device, show_progress=not quiet, overwrite=overwrite)
+                              duplicates=duplicates, device=device, show_progress=not quiet, overwrite=overwrite,
+                              notices=True)
     card = result.card
     unit = (card.get("target") or {}).get("unit") or ""
     sel = card["selection"]

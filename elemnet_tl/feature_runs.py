@@ -213,6 +213,7 @@ def extract_features(
     device: str = "auto",
     show_progress: bool = True,
     overwrite: bool = False,
+    notices: bool | None = None,
 ) -> FeatureRunResult:
     """Features from a pretrained network (+ a regressor chosen by CV) written to ``out_dir``.
 
@@ -228,6 +229,8 @@ def extract_features(
     file, ``test_features.parquet`` and ``test_predictions.csv``. With a regressor and a source that is not
     bundled, the layers the features need are saved as ``source_network.safetensors`` (so the directory
     keeps working when the source moves); a bundled source is recorded by name.
+    ``show_progress``: print the steps and cross-validation rows; ``notices``: print the data summary,
+    rejected-row files, warnings and the source choice (default: ``show_progress``).
     """
     from .featurize import load_and_prepare
     from .runs import provenance
@@ -246,6 +249,7 @@ def extract_features(
         raise InputError(f"--seed must be {SEED_RULE}, got {seed}")
     dev = resolve_device(device)
     say = _sayer(show_progress)
+    note = _sayer(show_progress if notices is None else notices)
 
     need_target = regressor != "none" or auto_layers
     train = load_and_prepare(data, formula_col, target_col, duplicates, require_target=need_target)
@@ -262,7 +266,7 @@ def extract_features(
     y = train.target if has_target else None
     folds = cv_folds(len(x), seed) if need_target else None  # fails early on too few rows
     out = _prepare_out_dir(Path(out_dir), candidates, overwrite)
-    _report_inputs(out, train, test_f, say)
+    _report_inputs(out, train, test_f, note)
 
     source_choice = None
     if auto_source:
@@ -271,7 +275,7 @@ def extract_features(
         given, source_choice, fitted_sources = choose_source(x, y, seed, str(dev), layers, max_rows=None,
                                                              transformers=candidates)
         transformer = fitted_sources[given]
-        say(f"--from auto: {given} — {source_choice['reason']}")
+        note(f"--from auto: {given} — {source_choice['reason']}")
         timings["source_selection_s"] = round(time.perf_counter() - t0, 2)
     else:
         transformer, given = candidates[0], givens[0]
@@ -360,12 +364,12 @@ def extract_features(
                             fitted.test_pred if fitted else None, predictor, timings)
 
 
-def _sayer(show_progress: bool):
-    """A print function that prints only when progress is shown."""
+def _sayer(show: bool):
+    """A print function that prints only when ``show``."""
     from .progress import console
 
     def say(text: str) -> None:
-        if show_progress:
+        if show:
             console.print(text, highlight=False, soft_wrap=True)
     return say
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -208,7 +207,7 @@ def finetune(
     if members < 1:
         raise ValueError(f"--ensemble must be at least 1, got {members}")
     check_run_dir(run_dir, resume=False, overwrite=overwrite)  # before the data are read and the sources probed
-    parse_strategy(strategy, n_layers=sys.maxsize)  # its spelling, before then (K's bound: once the model is known)
+    parse_strategy(strategy, n_layers=None)  # its spelling, before then (K's upper bound: once the model is known)
     options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
                        members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
                        formula_col=formula_col, target_col=target_col, stability_col=stability_col,

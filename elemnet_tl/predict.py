@@ -26,8 +26,9 @@ class Predictor:
     target: str
     unit: str
     path: str
-    spread: Callable[[np.ndarray], np.ndarray] | None = None
-    """Standard deviation of an ensemble's member predictions per row (None: one network or a regressor)."""
+    with_spread: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    """An ensemble's predictions and the standard deviation of its members' predictions per row, in one pass
+    (None: one network or a regressor)."""
     members: int = 1
     seen: dict[str, int] | None = None
     """Training rows containing each element, from the card (None when the card does not record them)."""
@@ -58,17 +59,15 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
         xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev)
         return loaded.predict(xt).cpu().numpy().astype(np.float64)
 
-    def spread(x: np.ndarray) -> np.ndarray:
+    def with_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev)
-        return loaded.member_spread(xt).cpu().numpy().astype(np.float64)
+        pred, spread = loaded.predict_with_spread(xt)
+        return pred.cpu().numpy().astype(np.float64), spread.cpu().numpy().astype(np.float64)
 
     members = loaded.info.members
     return Predictor(run, loaded.info.target or "target", loaded.info.unit, str(loaded.path),
-                     spread=spread if members > 1 else None, members=members, seen=_seen_elements(loaded.card))
-
-
-OUTPUT_COLUMNS = ("prediction", "ensemble_std", "unseen_elements", "error")
-"""Columns predict adds; an input column of the same name is kept as ``NAME (input)``."""
+                     with_spread=with_spread if members > 1 else None, members=members,
+                     seen=_seen_elements(loaded.card))
 
 
 def _seen_elements(card: dict) -> dict[str, int] | None:
@@ -114,19 +113,25 @@ def predict(
         check_output(output, data)
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)
     predictor = load_predictor(model, device)
-    pred = predictor.predict(featurized.fractions)
+    if predictor.with_spread is not None:
+        pred, spread = predictor.with_spread(featurized.fractions)
+    else:
+        pred, spread = predictor.predict(featurized.fractions), None
     table = featurized.table.frame
     out = pd.DataFrame({"line": table["line"], "formula": table["formula"]})
+    added = {"prediction", *(["ensemble_std"] if spread is not None else []),
+             *(["unseen_elements"] if predictor.seen is not None else []),
+             *(["error"] if featurized.table.has_target else [])}
     for col in table.columns:  # the input's other columns (ids, ...) ride along, so results join back
-        if col not in ("line", "formula", "target"):
-            out[f"{col} (input)" if col in OUTPUT_COLUMNS else col] = table[col]
+        if col not in ("line", "formula", "target"):  # renamed where predict adds a column of that name
+            out[f"{col} (input)" if col in added else col] = table[col]
     out["prediction"] = np.nan
     position = pd.Series(np.arange(len(table)), index=table["line"].to_numpy())
     rows = position[featurized.frame["line"].to_numpy()].to_numpy()
     out.loc[rows, "prediction"] = pred
-    if predictor.spread is not None:
+    if spread is not None:
         out["ensemble_std"] = np.nan
-        out.loc[rows, "ensemble_std"] = predictor.spread(featurized.fractions)
+        out.loc[rows, "ensemble_std"] = spread
     if predictor.seen is not None:
         out["unseen_elements"] = pd.Series([None] * len(out), dtype=object)
         out.loc[rows, "unseen_elements"] = unseen_elements(featurized.fractions, predictor.seen)

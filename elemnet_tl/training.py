@@ -156,14 +156,15 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 16384) -> torch.Tensor:
-    """Model output for ``x`` (same device as the model), in eval mode, float32."""
+def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 16384, exact: bool = False) -> torch.Tensor:
+    """Model output for ``x`` (same device as the model), in eval mode, float32 (on a GPU computed in bf16
+    unless ``exact``)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     outs = []
     for start in range(0, len(x), batch_size):
-        with _autocast(device):
+        with _autocast(device) if not exact else torch.autocast(device.type, enabled=False):
             outs.append(model(x[start:start + batch_size].to(device)).float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, device=device)

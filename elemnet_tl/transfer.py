@@ -42,9 +42,9 @@ class Strategy:
         return base + (WITH_ATTRIBUTES if self.attributes else "")
 
 
-def parse_strategy(text: str, n_layers: int = 17) -> Strategy:
+def parse_strategy(text: str, n_layers: int | None = 17) -> Strategy:
     """``full`` | ``freeze:K`` | ``head`` | ``reinit`` | ``gradual`` | ``auto``, any but ``auto`` with
-    ``+pa``."""
+    ``+pa``. ``n_layers`` None: the spelling only (K ≥ 1; its upper bound needs the model)."""
     text = text.strip().lower()
     if text.endswith(WITH_ATTRIBUTES):
         base = parse_strategy(text[:-len(WITH_ATTRIBUTES)], n_layers)
@@ -56,7 +56,9 @@ def parse_strategy(text: str, n_layers: int = 17) -> Strategy:
     match = re.fullmatch(r"freeze:(\d+)", text)
     if match:
         k = int(match.group(1))
-        if not 0 < k < n_layers:
+        if n_layers is None and k < 1:
+            raise ValueError(f"--strategy {text}: K must be at least 1 (K = 0 freezes nothing: use full)")
+        if n_layers is not None and not 0 < k < n_layers:
             raise ValueError(f"--strategy {text}: K must be between 1 and {n_layers - 1} (the model has "
                              f"{n_layers} weight layers)")
         return Strategy("freeze", k)

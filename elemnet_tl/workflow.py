@@ -107,10 +107,17 @@ def load_training_inputs(
             records["test"] = {"source": f"seeded {test_fraction:g} hold-out of {train.table.source}",
                                "kept": test_f.n_kept, "seed": seed + 1}
         records["train"]["kept_for_training"] = train.n_kept
-    records["train"]["element_rows"] = element_rows(train.fractions)  # what predict calls seen elements
     return TrainingInputs(train, val_f, test_f, train_idx, val_idx,
                           target_name=str(prov.get("target") or train.table.target_col or "target"),
                           unit=str(prov.get("unit", "")), records=records)
+
+
+def trained_elements(inputs: TrainingInputs, members: int) -> dict[str, int]:
+    """Training rows holding each element (the card's record, for ``predict``'s unseen elements): a single
+    network's training split; for an ensemble every row of the training data, since each member validates
+    on other rows and the rest train on them. Card only: a resumed run compares ``inputs.records``."""
+    rows = inputs.train.fractions if members > 1 else inputs.train.fractions[inputs.train_idx]
+    return element_rows(rows)
 
 
 def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
@@ -403,7 +410,8 @@ def run_training(
     card = {
         **provenance(config.seed, str(dev)),
         "command_kind": command,
-        "data": inputs.records,
+        "data": {**inputs.records, "train": {**inputs.records["train"],
+                                             "element_rows": trained_elements(inputs, members)}},
         "split": {"n_train": int(len(y_tr)), "n_val": int(len(y_va)),
                   "validation": "file" if inputs.val is not None else f"seeded {len(y_va)}-row hold-out of the data",
                   "n_test": inputs.test.n_kept if inputs.test is not None else 0},

@@ -35,6 +35,9 @@ def spread_stats(std: np.ndarray, err: np.ndarray) -> dict:
     from scipy.stats import spearmanr
 
     low = std <= np.median(std)
+    if low.all():  # more than half the spreads tied: split by rank instead, so neither half is empty
+        low = np.zeros(len(std), dtype=bool)
+        low[np.argsort(std, kind="stable")[:len(std) // 2]] = True
     return {"n": int(len(err)), "mae": float(err.mean()), "spearman": float(spearmanr(std, err).correlation),
             "mae_low_half": float(err[low].mean()), "mae_high_half": float(err[~low].mean()),
             "within_1": float(np.mean(err <= std)), "within_2": float(np.mean(err <= 2 * std))}

@@ -514,6 +514,9 @@ def test_cli_command(source, tables, tmp_path):
     assert res.exit_code == 0, res.output
     assert "CV MAE" in res.output and "test MAE" in res.output and "regressor ridge" in res.output
     assert FR.is_feature_run(out)
+    # -q hides the steps only: the data summary and the test file's summary still print, as in every command
+    assert "90 rows read" in res.output and "test file" in res.output
+    assert "cross-validating" not in res.output and "choosing a layer" not in res.output
     res = runner.invoke(app, ["extract-features", str(tables["no_target"]), "-o", str(tmp_path / "x"),
                               "--from", source, "--device", "cpu"])
     assert res.exit_code == 2

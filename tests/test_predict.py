@@ -176,6 +176,10 @@ def test_predict_names_unseen_elements_and_the_ensemble_spread(tmp_path, ensembl
         members = loaded.model.member_outputs(x).numpy() * loaded.info.target_std + loaded.info.target_mean
     np.testing.assert_allclose(frame["ensemble_std"][kept], members.std(axis=0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(frame["prediction"][kept], members.mean(axis=0), rtol=1e-4, atol=1e-5)
+    # one pass gives both columns; the predictions are exactly the ensemble's own (as compare-scratch scores it)
+    direct = predict_fractions(ensemble_dir, parse_formulas(["NaCl", "PuO2", "KBr", "MgO"]).fractions, device="cpu")
+    api = predict(data, ensemble_dir, device="cpu").table  # not through the CSV file's text
+    np.testing.assert_array_equal(api["prediction"][kept].to_numpy(), direct)
     assert (frame["ensemble_std"][kept] > 0).all()
     text = " ".join(result.output.split())
     assert "ensemble_std: the spread of the 3 networks' predictions per row" in text
@@ -194,9 +198,11 @@ def test_single_network_and_old_cards_add_no_reliability_columns(tmp_path, run_d
     del card["data"]["train"]["element_rows"]
     (old / "card.json").write_text(json.dumps(card))
     data = tmp_path / "in.csv"
-    data.write_text("formula\nNaCl\nPuO2\n")
+    data.write_text("formula,ensemble_std,unseen_elements\nNaCl,a,b\nPuO2,c,d\n")
     frame = predict(data, old, device="cpu").table
-    assert list(frame.columns) == ["line", "formula", "prediction"]
+    # input columns keep their names where predict adds no column of that name
+    assert list(frame.columns) == ["line", "formula", "ensemble_std", "unseen_elements", "prediction"]
+    data.write_text("formula\nNaCl\nPuO2\n")
     assert predict(data, run_dir, device="cpu").table["unseen_elements"].tolist() == ["", "Pu"]
 
 

@@ -443,6 +443,11 @@ def test_test_fraction_is_counted_as_held_out_of_the_kept_rows(tmp_path):
     assert "; 13 of them held out for testing" in out
     data = json.loads((run / "card.json").read_text())["data"]
     assert (data["train"]["kept"], data["train"]["kept_for_training"], data["test"]["kept"]) == (63, 50, 13)
+    # the card counts the elements of the rows the single network trained on (50 minus 5 validating)
+    card = json.loads((run / "card.json").read_text())
+    assert card["split"]["n_train"] == 45 and max(data["train"]["element_rows"].values()) <= 45
+    # not part of the run record that --resume compares: runs started before it was recorded still resume
+    assert "element_rows" not in json.loads((run / "run.json").read_text())["data"]["train"]
 
 
 def test_shared_compositions_counts_equal_compositions_written_differently():

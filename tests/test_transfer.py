@@ -137,6 +137,13 @@ def test_parse_freeze_k_out_of_range(text, n_layers):
         parse_strategy(text, n_layers)
 
 
+def test_spelling_only_check_leaves_k_to_the_model():
+    """finetune checks the spelling before it has a model: no upper bound for K yet, K = 0 refused."""
+    assert parse_strategy("freeze:99", None) == parse_strategy("freeze:99", 100)
+    with pytest.raises(ValueError, match="at least 1"):
+        parse_strategy("freeze:0", None)
+
+
 @pytest.mark.parametrize("text", ["", "bogus", "freeze", "freeze:", "freeze:-1", "freeze:x", "freeze:2.5",
                                   "freeze: 2", "head2", "fulll", "freeze:2:3"])
 def test_parse_strategy_junk(text):
@@ -423,6 +430,7 @@ def test_auto_records_choice_and_reason(auto_run):
     rate = card["learning_rate"]  # describes the chosen candidate's start
     if strategy["name"].startswith("reinit"):
         assert rate["reason"] == "fresh weights" and card["training"]["lr"] == NEAR_LR
+        assert rate["near_source"] is None  # how near the source is does not apply to fresh weights
     else:
         assert "ridge probe" in rate["reason"]
         assert card["training"]["lr"] == (NEAR_LR if rate["near_source"] else FAR_LR)
@@ -747,6 +755,7 @@ def test_default_lr_follows_the_start(tmp_path, source_dir, data_dir, table, str
         assert rate["near_source"] and "output layer is kept" in rate["reason"]
     elif strategy == "reinit":
         assert rate["reason"] == "fresh weights"  # no probe: the rate does not depend on the source
+        assert rate["near_source"] is None
     else:
         assert "ridge probe" in rate["reason"]
     near_or_fresh = rate["near_source"] or strategy == "reinit"
