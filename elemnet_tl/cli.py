@@ -333,7 +333,7 @@ def predict(
     device: str = Device,
 ) -> None:
     """Predict every row (input order): formula, the input's other columns, prediction, ensemble_std (an
-    ensemble's spread), unseen_elements (elements the model never trained on) (+ target, error).
+    ensemble's spread), unseen_elements (elements absent from its training data) (+ target, error).
 
     Example: elemtl predict my_formulas.csv --model bundled -o predictions.csv
     """

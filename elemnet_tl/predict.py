@@ -105,8 +105,9 @@ def predict(
 
     Columns: ``line, formula``, the input's other columns, ``prediction``, ``ensemble_std`` for an ensemble
     (the spread of its members' predictions: larger means less certain, not a calibrated error bar),
-    ``unseen_elements`` when the card records the training data's elements (those of the row the model
-    never trained on), plus ``target, error`` when the input has a target.
+    ``unseen_elements`` when the card records the training data's elements (those of the row absent
+    from this model's training data: for a fine-tune, its own data, not the source's), plus
+    ``target, error`` when the input has a target.
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
     if output is not None:
@@ -161,6 +162,6 @@ def reliability_notes(result: Prediction) -> list[str]:
         if flagged.any():
             first, n = result.table[flagged].iloc[0], int(flagged.sum())
             where = f"column unseen_elements; first: line {first['line']}, {first['unseen_elements']}"
-            notes.append(f"{plural(n, 'row')} {'contains' if n == 1 else 'contain'} elements the model never "
-                         f"trained on ({where}): extrapolations, less reliable")
+            notes.append(f"{plural(n, 'row')} {'contains' if n == 1 else 'contain'} elements absent from this "
+                         f"model's training data ({where}): extrapolations, less reliable")
     return notes

@@ -183,7 +183,8 @@ def test_predict_names_unseen_elements_and_the_ensemble_spread(tmp_path, ensembl
     assert (frame["ensemble_std"][kept] > 0).all()
     text = " ".join(result.output.split())
     assert "ensemble_std: the spread of the 3 networks' predictions per row" in text
-    assert "2 rows contain elements the model never trained on (column unseen_elements; first: line 3, Pu)" in text
+    assert ("2 rows contain elements absent from this model's training data (column unseen_elements; first: "
+            "line 3, Pu)") in text
 
 
 def test_single_network_and_old_cards_add_no_reliability_columns(tmp_path, run_dir):
