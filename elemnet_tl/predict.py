@@ -153,11 +153,11 @@ def predict(
 
 def reliability_notes(result: Prediction) -> list[str]:
     """Summary lines on the reliability columns of a prediction table (none when it has neither)."""
-    notes = []
-    if "ensemble_std" in result.table:
+    notes = []  # from the predictor: an input column may carry either name when predict does not add it
+    if result.predictor.with_spread is not None:
         notes.append(f"ensemble_std: the spread of the {result.predictor.members} networks' predictions per row, "
                      f"a relative confidence (larger: less certain), not an error bar")
-    if "unseen_elements" in result.table:
+    if result.predictor.seen is not None:
         flagged = result.table["unseen_elements"].fillna("").astype(str) != ""
         if flagged.any():
             first, n = result.table[flagged].iloc[0], int(flagged.sum())

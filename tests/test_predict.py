@@ -201,8 +201,10 @@ def test_single_network_and_old_cards_add_no_reliability_columns(tmp_path, run_d
     data = tmp_path / "in.csv"
     data.write_text("formula,ensemble_std,unseen_elements\nNaCl,a,b\nPuO2,c,d\n")
     frame = predict(data, old, device="cpu").table
-    # input columns keep their names where predict adds no column of that name
+    # input columns keep their names where predict adds no column of that name, and say nothing
     assert list(frame.columns) == ["line", "formula", "ensemble_std", "unseen_elements", "prediction"]
+    result = invoke(str(data), "--model", str(old), "-o", str(tmp_path / "p.csv"), "--device", "cpu")
+    assert result.exit_code == 0 and "ensemble_std" not in result.output and "unseen" not in result.output
     data.write_text("formula\nNaCl\nPuO2\n")
     assert predict(data, run_dir, device="cpu").table["unseen_elements"].tolist() == ["", "Pu"]
 
