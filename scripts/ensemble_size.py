@@ -28,19 +28,17 @@ def member_curve(run_dir: Path, test: Path) -> list[float]:
     """Test MAE of the mean of the first k members of the run's ensemble, k = 1..members."""
     import torch
 
-    from elemnet_tl.attributes import with_attributes
     from elemnet_tl.checkpoint import load_model
     from elemnet_tl.featurize import load_and_prepare
+    from elemnet_tl.model import ElemNetEnsemble
 
     loaded = load_model(run_dir)
-    model = loaded.model
-    members = list(model.members) if hasattr(model, "members") else [model]
+    model = loaded.model if isinstance(loaded.model, ElemNetEnsemble) else ElemNetEnsemble([loaded.model])
     test_rows = load_and_prepare(test, duplicates="keep")  # as finetune reads a --test file
     with torch.no_grad():
         x = torch.as_tensor(model.prepare(test_rows.fractions), dtype=torch.float32)
-        x = with_attributes(x, members[0].attributes, members[0].n_inputs)
-        preds = np.stack([m.eval()(x).numpy() for m in members]) * loaded.info.target_std + loaded.info.target_mean
-    cum = np.cumsum(preds, axis=0) / np.arange(1, len(members) + 1)[:, None]
+        preds = model.eval().member_outputs(x).numpy() * loaded.info.target_std + loaded.info.target_mean
+    cum = np.cumsum(preds, axis=0) / np.arange(1, len(preds) + 1)[:, None]
     return [float(np.abs(c - test_rows.target).mean()) for c in cum]
 
 
