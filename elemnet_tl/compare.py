@@ -126,9 +126,11 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
     if method == "pa-rf":
         from sklearn.ensemble import RandomForestRegressor
 
+        from .regressors import scaled_target
+
         a, b = _pa(split.train, split.test)
-        rf = RandomForestRegressor(n_estimators=300, min_samples_leaf=1, max_features=1 / 3, n_jobs=-1,
-                                   random_state=split.seed)
+        rf = scaled_target(RandomForestRegressor(n_estimators=300, min_samples_leaf=1, max_features=1 / 3, n_jobs=-1,
+                                                 random_state=split.seed))
         return rf.fit(a, y_tr).predict(b)
     train_csv, test_csv = _write_split(split, where / "data")
     if method == "tl-finetune":

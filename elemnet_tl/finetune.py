@@ -13,7 +13,7 @@ from .checkpoint import CARD_FILE, load_start_network
 from .io import write_json
 from .runs import check_run_dir
 from .sources import choose_source, is_auto, probe_source
-from .training import FitConfig, predict_tensor, resolve_device, standardize
+from .training import FitConfig, is_constant, predict_tensor, resolve_device, standardize
 from .transfer import Strategy, parse_strategy, strategy_phases
 from .workflow import RunResult, TrainingInputs, load_training_inputs, run_training
 
@@ -135,7 +135,7 @@ def source_predictions(loaded, model, fractions: np.ndarray) -> np.ndarray:
 
 def source_correlation(pred: np.ndarray, target: np.ndarray) -> float:
     """Pearson r between the source's predictions and the target (how close the properties are)."""
-    if len(target) < 3 or pred.std() < 1e-12 or np.std(target) < 1e-12:
+    if len(target) < 3 or is_constant(pred) or is_constant(target):
         return float("nan")
     return float(np.corrcoef(pred, target)[0, 1])
 

@@ -145,7 +145,6 @@ def choice_reason(table: list[dict], chosen: dict, what: str) -> str:
 
 def make_regressor(kind: str, params: dict, seed: int = 0) -> Any:
     """The scikit-learn estimator for ``kind`` with ``params`` (feature scaling included where needed)."""
-    from sklearn.compose import TransformedTargetRegressor
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
     from sklearn.linear_model import Ridge
     from sklearn.neighbors import KNeighborsRegressor
@@ -160,16 +159,25 @@ def make_regressor(kind: str, params: dict, seed: int = 0) -> Any:
             n_neighbors=params["n_neighbors"], weights=params["weights"], algorithm="brute"))])
     if kind == "svr":
         svr = SVR(kernel="rbf", C=params["C"], gamma=params["gamma"], epsilon=params["epsilon"], cache_size=500)
-        return TransformedTargetRegressor(regressor=Pipeline([("scale", StandardScaler()), ("model", svr)]),
-                                          transformer=StandardScaler(), check_inverse=False)
+        return scaled_target(Pipeline([("scale", StandardScaler()), ("model", svr)]))
     if kind == "rf":
-        return RandomForestRegressor(n_estimators=params["n_estimators"], max_features=params["max_features"],
-                                     min_samples_leaf=params["min_samples_leaf"], random_state=seed, n_jobs=1)
+        return scaled_target(RandomForestRegressor(
+            n_estimators=params["n_estimators"], max_features=params["max_features"],
+            min_samples_leaf=params["min_samples_leaf"], random_state=seed, n_jobs=1))
     if kind == "gbr":
-        return GradientBoostingRegressor(n_estimators=params["n_estimators"], max_depth=params["max_depth"],
-                                         learning_rate=params["learning_rate"], subsample=params["subsample"],
-                                         max_features=params["max_features"], random_state=seed)
+        return scaled_target(GradientBoostingRegressor(
+            n_estimators=params["n_estimators"], max_depth=params["max_depth"], learning_rate=params["learning_rate"],
+            subsample=params["subsample"], max_features=params["max_features"], random_state=seed))
     raise InputError(f"--regressor {kind!r}: choose from auto, {', '.join(REGRESSORS)}, none")
+
+
+def scaled_target(regressor: Any) -> Any:
+    """``regressor`` fitted on the standardized target: scikit-learn's trees stop splitting a node whose
+    squared-error impurity is below 2e-16, which a target in units of 1e-8 or smaller never exceeds."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    return TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler(), check_inverse=False)
 
 
 def _fold_maes(kind: str, params: dict, x: np.ndarray, y: np.ndarray, folds: Folds, seed: int) -> np.ndarray:
@@ -236,9 +244,10 @@ def cv_regressor(kind: str, x: np.ndarray, y: np.ndarray, folds: Folds, seed: in
                     "subsample": GBR_SUBSAMPLE, "max_features": "sqrt"}
             for tr, va in folds:
                 est = make_regressor("gbr", base, seed).fit(x[tr], y[tr])
-                for stage, pred in enumerate(est.staged_predict(x[va]), start=1):
+                y_mean, y_scale = est.transformer_.mean_[0], est.transformer_.scale_[0]
+                for stage, pred in enumerate(est.regressor_.staged_predict(x[va]), start=1):
                     if stage in per_stage:
-                        per_stage[stage].append(np.abs(pred - y[va]).mean())
+                        per_stage[stage].append(np.abs(pred * y_scale + y_mean - y[va]).mean())
             grid += [({**base, "n_estimators": n}, np.asarray(v)) for n, v in per_stage.items()]
     else:
         raise InputError(f"--regressor {kind!r}: choose from auto, {', '.join(REGRESSORS)}, none")
@@ -303,16 +312,18 @@ def export_regressor(kind: str, estimator: Any, x_train: np.ndarray | None = Non
         scalars.update(intercept=float(np.ravel(model.intercept_)[0]), gamma=float(gamma),
                        y_mean=float(estimator.transformer_.mean_[0]), y_scale=float(estimator.transformer_.scale_[0]))
     elif kind in ("rf", "gbr"):
+        forest = estimator.regressor_
         if kind == "rf":
-            trees = list(estimator.estimators_)
+            trees = list(forest.estimators_)
             scalars.update(combine="mean", init=0.0, scale=1.0)
         else:
-            trees = [stage[0] for stage in estimator.estimators_]
-            init = estimator.init_
+            trees = [stage[0] for stage in forest.estimators_]
+            init = forest.init_
             init_value = 0.0 if isinstance(init, str) else float(np.ravel(init.constant_)[0])
-            scalars.update(combine="sum", init=init_value, scale=float(estimator.learning_rate))
+            scalars.update(combine="sum", init=init_value, scale=float(forest.learning_rate))
         arrays.update(_forest_arrays(trees))
-        scalars["n_features"] = int(estimator.n_features_in_)  # trees need not split on the last features
+        scalars.update(n_features=int(forest.n_features_in_),  # trees need not split on the last features
+                       y_mean=float(estimator.transformer_.mean_[0]), y_scale=float(estimator.transformer_.scale_[0]))
     else:
         raise ValueError(f"unknown regressor kind {kind!r}")
     return scalars, arrays
@@ -414,7 +425,9 @@ class ExportedRegressor:
         if self.kind == "svr":
             return _svr_predict(xs, a["support_vectors"], a["dual_coef"], s["intercept"], s["gamma"]) * \
                 s["y_scale"] + s["y_mean"]
-        return _forest_predict(a, x, s["combine"], s["init"], s["scale"])
+        # y_mean/y_scale: trees fitted on the standardized target (saved before: the raw target)
+        return _forest_predict(a, x, s["combine"], s["init"], s["scale"]) * s.get("y_scale", 1.0) + \
+            s.get("y_mean", 0.0)
 
 
 def _sq_dists(x: np.ndarray, ref: np.ndarray, ref_sq: np.ndarray) -> np.ndarray:

@@ -384,9 +384,15 @@ def fit(
                      time.perf_counter() - start_time)
 
 
+def is_constant(values: np.ndarray) -> bool:
+    """True when ``values`` do not vary beyond rounding: a spread of at most 1e-12 of their largest
+    magnitude (relative, so that a target in units of 1e-20 still varies; empty or one value: constant)."""
+    v = np.asarray(values, dtype=np.float64)
+    return len(v) < 2 or not float(v.std()) > 1e-12 * float(np.abs(v).max())
+
+
 def standardize(y: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation for the target scaler (std 1 for a constant target)."""
     y = np.asarray(y, dtype=np.float64)
     mean = float(y.mean()) if len(y) else 0.0
-    std = float(y.std()) if len(y) > 1 else 1.0
-    return mean, (std if std > 1e-12 else 1.0)
+    return mean, (1.0 if is_constant(y) else float(y.std()))

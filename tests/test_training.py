@@ -514,3 +514,22 @@ def test_member_seeds_stay_in_range():
     assert [member_seed(MAX_SEED, i) for i in range(3)] == [MAX_SEED, 0, 1]
     FitConfig(seed=member_seed(MAX_SEED, 2))  # a valid seed
 
+
+
+@pytest.mark.parametrize("unit", [1e-20, 1.0, 1e20])
+def test_target_scaler_and_correlation_do_not_depend_on_the_unit(unit):
+    """A target in tiny units (a diffusivity in cm^2/s) varies: it is scaled by its own spread, not called
+    constant; a constant target gets scale 1 and no correlation."""
+    from elemnet_tl.finetune import source_correlation
+    from elemnet_tl.training import is_constant, standardize
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(3.0, 2.0, size=200)
+    pred = y + rng.normal(size=200)
+    mean, std = standardize(y * unit)
+    assert mean == pytest.approx(y.mean() * unit, rel=1e-12) and std == pytest.approx(y.std() * unit, rel=1e-12)
+    assert source_correlation(pred, y * unit) == pytest.approx(np.corrcoef(pred, y)[0, 1], rel=1e-12)
+    constant = np.full(50, 0.1 * unit)
+    assert is_constant(constant) and standardize(constant)[1] == 1.0
+    assert math.isnan(source_correlation(pred[:50], constant))
+    assert is_constant(np.zeros(5)) and is_constant(np.ones(1)) and not is_constant(np.array([0.0, 1e-30]))
