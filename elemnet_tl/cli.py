@@ -354,7 +354,7 @@ def predict(
         first = result.unscored.iloc[0]
         lines.append(f"{plural(len(result.unscored), 'row')} with a target that is not a "
                      f"finite number: predicted, error left empty (first: line {first['line']}, {first['reason']})")
-    if "error" in frame:
+    if featurized.table.has_target:  # an input column named error is renamed, not scored
         import numpy as np
 
         err = frame["error"].to_numpy(dtype=float)

@@ -56,7 +56,8 @@ class Table:
         """A line naming the target column when it was guessed (not given, not named ``target``)."""
         if not self.provenance.get("target_guessed"):
             return None
-        return (f"{self.source}: target taken from column '{self.target_col}', the only numeric column; "
+        return (f"{self.source}: target taken from column '{self.target_col}', the only numeric column besides "
+                "ids, row numbers, errors and predictions; "
                 "name another with --target-col")
 
     def looks_like_formation_energy(self) -> bool:
@@ -205,6 +206,20 @@ def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
     return frame.drop(columns=extra)
 
 
+_COMMA_NUMBER = re.compile(r"^\s*[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?\s*$")
+
+
+def _comma_decimals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that are decimal-comma numbers (``0,7593``) written with a point: pandas converts a
+    column of a ``decimal=","`` read only when every cell is a number, so one bad cell (``n/a``) left
+    every value of the column as text, and each would have been rejected as not a number."""
+    for col in frame.columns:
+        if pd.api.types.is_object_dtype(frame[col]):
+            frame[col] = frame[col].map(
+                lambda v: v.replace(",", ".") if isinstance(v, str) and _COMMA_NUMBER.match(v) else v)
+    return frame
+
+
 def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
     """Read CSV / TSV / parquet / JSON (text formats also .gz, .bz2, .xz, .zip); returns the frame and the number
     of its first row.
@@ -223,8 +238,9 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
             raise InputError(f"{path}: spreadsheet files are not read; save the sheet as CSV (comma-separated, "
                              "UTF-8) and give that file")
         sep = "\t" if base.endswith(".tsv") else _sniff_separator(path)
-        decimal = "," if sep == ";" else "."  # ';'-separated exports write decimal commas
-        return _read_csv(path, sep, decimal), 2
+        if sep == ";":  # ';'-separated exports write decimal commas
+            return _comma_decimals(_read_csv(path, sep, ",")), 2
+        return _read_csv(path, sep, "."), 2
     except InputError:
         raise
     except pd.errors.EmptyDataError:
@@ -233,6 +249,8 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
         raise InputError(f"{path}: line {_first_bad_line(path)} is not UTF-8 text; save the file as UTF-8") from None
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if base.endswith(".json") and "Trailing data" in reason:
+            reason += " (one JSON record per line is JSON Lines: name the file .jsonl)"
         raise InputError(f"{path}: cannot read as a table: {reason}") from None
 
 
@@ -250,9 +268,11 @@ def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str,
     if len(found) == 1:
         return found[0]
     if not found:
+        comment = (f"; line 1 looks like a comment ({columns[0][:40]!r}): the first line must be the header "
+                   "(column names)" if columns and columns[0].startswith("#") else "")
         raise InputError(
             f"{source}: no {what} column (looked for {', '.join(candidates)}); "
-            f"columns are {', '.join(columns)}; name it with --{what}-col"
+            f"columns are {', '.join(columns)}; name it with --{what}-col{comment}"
         )
     raise InputError(f"{source}: ambiguous {what} column ({', '.join(found)}); choose one with --{what}-col")
 
@@ -275,6 +295,13 @@ def numeric_like(column: pd.Series) -> bool:
     return bool(pd.to_numeric(filled, errors="coerce").notna().mean() > 0.5)
 
 
+_NOT_TARGETS = ("line", "id", "index", "error", "uncertainty", "prediction", "ensemble_std")
+"""Numeric columns never guessed as the target: row numbers, ids, and errors/predictions (predict's own output
+read back)."""
+_INDEX_RE = re.compile(r"^(Unnamed: \d+|)$")
+"""A column without a header name (pandas' ``to_csv`` index): row numbers, never the target."""
+
+
 def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, source: str,
                  required: bool, exclude: tuple[str, ...] = ()) -> str | None:
     if wanted is not None:
@@ -285,7 +312,7 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
         return named[0]
     numeric = [
         c for c in columns
-        if c not in exclude and c.lower() not in ("line", "id", "index")
+        if c not in exclude and c.lower() not in _NOT_TARGETS and not _INDEX_RE.match(c)
         and numeric_like(frame[c])
     ]
     if len(numeric) == 1:
@@ -341,6 +368,7 @@ def load_table(
         raise InputError(f"{text}: no such file or named dataset (see `elemtl datasets`)")
     if len(frame) == 0:
         raise InputError(f"{text}: the table has no rows")
+    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]  # ' formula ' is formula
     _check_unique([str(c) for c in frame.columns], text)
     fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
     tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)
@@ -357,8 +385,9 @@ def load_table(
     if tcol is not None:
         raw_target = frame[tcol].copy()
         out["target"] = pd.to_numeric(raw_target, errors="coerce").astype(np.float64)
-    # the chosen columns become line/formula/target; other input columns with those names are not used
-    rest = [c for c in frame.columns if c not in (fcol, tcol, "line", "formula", "target")]
-    out = pd.concat([out, frame[rest]], axis=1)
+    # the chosen columns become line/formula/target; other input columns of those names ride along renamed
+    rest = frame[[c for c in frame.columns if c not in (fcol, tcol)]]
+    rest = rest.rename(columns={c: f"{c} (input)" for c in rest.columns if c in ("line", "formula", "target")})
+    out = pd.concat([out, rest], axis=1)
     provenance["rows"] = int(len(out))
     return Table(out, text, fcol, tcol, provenance, raw_target)

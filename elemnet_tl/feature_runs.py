@@ -434,17 +434,28 @@ class _Fitted:
 
 def check_export(kind: str, estimator: Any, exported: ExportedRegressor, feats: np.ndarray, y: np.ndarray) -> float:
     """The largest difference between ``exported`` and the fitted ``estimator`` on its training rows;
-    ``RuntimeError`` unless it is rounding (1e-6 of the largest prediction).
+    ``RuntimeError`` unless it is rounding (1e-6 of the target's spread or of the largest prediction).
 
     On its own training rows a distance-weighted kNN divides by self-distances that are rounding noise
     (~1e-7, computed differently by scikit-learn and numpy), so its neighbours are checked with uniform
-    weights."""
-    if kind == "knn" and exported.scalars.get("weights") == "distance":
-        estimator = clone(estimator).set_params(model__weights="uniform").fit(feats, y)
-        exported = ExportedRegressor({**exported.scalars, "weights": "uniform"}, exported.arrays)
-    fitted_pred = estimator.predict(feats)
-    roundtrip = float(np.max(np.abs(exported.predict(feats) - fitted_pred))) if len(feats) else 0.0
-    if not roundtrip <= 1e-6 * max(1.0, float(np.max(np.abs(fitted_pred)))):
+    weights; rows whose k-th and next neighbours are equally far (repeated feature rows) are left out:
+    either neighbour is right, and the two implementations may keep different ones."""
+    rows = np.arange(len(feats))
+    if kind == "knn":
+        if exported.scalars.get("weights") == "distance":
+            estimator = clone(estimator).set_params(model__weights="uniform").fit(feats, y)
+            exported = ExportedRegressor({**exported.scalars, "weights": "uniform"}, exported.arrays)
+        k = int(exported.scalars["n_neighbors"])
+        if k < len(feats):
+            scaled = estimator.named_steps["scale"].transform(feats)
+            dist, _ = estimator.named_steps["model"].kneighbors(scaled, n_neighbors=k + 1)
+            rows = np.flatnonzero(dist[:, k] - dist[:, k - 1] > 1e-9 * (1.0 + dist[:, k]))
+    if not len(rows):
+        return 0.0
+    fitted_pred = estimator.predict(feats[rows])
+    roundtrip = float(np.max(np.abs(exported.predict(feats[rows]) - fitted_pred)))
+    scale = max(float(np.std(y)), float(np.max(np.abs(fitted_pred))))
+    if not roundtrip <= 1e-6 * scale:
         raise RuntimeError(f"exported {kind} does not reproduce the fitted model (max diff {roundtrip:g})")
     return roundtrip
 

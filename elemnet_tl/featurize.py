@@ -223,13 +223,14 @@ def shared_compositions(rows: np.ndarray, reference: np.ndarray) -> int:
     return int(np.isin(keys(rows), keys(reference)).sum())
 
 
-def overlap_warning(test: Featurized, train: Featurized) -> str | None:
-    """A warning when test compositions also occur in the training data (the test score flatters)."""
+def overlap_warning(test: Featurized, train: Featurized, role: str = "test") -> str | None:
+    """A warning when test (``role``: or validation) compositions also occur in the training data (the
+    score flatters)."""
     n = shared_compositions(test.fractions, train.fractions)
     if not n:
         return None
-    return (f"warning: {n} of {test.n_kept} test rows of {test.table.source} are compositions that are also in "
-            f"the training data {train.table.source}: the test score will look better than on new compositions")
+    return (f"warning: {n} of {test.n_kept} {role} rows of {test.table.source} are compositions that are also in "
+            f"the training data {train.table.source}: the {role} score will look better than on new compositions")
 
 
 OUTLIER_RANGES = 1000
@@ -276,10 +277,12 @@ def outlier_warning(data: Featurized) -> str | None:
             "the training loss and the MAE")
 
 
-def input_warnings(data: Featurized, train: Featurized | None = None) -> list[str]:
+def input_warnings(data: Featurized, train: Featurized | None = None, role: str = "test") -> list[str]:
     """The warnings every command prints about an input: for the training data (``train`` None) its target
-    (:func:`target_warning`); for a validation or test file its overlap with ``train`` and its outliers."""
-    found = [target_warning(data)] if train is None else [overlap_warning(data, train), outlier_warning(data)]
+    (:func:`target_warning`); for a validation or test file (``role``) its overlap with ``train`` and its
+    outliers."""
+    found = ([target_warning(data)] if train is None
+             else [overlap_warning(data, train, role), outlier_warning(data)])
     return [w for w in found if w]
 
 
@@ -287,6 +290,16 @@ def rejected_path(output: str | Path) -> Path:
     """``out.csv.gz`` -> ``out.rejected.csv``."""
     stem = table_stem(output)
     return stem.with_name(stem.name + ".rejected.csv")
+
+
+def check_outputs(output: str | Path, source: str | Path) -> None:
+    """:func:`~elemnet_tl.io.check_output`, and the rejection report written beside ``output`` must not be
+    the input file either (a report fixed by hand and read again would be overwritten or removed)."""
+    check_output(output, source)
+    report = rejected_path(output)
+    if report.exists() and Path(source).exists() and report.resolve() == Path(source).resolve():
+        raise InputError(f"{output}: the rejected-rows report {report} beside it is the input file and would be "
+                         "overwritten; choose another output name")
 
 
 def write_rejected(featurized: Featurized, path: str | Path) -> Path | None:
@@ -332,7 +345,7 @@ def featurize(
     ``<output stem>.rejected.csv``. Returns the feature frame and the :class:`Featurized` record.
     """
     if output is not None:
-        check_output(output, source)
+        check_outputs(output, source)
     featurized = load_and_prepare(source, formula_col, target_col, duplicates, stability_col)
     frame = feature_frame(featurized, pa=pa)
     if output is not None:

@@ -80,7 +80,16 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     name = str(path).lower()
     with atomic_path(path) as tmp:
         if name.endswith(".parquet"):
-            frame.to_parquet(tmp, index=False)
+            try:
+                frame.to_parquet(tmp, index=False)
+            except (TypeError, ValueError) as exc:  # pyarrow: a text column with numbers in it (ids: 1, "b2")
+                mixed = [c for c in frame.columns if frame[c].dtype == object
+                         and frame[c].dropna().map(type).nunique() > 1]
+                if not mixed:
+                    raise InputError(f"{path}: cannot write as parquet: {exc}; write .csv instead") from None
+                frame = frame.assign(**{c: frame[c].map(lambda v: v if v is None or v != v else str(v))
+                                        for c in mixed})
+                frame.to_parquet(tmp, index=False)  # those columns as text, as a CSV would hold them
         else:
             frame.to_csv(tmp, index=False, compression="gzip" if name.endswith(".gz") else None)
 

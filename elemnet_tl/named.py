@@ -355,22 +355,74 @@ def _matminer_cache_path(name: str) -> Path:
     return cache_dir() / f"{name}.{_matminer_attr(name, 'file_type', 'json.gz')}"
 
 
-_UNIT_IN = re.compile(r"\bin (?:units of )?([^\s,;]+?)\.?(?=[\s,;)]|$)")
+_UNIT_TOKENS = frozenset({
+    "eV", "meV", "K", "GPa", "MPa", "%", "degrees", "A", "Å", "Å^3", "Å³", "cm⁻³", "cm^-3", "cm^-1",
+    "m_e", "mₑ", "mu_B", "ohm.cm", "unitless",
+})
+"""Units without a '/' that a matminer column description or name (``x [K]``) may state; anything
+else without a '/' (``the``, ``x``, ``terms``, ``298 K``) is not taken for a unit."""
+
+_UNIT_PHRASES = (
+    (re.compile(r"micro\s*volts?\s*(?:per\s+|/\s*)kelvin\b", re.IGNORECASE), "uV/K"),
+    (re.compile(r"bohr\s+magnetons?\b", re.IGNORECASE), "mu_B"),
+    (re.compile(r"cubic\s+angstroms?\b", re.IGNORECASE), "Å^3"),
+    (re.compile(r"angstroms?\b", re.IGNORECASE), "Å"),
+    (re.compile(r"kelvin\b", re.IGNORECASE), "K"),
+    (re.compile(r"watts?\s*/\s*meters?\s*\*\s*kelvin\b", re.IGNORECASE), "W/mK"),
+)
+"""Units written out in words, matched at the start of an ``in ...`` clause."""
+
+_UNIT_IN = re.compile(r"\bin\s+(?:SI\s+)?(?:units\s+of\s+|terms\s+of\s+)?", re.IGNORECASE)
+_UNIT_WORD = re.compile(r"\[?([^\s,;()\[\]]+)\]?(\s+per\s+atom\b)?")
 _UNIT_PAREN = re.compile(r"\(([^()]*(?:/|eV|GPa|MPa|K\b|unitless)[^()]*)\)")
+_UNIT_LABEL = re.compile(r"\bunits?:\s*([^\s,;()]+)", re.IGNORECASE)
 _UNIT_BRACKET = re.compile(r"\[([^\]]+)\]")
 
 
-def _unit_from(column: str, description: str) -> str:
-    """Best-effort unit of a matminer column from its name (``x [eV]``) or metadata description."""
-    found = _UNIT_BRACKET.search(column)
-    if found:
-        return found.group(1)
-    desc = description or ""
-    found = _UNIT_PAREN.search(desc) or _UNIT_IN.search(desc)
-    if not found:
+def _as_unit(text: str) -> str:
+    """``text`` when it looks like a unit (no blank, and a '/' or a known unit token), else ''."""
+    text = text.strip().rstrip(".")
+    if not text or re.search(r"\s", text):
         return ""
-    unit = re.sub(r"^in (?:units of )?", "", found.group(1).strip())
-    if re.search(r"logarithm|log10", desc + column, re.IGNORECASE):
+    return text if "/" in text or text in _UNIT_TOKENS else ""
+
+
+def _unit_after_in(rest: str) -> str:
+    """The unit at the start of the text after an ``in`` (``eV/atom.``, ``eV per atom``, ``Kelvin``)."""
+    for pattern, unit in _UNIT_PHRASES:
+        if pattern.match(rest):
+            return unit
+    word = _UNIT_WORD.match(rest)
+    if not word:
+        return ""
+    unit = _as_unit(word.group(1))
+    if unit and word.group(2) and "/" not in unit:
+        unit += "/atom"
+    return unit
+
+
+def _unit_from(column: str, description: str) -> str:
+    """Best-effort unit of a matminer column from its name (``x [eV]``) or metadata description.
+
+    In the description an ``in X`` clause wins over a parenthesis (``Experimental standard
+    formation enthalpy (298 K), in eV/atom.`` -> ``eV/atom``); ``in eV per atom`` gives ``eV/atom``.
+    A guess is kept only when it looks like a unit (:func:`_as_unit`): no unit rather than a wrong one.
+    """
+    found = _UNIT_BRACKET.search(column)
+    unit = _as_unit(found.group(1)) if found else ""
+    desc = " ".join((description or "").split())
+    if not unit:
+        label = _UNIT_LABEL.search(desc)
+        unit = _as_unit(label.group(1)) if label else ""
+    if not unit:
+        unit = next((u for m in _UNIT_IN.finditer(desc) if (u := _unit_after_in(desc[m.end():]))), "")
+    if not unit:
+        unit = next((u for m in _UNIT_PAREN.finditer(desc) if (u := _as_unit(m.group(1)))), "")
+    if not unit and re.search(r"\bunitless\b", desc, re.IGNORECASE):
+        unit = "unitless"
+    if unit in ("eV", "meV") and re.search(r"\bper atom\b", desc, re.IGNORECASE):
+        unit += "/atom"  # "Formation energy per atom (eV)"
+    if unit and re.search(r"logarithm|log10", desc + column, re.IGNORECASE):
         unit = f"log10({unit})"
     return unit
 

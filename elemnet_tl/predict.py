@@ -13,8 +13,8 @@ import torch
 from .checkpoint import BUNDLED_MODELS, load_model
 from .elements import unseen_elements
 from .errors import InputError, plural
-from .featurize import Featurized, load_and_prepare, rejected_path, target_reasons, write_rejected
-from .io import check_output, write_table
+from .featurize import Featurized, check_outputs, load_and_prepare, rejected_path, target_reasons, write_rejected
+from .io import write_table
 from .training import resolve_device
 
 
@@ -111,7 +111,7 @@ def predict(
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
     if output is not None:
-        check_output(output, data)
+        check_outputs(output, data)
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)
     predictor = load_predictor(model, device)
     if predictor.with_spread is not None:

@@ -58,6 +58,8 @@ def subset(f: Featurized, idx: np.ndarray) -> Featurized:
 
 MIN_TRAINING_ROWS = 10
 """Fewer usable rows than this cannot train and validate a network meaningfully: an input error."""
+MIN_FIT_ROWS = 5
+"""Fewer rows than this left to train on after the validation split (a large ``--val-fraction``): an input error."""
 
 
 def load_training_inputs(
@@ -92,9 +94,17 @@ def load_training_inputs(
     if test_fraction:
         keep_idx, test_idx = split_indices(train.n_kept, test_fraction, seed + 1)
         test_f = subset(train, test_idx)
+        if len(keep_idx) < MIN_TRAINING_ROWS:
+            raise InputError(f"{data}: --test-fraction {test_fraction:g} leaves {len(keep_idx)} of "
+                             f"{train.n_kept} rows to train and validate on; a network needs at least "
+                             f"{MIN_TRAINING_ROWS}: lower --test-fraction")
         train = subset(train, keep_idx)
     if val_f is None:
         train_idx, val_idx = split_indices(train.n_kept, val_fraction, seed)
+        if len(train_idx) < MIN_FIT_ROWS:
+            raise InputError(f"{data}: --val-fraction {val_fraction:g} leaves {plural(len(train_idx), 'row')} of "
+                             f"{train.n_kept} to train on; a network needs at least {MIN_FIT_ROWS}: lower "
+                             "--val-fraction")
     else:
         train_idx, val_idx = np.arange(train.n_kept), np.array([], dtype=int)
     prov = train.table.provenance
@@ -137,7 +147,8 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         if path is not None:
             notes.append(f"{plural(f.n_rejected, 'rejected row')} of {f.table.source} listed in {path}")
         if not carved:
-            notes.extend(input_warnings(f, None if name == "train" else inputs.train))
+            notes.extend(input_warnings(f, None if name == "train" else inputs.train,
+                                        "validation" if name == "val" else "test"))
     return notes
 
 

@@ -281,3 +281,47 @@ def test_a_misspelt_strategy_is_refused_before_the_data_are_read(tmp_path):
     one_line_error(["finetune", str(tmp_path / "not_read.csv"), "-o", str(tmp_path / "run"), "--strategy", "fast"],
                    "--strategy 'fast'", "choose from auto, full")
     assert not (tmp_path / "run").exists()
+
+
+def test_semicolon_file_with_decimal_commas_rejects_only_its_bad_cells(tmp_path):
+    """pandas reads a decimal-comma column as text when one cell is not a number; the numbers still count."""
+    path = tmp_path / "semi.csv"
+    path.write_text("formula;band_gap\nGe3As4;0,7593\nAlGaN2;n/a\nKNbS2;1,2 eV\nNaCl;5,1\nMgO;7\nKCl;-1,5e-1\n")
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "f.csv")])
+    assert result.exit_code == 0, result.output
+    kept = pd.read_csv(tmp_path / "f.csv")
+    assert kept["target"].tolist() == [0.7593, 5.1, 7.0, -0.15]
+    rejected = pd.read_csv(tmp_path / "f.rejected.csv")
+    assert rejected["line"].tolist() == [3, 4] and "'1,2 eV'" in rejected["reason"][1]
+
+
+@pytest.mark.parametrize("option,value,reason", [("--val-fraction", "0.99", "leaves 1 row of 12 to train on"),
+                                                 ("--test-fraction", "0.5", "leaves 6 of 12 rows")])
+def test_a_split_that_leaves_too_few_training_rows_is_refused(tmp_path, good_csv, option, value, reason):
+    command = "finetune" if option == "--val-fraction" else "pretrain"
+    one_line_error([command, str(good_csv), "-o", str(tmp_path / "run"), option, value, "--device", "cpu"],
+                   good_csv, option, reason)
+    assert not (tmp_path / "run").exists()
+
+
+def test_header_spaces_comment_lines_and_json_lines_get_clear_handling(tmp_path):
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text(" formula ,gap\nNaCl,1.5\nKCl,2.5\nMgO,7.5\n")
+    result = runner.invoke(app, ["featurize", str(spaced), "-o", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(tmp_path / "s.csv")["formula"].tolist() == ["NaCl", "KCl", "MgO"]
+    commented = tmp_path / "commented.csv"
+    commented.write_text("# measured band gaps, source: notebook\nformula,gap\nNaCl,1.5\n")
+    one_line_error(["featurize", str(commented), "-o", str(tmp_path / "c.csv")], commented,
+                   "line 1 looks like a comment")
+    lines = tmp_path / "records.json"
+    lines.write_text('{"formula": "NaCl", "gap": 1}\n{"formula": "KCl", "gap": 2}\n')
+    one_line_error(["featurize", str(lines), "-o", str(tmp_path / "j.csv")], lines, "name the file .jsonl")
+
+
+def test_validation_overlap_is_called_validation(tmp_path, good_csv):
+    from elemnet_tl.featurize import input_warnings, load_and_prepare
+
+    data = load_and_prepare(good_csv)
+    (warning,) = input_warnings(data, data, "validation")
+    assert "12 of 12 validation rows" in warning and "the validation score" in warning

@@ -544,3 +544,21 @@ def test_regressors_do_not_depend_on_the_target_unit(kind):
     # equal but for rounding in the split search (a tie broken the other way moves a few rows)
     assert np.abs(preds[1] - preds[0]).mean() < 0.01 * np.std(preds[0])
     assert np.std(preds[1]) > 0.5  # not one constant leaf
+
+
+def test_export_check_passes_knn_on_repeated_rows_and_catches_small_target_errors():
+    """Repeated feature rows with different targets tie the k-th neighbour (either is right); a lost
+    intercept is caught even when the target is 1e-9 small."""
+    rng = np.random.default_rng(4)
+    x = np.vstack([np.repeat(rng.normal(size=(30, 4)), 4, axis=0), rng.normal(size=(60, 4))])
+    y = rng.normal(size=len(x))
+    for weights in ("uniform", "distance"):
+        est = R.make_regressor("knn", {"n_neighbors": 5, "weights": weights}).fit(x, y)
+        FR.check_export("knn", est, R.ExportedRegressor(*R.export_regressor("knn", est, x, y)), x, y)
+    x = rng.normal(size=(60, 3))
+    y = (5.0 + x[:, 0]) * 1e-9
+    est = R.make_regressor("ridge", {"alpha": 1.0}).fit(x, y)
+    scalars, arrays = R.export_regressor("ridge", est)
+    FR.check_export("ridge", est, R.ExportedRegressor(scalars, arrays), x, y)
+    with pytest.raises(RuntimeError, match="does not reproduce"):
+        FR.check_export("ridge", est, R.ExportedRegressor({**scalars, "intercept": 0.0}, arrays), x, y)

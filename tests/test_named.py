@@ -250,3 +250,84 @@ def test_datasets_command_lists_the_bundled_models():
         card = json.loads((BUNDLED_DIR / folder / "card.json").read_text())
         line = next(x for x in result.output.splitlines() if f" {name} " in x)
         assert f"{card['metrics']['test_mae']:.4g}" in line
+
+
+# ---------------------------------------------------------------- units from matminer's metadata
+
+MATMINER_UNITS = {
+    "%", "1/cm", "1/Ω/m/s", "A", "A^3/atom", "GPa", "K", "MPa", "S/cm", "W/K/m/s", "W/m.K", "W/mK",
+    "W/mK^2", "cm⁻³", "degrees", "eV", "eV/atom", "emu/cc", "log10(GPa)", "m_e", "meV/atom", "muV/K",
+    "mu_B", "mₑ", "ohm.cm", "uV/K", "uW/cm2.K", "unitless", "µV/K", "µW/cm/K²/s", "Å^3", "Å³",
+}
+"""Every unit the guesser may take from the installed matminer metadata (checked by eye against the
+descriptions); a word such as 'the', 'terms', 'SI', 'x' or '298 K' is not among them."""
+
+
+def _matminer_columns() -> list[tuple[str, str, str]]:
+    utils = pytest.importorskip("matminer.datasets.utils")
+    metadata = utils._load_dataset_dict()
+    return [(ds, col, str(desc)) for ds, meta in sorted(metadata.items())
+            for col, desc in (meta.get("columns") or {}).items()]
+
+
+def test_unit_guesses_over_all_matminer_metadata():
+    columns = _matminer_columns()
+    assert len(columns) > 300
+    guesses = {(ds, col): named._unit_from(col, desc) for ds, col, desc in columns}
+    wrong = {key: unit for key, unit in guesses.items() if unit and unit not in MATMINER_UNITS}
+    assert not wrong
+    assert sum(bool(u) for u in guesses.values()) > 100  # the guesser still finds units
+
+
+@pytest.mark.parametrize(("dataset", "column", "unit"), [
+    ("expt_formation_enthalpy_kingsbury", "expt_form_e", "eV/atom"),  # "(298 K), in eV/atom"
+    ("expt_formation_enthalpy_kingsbury", "uncertainty", "eV/atom"),
+    ("mp_all_20181018", "e_hull", "eV/atom"),  # "in eV per atom"
+    ("mp_nostruct_20181018", "e_hull", "eV/atom"),
+    ("mp_all_20181018", "e_form", "eV/atom"),  # "Formation energy per atom (eV)"
+    ("boltztrap_mp", "s_p", "uV/K"),  # "in micro Volts per Kelvin"
+    ("boltztrap_mp", "s_n", "uV/K"),
+    ("citrine_thermal_conductivity", "k_expt", "W/m.K"),  # "in SI units of W/m.K"
+    ("castelli_perovskites", "mu_b", "mu_B"),  # "in terms of Bohr magneton"
+    ("jarvis_ml_dft_training", "mu_b", "mu_B"),  # "in Bohr Magneton"
+    ("dielectric_constant", "volume", "Å^3"),  # "in cubic angstroms"
+    ("dielectric_constant", "nsites", ""),  # "The # of atoms in the unit cell"
+    ("flla", "nsites", ""),
+    ("jarvis_dft_3d", "epsilon_x opt", ""),  # "in x direction"
+    ("jarvis_dft_2d", "epsilon_z tbmbj", ""),
+    ("jarvis_ml_dft_training", "hole mass_y", ""),
+    ("tholander_nitrides", "ht_id", ""),  # "in httk"
+    ("brgoch_superhard_training", "suspect_value", ""),  # "(within 5%/1GPa of MP)"
+    ("m2ax", "bulk modulus", "GPa"),  # "In GPa"
+    # right before, unchanged
+    ("matbench_steels", "yield strength", "MPa"),
+    ("matbench_expt_gap", "gap expt", "eV"),
+    ("matbench_jdft2d", "exfoliation_en", "meV/atom"),
+    ("matbench_log_gvrh", "log10(G_VRH)", "log10(GPa)"),
+    ("matbench_phonons", "last phdos peak", "1/cm"),
+    ("matbench_dielectric", "n", "unitless"),
+    ("expt_formation_enthalpy", "e_form expt", "eV/atom"),
+    ("wolverton_oxides", "vpa", "A^3/atom"),
+    ("wolverton_oxides", "alpha", "degrees"),
+    ("m2ax", "a", "A"),
+    ("boltztrap_mp", "pf_n", "uW/cm2.K"),
+    ("heusler_magnetic", "pol fermi", "%"),
+    ("ricci_boltztrap_mp_tabular", "S.p [µV/K]", "µV/K"),
+    ("ricci_boltztrap_mp_tabular", "Sᵉ.p.c [cm⁻³]", "cm⁻³"),
+    ("ucsb_thermoelectrics", "rho (ohm.cm)", "ohm.cm"),
+    ("ucsb_thermoelectrics", "kappa [W/mK]", "W/mK"),
+])
+def test_unit_guesses(dataset, column, unit):
+    described = {(ds, col): desc for ds, col, desc in _matminer_columns()}
+    assert named._unit_from(column, described[dataset, column]) == unit
+
+
+def test_unit_from_plain_descriptions():
+    assert named._unit_from("expt_form_e", "Experimental standard formation enthalpy (298 K), in eV/atom.") == "eV/atom"
+    assert named._unit_from("x", "energy above hull (in eV per atom)") == "eV/atom"
+    assert named._unit_from("x", "Seebeck coefficient in micro Volts per Kelvin") == "uV/K"
+    assert named._unit_from("x", "measured at 298 K (room temperature)") == ""
+    assert named._unit_from("x", "conductivity in SI units") == ""
+    assert named._unit_from("x [eV]", "in the x direction") == "eV"
+    assert named._unit_from("x [a.u.]", "band gap, in eV") == "eV"  # a column bracket that is no unit
+    assert named._unit_from("x", "") == ""

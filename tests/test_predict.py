@@ -248,3 +248,41 @@ def test_bundled_model_predicts_formation_energies_offline(tmp_path):
     assert -4.0 < pred["Al2O3"] < -3.0  # experimental -3.46 eV/atom
     assert -3.5 < pred["MgO"] < -2.5
     assert abs(pred["Cu"]) < 0.2  # an element: formation energy ~0
+
+
+def test_predict_passes_through_columns_named_like_its_own(tmp_path, run_dir):
+    """An input column named error/line (or a pandas index without a header) rides along under its name or
+    renamed; none is scored as a target, none is dropped; mixed-type ids still write as parquet."""
+    data = tmp_path / "in.csv"
+    data.write_text(",formula,error,line\n0,NaCl,0.05,L1\n1,KCl,0.1,L2\n2,MgO,0.2,L3\n")
+    out = tmp_path / "p.csv"
+    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "MAE" not in result.output and "target taken from" not in result.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["line", "formula", "Unnamed: 0", "error", "line (input)", "prediction",
+                                   "unseen_elements"]
+    assert frame["line (input)"].tolist() == ["L1", "L2", "L3"] and frame["error"].tolist() == [0.05, 0.1, 0.2]
+    text = tmp_path / "text_error.csv"
+    text.write_text("formula,error\nNaCl,e1\nKCl,e2\n")
+    ok = invoke(str(text), "--model", str(run_dir), "-o", str(tmp_path / "t.csv"), "--device", "cpu")
+    assert ok.exit_code == 0, ok.output
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text('[{"formula":"NaCl","id":1},{"formula":"KCl","id":"b2"},{"formula":"MgO","id":null}]')
+    pq = invoke(str(mixed), "--model", str(run_dir), "-o", str(tmp_path / "m.parquet"), "--device", "cpu")
+    assert pq.exit_code == 0, pq.output
+    assert pd.read_parquet(tmp_path / "m.parquet")["id"].tolist() == ["1", "b2", None]
+
+
+def test_a_rejection_report_never_overwrites_the_input(tmp_path, run_dir):
+    """``-o out.csv`` writes ``out.rejected.csv``: refused when that is the input (a report fixed by hand)."""
+    from conftest import one_line_error
+
+    data = tmp_path / "out.rejected.csv"
+    INPUT.to_csv(data, index=False)
+    before = data.read_bytes()
+    for command in (["featurize", str(data), "-o", str(tmp_path / "out.csv")],
+                    ["predict", str(data), "--model", str(run_dir), "-o", str(tmp_path / "out.parquet")]):
+        one_line_error(command, "out.rejected.csv", "is the input file")
+        assert data.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.rejected.csv"]
