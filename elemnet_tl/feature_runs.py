@@ -103,6 +103,16 @@ def load_feature_model(path: str | Path, device: str = "cpu") -> FeatureModel:
     out_dir = Path(str(path))
     if not is_feature_run(out_dir):
         raise InputError(f"{out_dir}: not an extract-features directory (no card.json of kind {COMMAND_KIND!r})")
+    try:
+        return _load_feature_model(out_dir, device)
+    except InputError:
+        raise
+    except (KeyError, AttributeError, TypeError, ValueError) as exc:  # a record edited by hand or cut short
+        raise InputError(f"{out_dir}: incomplete or corrupted feature run ({type(exc).__name__}: "
+                         f"{str(exc)[:80]}); extract the features again") from None
+
+
+def _load_feature_model(out_dir: Path, device: str) -> FeatureModel:
     card = json.loads((out_dir / CARD_FILE).read_text())
     meta, arrays = load_regressor_files(out_dir)
     src = card.get("source") or meta.get("source") or {}

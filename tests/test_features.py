@@ -305,6 +305,15 @@ def test_load_refuses_a_changed_network_file(source, tables, tmp_path):
         FR.load_feature_model(out)
 
 
+def test_a_hand_edited_feature_run_is_named_in_one_line(source, tables, tmp_path):
+    _, out, _ = _extract_from_a_copy(source, tables, tmp_path, "fc3")
+    meta = json.loads((out / R.REGRESSOR_JSON).read_text())
+    del meta["regressor"]
+    (out / R.REGRESSOR_JSON).write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="incomplete or corrupted feature run .KeyError"):
+        FR.load_feature_model(out)
+
+
 def _as_legacy(out: Path) -> None:
     """Make ``out`` look as written before the network was saved in it (the source named by path only)."""
     for name in ("card.json", R.REGRESSOR_JSON):
