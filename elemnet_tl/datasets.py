@@ -254,6 +254,33 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
         raise InputError(f"{path}: cannot read as a table: {reason}") from None
 
 
+def cells_as_written(table: Table, columns: list[str]) -> dict[str, pd.Series]:
+    """The cells of ``columns`` of a CSV/TSV table as the file writes them, for the columns whose values
+    pandas changed when it read them as numbers or missing (``007`` -> 7, ``1.10`` -> 1.1, ``NA`` -> empty):
+    ids that ride along into an output must join back to the input. Other formats, or a file that does
+    not read back row for row: nothing."""
+    path = Path(str(table.provenance.get("path", "")))
+    base = path.name.lower().removesuffix(_compression(path)) if path.name else ""
+    if not path.is_file() or base.endswith((".parquet", ".pq", ".json", ".jsonl", *_SPREADSHEETS)):
+        return {}
+    sep = "\t" if base.endswith(".tsv") else _sniff_separator(path)
+    try:
+        text = _pandas_read(pd.read_csv, path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except Exception:  # read once already; whatever differs here, the parsed values stay
+        return {}
+    text.columns = [c.strip() for c in text.columns]
+    if len(text) != len(table.frame) or not isinstance(text.index, pd.RangeIndex):
+        return {}
+    out = {}
+    for col in columns:
+        if col in text.columns and col in table.frame.columns:
+            parsed = table.frame[col].reset_index(drop=True)
+            written = parsed.map(lambda v: "" if pd.isna(v) else str(v))
+            if not written.equals(text[col]):
+                out[col] = text[col]
+    return out
+
+
 def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], what: str,
                  source: str) -> str:
     columns = [str(c) for c in frame.columns]

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import BUNDLED_MODELS, load_model
+from .datasets import cells_as_written
 from .elements import unseen_elements
 from .errors import InputError, plural
 from .featurize import Featurized, check_outputs, load_and_prepare, rejected_path, target_reasons, write_rejected
@@ -123,9 +124,11 @@ def predict(
     added = {"prediction", *(["ensemble_std"] if spread is not None else []),
              *(["unseen_elements"] if predictor.seen is not None else []),
              *(["error"] if featurized.table.has_target else [])}
-    for col in table.columns:  # the input's other columns (ids, ...) ride along, so results join back
-        if col not in ("line", "formula", "target"):  # renamed where predict adds a column of that name
-            out[f"{col} (input)" if col in added else col] = table[col]
+    others = [c for c in table.columns if c not in ("line", "formula", "target")]
+    written = cells_as_written(featurized.table, others)  # ids as in the file: 007 stays 007
+    for col in others:  # the input's other columns (ids, ...) ride along, so results join back
+        values = written[col].to_numpy() if col in written else table[col]
+        out[f"{col} (input)" if col in added else col] = values  # renamed where predict adds that name
     out["prediction"] = np.nan
     position = pd.Series(np.arange(len(table)), index=table["line"].to_numpy())
     rows = position[featurized.frame["line"].to_numpy()].to_numpy()

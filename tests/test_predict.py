@@ -286,3 +286,18 @@ def test_a_rejection_report_never_overwrites_the_input(tmp_path, run_dir):
         one_line_error(command, "out.rejected.csv", "is the input file")
         assert data.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.rejected.csv"]
+
+
+def test_predict_copies_ids_as_the_file_writes_them(tmp_path, run_dir):
+    """Leading zeros, trailing zeros and NA-like text of a ride-along column survive (they join back);
+    a plain numeric column stays numeric."""
+    data = tmp_path / "ids.csv"
+    data.write_text("sample_id,formula,batch,notes,x,y\n007,NaCl,1.10,NA,1.5,2\n0012,KCl,1.20,None,2.5,3\n")
+    out = tmp_path / "p.csv"
+    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert frame["sample_id"].tolist() == ["007", "0012"] and frame["batch"].tolist() == ["1.10", "1.20"]
+    assert frame["notes"].tolist() == ["NA", "None"]
+    table = predict(data, run_dir, device="cpu").table
+    assert table["x"].tolist() == [1.5, 2.5] and table["sample_id"].tolist() == ["007", "0012"]
