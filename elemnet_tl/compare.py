@@ -69,9 +69,13 @@ class MethodOutcome:
 
 def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: str, seed: int, device: str,
                  config: FitConfig, members: int) -> np.ndarray:
-    """ElemNet from fresh weights on (standardized) inputs: the mean of ``members`` networks, each with
-    its own seeded validation hold-out (the same ensembling the fine-tuned models get), trained as
-    ``reinit`` is (:func:`~elemnet_tl.transfer.fresh_network_config`)."""
+    """ElemNet from fresh weights on ``x_tr`` as given (sc-ef: the raw element fractions; sc-pa: physical
+    attributes standardized by :func:`_pa`): the mean of ``members`` networks, each with its own seeded
+    10 % validation hold-out (the same ensembling the fine-tuned models get) and the target standardized
+    on its training rows. Every network trains at :data:`SCRATCH_LR` (not ``reinit``'s fine-tuning rate),
+    with batch size and epochs sized from its rows as fine-tuning sizes them (``config``'s own when set),
+    and stops as :func:`~elemnet_tl.transfer.fresh_network_config` says (the early stopping ``reinit``
+    uses: at least 60 % of the epochs, then 40 % of them as patience)."""
     from .finetune import sized_config
 
     dev = resolve_device(device)
@@ -369,6 +373,19 @@ def resumed_record(out_dir: Path, record: dict) -> dict:
             "train_sizes": sorted({*saved.get("train_sizes", []), *record["train_sizes"]})}
 
 
+NON_FINITE = "non-finite predictions"
+"""The reason a method fails on a split when any of its test predictions is NaN or infinite (its MAE would be
+NaN, and a NaN compared with ``min`` depends on the order of the methods)."""
+
+
+def finite_predictions(pred: np.ndarray | None, metrics: dict | None = None) -> bool:
+    """Whether every test prediction (when known) and the MAE/RMSE (when given) are finite numbers."""
+    if pred is not None and not np.all(np.isfinite(np.asarray(pred, dtype=np.float64))):
+        return False
+    return all(isinstance(v, (int, float)) and np.isfinite(v) for k, v in (metrics or {}).items()
+               if k in ("mae", "rmse"))
+
+
 def _saved_outcomes(out_dir: Path, splits: list[Split], methods: list[str]) -> dict[tuple, MethodOutcome]:
     """``--resume``: the results saved in ``out_dir`` for these method/split pairs, by (method, seed, size);
     :class:`InputError` when one does not fit this data's test rows (nothing is written before)."""
@@ -384,8 +401,11 @@ def _saved_outcomes(out_dir: Path, splits: list[Split], methods: list[str]) -> d
                 raise InputError(f"{done}: {len(pred)} test predictions for {split.test.n_kept} test rows: --resume "
                                  "with different data or options than the saved comparison; pass --overwrite to "
                                  "replace it")
-            found[(method, split.seed, split.size)] = MethodOutcome(
-                **saved, predictions=None if pred is None else np.asarray(pred, dtype=np.float64))
+            outcome = MethodOutcome(**saved, predictions=None if pred is None else np.asarray(pred, dtype=np.float64))
+            if outcome.metrics is not None and not finite_predictions(outcome.predictions, outcome.metrics):
+                # saved by a version that scored non-finite predictions: a failure, as it is now
+                outcome = replace(outcome, metrics=None, predictions=None, error=NON_FINITE)
+            found[(method, split.seed, split.size)] = outcome
     return found
 
 
@@ -483,8 +503,11 @@ def compare_scratch(
             where = _outcome_path(out_dir, method, split)
             t0 = time.perf_counter()
             try:
-                pred = run_method(method, split, where, source=source, strategy=strategy, device=device,
-                                  config=config, show_progress=False, members=members)
+                pred = np.asarray(run_method(method, split, where, source=source, strategy=strategy, device=device,
+                                             config=config, show_progress=False, members=members), dtype=np.float64)
+                if not finite_predictions(pred):  # a NaN MAE would rank by the order of the methods
+                    bad = int(np.size(pred) - np.isfinite(pred).sum())
+                    raise InputError(f"{NON_FINITE} ({bad} of {np.size(pred)} test rows NaN or infinite)")
                 metrics = regression_metrics(split.test.target, pred)
                 outcome = MethodOutcome(method, split.seed, split.size, metrics, time.perf_counter() - t0,
                                         predictions=pred)
@@ -531,12 +554,24 @@ def compare_scratch(
         "unit": str(full.table.provenance.get("unit", "")),
         "provenance": provenance(None, str(resolve_device(device))),
     }
-    return write_report(out_dir, outcomes, splits, setup, study_key(full.table.source, test))
+    study = study_key(full.table.source, test)
+    setup["study_split"] = same_study_split(full.table.source, test, study)
+    return write_report(out_dir, outcomes, splits, setup, study)
 
 
 def study_key(data: str, test: str | Path | None) -> str | None:
-    """The study's property name when the data is one of its JARVIS sets."""
+    """The study's property name when the data (or the --test file) is one of its JARVIS sets. It names
+    the study's figures only: whether the split is the study's too is :func:`same_study_split`."""
     for part in Path(str(data)).parts + (Path(str(test)).parts if test else ()):
         if part in STUDY_TEST_MAE:
             return part
     return None
+
+
+def same_study_split(data: str, test: str | Path | None, key: str | None) -> bool:
+    """Whether the comparison scores the study's own split: a --test file given, and both it and the data
+    in the study's folder for property ``key``. Without --test the test rows are a seeded hold-out of the
+    data, not the study's test set, and its figures are for orientation only."""
+    if key is None or not test:
+        return False
+    return key in Path(str(data)).parts and key in Path(str(test)).parts

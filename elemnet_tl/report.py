@@ -22,26 +22,48 @@ DESCRIPTIONS = {
 }
 
 
+def _succeeded(outcome) -> bool:
+    """An outcome with metrics and a finite MAE (an older run's NaN MAE is a failure, as it is now)."""
+    mae = (outcome.metrics or {}).get("mae")
+    return mae is not None and bool(np.isfinite(mae))
+
+
+def _reason(outcome) -> str:
+    return outcome.error or "non-finite predictions"
+
+
 def summarize(outcomes: list, size: float = 1.0) -> dict:
-    """Per method at one training size: mean ± std of test MAE, RMSE, R², per-seed values, seconds."""
+    """Per method at one training size: mean ± std of test MAE, RMSE, R² over the seeds that worked,
+    per-seed values, seconds.
+
+    ``seeds_ok`` / ``seeds_failed`` count the seeds that worked and failed. A method that failed on some
+    seeds only keeps its mean over the others, with ``error`` "failed on k of n seeds: reason"; its std is
+    the sample std of the seeds that worked (None when only one of several did: the spread is unknown;
+    0.0 for a method run on a single seed, as before)."""
     out: dict = {}
     methods = list(dict.fromkeys(o.method for o in outcomes))
     for method in methods:
         rows = [o for o in outcomes if o.method == method and o.size == size]
-        ok = [o for o in rows if o.metrics is not None]
-        entry: dict = {"per_seed": [{"seed": o.seed, **(o.metrics or {}), "error": o.error,
+        ok = [o for o in rows if _succeeded(o)]
+        bad = [o for o in rows if not _succeeded(o)]
+        entry: dict = {"per_seed": [{"seed": o.seed, **(o.metrics or {}),
+                                     "error": o.error if _succeeded(o) else _reason(o),
                                      "seconds": round(o.seconds, 2)} for o in rows],
                        "seconds": round(float(sum(o.seconds for o in rows)), 2),
-                       "description": DESCRIPTIONS.get(method, method)}
+                       "description": DESCRIPTIONS.get(method, method),
+                       "seeds_ok": len(ok), "seeds_failed": len(bad)}
         if ok:
             mae = np.array([o.metrics["mae"] for o in ok])
-            entry.update(test_mae_mean=float(mae.mean()), test_mae_std=float(mae.std(ddof=1)) if len(mae) > 1 else 0.0,
+            std = float(mae.std(ddof=1)) if len(mae) > 1 else (None if bad else 0.0)
+            entry.update(test_mae_mean=float(mae.mean()), test_mae_std=std,
                          test_rmse_mean=float(np.mean([o.metrics["rmse"] for o in ok])),
                          test_r2_mean=_finite_mean([o.metrics["r2"] for o in ok]))
+            error = (f"failed on {len(bad)} of {plural(len(rows), 'seed')}: {_reason(bad[0])}" if bad else None)
         else:
-            error = rows[0].error if rows else "not run"
-            entry.update(test_mae_mean=None, test_mae_std=None, test_rmse_mean=None, test_r2_mean=None,
-                         error=short_reason(error))
+            error = _reason(rows[0]) if rows else "not run"
+            entry.update(test_mae_mean=None, test_mae_std=None, test_rmse_mean=None, test_r2_mean=None)
+        if error is not None:
+            entry["error"] = short_reason(error)
             if entry["error"] != error:
                 entry["error_detail"] = error
         out[method] = entry
@@ -71,42 +93,81 @@ MIN_TEST_ROWS = 30
 """Below this many test rows a difference in test MAE says little: the verdict is marked not conclusive."""
 
 
+def seed_maes(entry: dict) -> dict[int, float]:
+    """A summary entry's test MAE by seed, for the seeds that worked (no error, a finite MAE)."""
+    maes: dict[int, float] = {}
+    for i, p in enumerate(entry.get("per_seed") or []):
+        mae = p.get("mae")
+        if p.get("error") is None and mae is not None and np.isfinite(mae):
+            maes[p.get("seed", i)] = float(mae)
+    if not maes and entry.get("per_seed") is None and entry.get("test_mae_mean") is not None:
+        maes[0] = float(entry["test_mae_mean"])  # an entry without per-seed values
+    return maes
+
+
+def _std(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def verdict(summary: dict, n_test: int | None = None) -> dict:
     """Best transfer vs best from-scratch method, the margin, and why it may not be conclusive
-    (methods that failed, a small test set, a gap within the seed-to-seed spread)."""
+    (methods that failed on every seed or on some, a small test set, a gap within the seed-to-seed spread).
+
+    Methods are ranked by their mean test MAE over the seeds every method that worked at all succeeded on
+    (each one's own seeds when there is none), so a method that failed on its hard seeds does not look
+    better for it. The best transfer and best from-scratch methods are then compared paired, on the seeds
+    both succeeded on (``paired_seeds`` of ``seeds``)."""
+    maes = {m: seed_maes(e) for m, e in summary.items()}
+    worked = [m for m in summary if maes[m]]
+    common = set.intersection(*(set(maes[m]) for m in worked)) if worked else set()
+
+    def score(m: str) -> float:
+        seeds = common or set(maes[m])
+        return float(np.mean([maes[m][s] for s in sorted(seeds)]))
+
     def best(names):
-        have = [(summary[m]["test_mae_mean"], m) for m in names
-                if m in summary and summary[m]["test_mae_mean"] is not None]
+        have = [(score(m), m) for m in names if m in worked]
         return min(have) if have else None
 
     tl, sc = best(TL_METHODS), best(SCRATCH_METHODS)
     winner = best(list(summary))
-    failed = [m for m in summary if summary[m]["test_mae_mean"] is None]
+    failed = [m for m in summary if not maes[m]]
+    runs = {m: len(summary[m].get("per_seed") or []) or 1 for m in summary}
+    partly = [m for m in worked if len(maes[m]) < runs[m]]
     out = {"winner": winner[1] if winner else None, "best_transfer": tl[1] if tl else None,
-           "best_scratch": sc[1] if sc else None, "failed": failed}
+           "best_scratch": sc[1] if sc else None, "failed": failed, "partly_failed": partly}
     caveats = []
     for side, names, kept in (("transfer", TL_METHODS, tl), ("from-scratch", SCRATCH_METHODS, sc)):
         lost = [m for m in names if m in failed]
         if lost:
             rest = f"the {side} side is {kept[1]} alone" if kept else f"no {side} method to compare"
             caveats.append(f"{', '.join(lost)} failed: {rest}")
+    caveats += [f"{m} failed on {runs[m] - len(maes[m])} of {plural(runs[m], 'seed')}" for m in partly]
     conclusive = True
     if n_test is not None and n_test < MIN_TEST_ROWS:
         caveats.append(f"only {plural(n_test, 'test row')}: too small to be conclusive "
                        f"(at least {MIN_TEST_ROWS} are needed)")
         conclusive = False
     if tl and sc:
-        out["transfer_mae"], out["scratch_mae"] = tl[0], sc[0]
-        out["transfer_gain_percent"] = 100.0 * (sc[0] - tl[0]) / sc[0] if sc[0] > 0 else None  # undefined: MAE 0
-        out["transfer_wins"] = bool(tl[0] < sc[0])
-        seeds = min(len(summary[tl[1]]["per_seed"]), len(summary[sc[1]]["per_seed"]))
-        if seeds > 1:
-            spread = float(np.hypot(summary[tl[1]]["test_mae_std"] or 0.0, summary[sc[1]]["test_mae_std"] or 0.0))
-            out["seed_spread"] = spread
-            if abs(sc[0] - tl[0]) <= spread:
-                caveats.append(f"the gap ({abs(sc[0] - tl[0]):.3g}) is within the seed-to-seed spread "
-                               f"({spread:.3g})")
-                conclusive = False
+        paired = sorted(set(maes[tl[1]]) & set(maes[sc[1]]))
+        if not paired:
+            caveats.append(f"{tl[1]} and {sc[1]} succeeded on no common seed: not compared")
+            conclusive = False
+        else:
+            t = [maes[tl[1]][s] for s in paired]
+            c = [maes[sc[1]][s] for s in paired]
+            t_mae, s_mae = float(np.mean(t)), float(np.mean(c))
+            out["transfer_mae"], out["scratch_mae"] = t_mae, s_mae
+            out["transfer_gain_percent"] = 100.0 * (s_mae - t_mae) / s_mae if s_mae > 0 else None  # MAE 0
+            out["transfer_wins"] = bool(t_mae < s_mae)
+            out["paired_seeds"], out["seeds"] = len(paired), max(runs[tl[1]], runs[sc[1]])
+            if len(paired) > 1:
+                spread = float(np.hypot(_std(t), _std(c)))
+                out["seed_spread"] = spread
+                if abs(s_mae - t_mae) <= spread:
+                    caveats.append(f"the gap ({abs(s_mae - t_mae):.3g}) is within the seed-to-seed spread "
+                                   f"({spread:.3g})")
+                    conclusive = False
     out["conclusive"] = conclusive
     out["caveats"] = caveats
     return out
@@ -114,7 +175,7 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
 
 def headline(v: dict) -> str | None:
     """The verdict in one sentence (no markup), with its caveats; None when there is nothing to compare."""
-    if not (v.get("best_transfer") and v.get("best_scratch")):
+    if not (v.get("best_transfer") and v.get("best_scratch") and "transfer_wins" in v):
         caveats = "; ".join(v.get("caveats") or [])
         return f"Caveats: {caveats}." if caveats else None
     word = "beats" if v["transfer_wins"] else "does NOT beat"
@@ -125,6 +186,9 @@ def headline(v: dict) -> str | None:
         by = "both predict the test rows exactly (test MAE 0)" if tl == 0 else f"test MAE {tl:.4g} vs 0"
     else:
         by = f"{abs(gain):.1f} % {'lower' if v['transfer_wins'] else 'higher'} test MAE"
+    paired, seeds = v.get("paired_seeds"), v.get("seeds")
+    if paired is not None and seeds is not None and paired < seeds:
+        by += f", on the {paired} of {plural(seeds, 'seed')} both succeeded on"
     text = f"Transfer ({v['best_transfer']}) {word} the best from-scratch method ({v['best_scratch']}): {by}"
     if not v.get("conclusive", True):
         text = "Not conclusive. " + text
@@ -140,7 +204,7 @@ def _plots(out_dir: Path, outcomes: list, splits: list, summary: dict, sizes: li
     made = []
     methods = [m for m in summary if summary[m]["test_mae_mean"] is not None]
     # parity: seed 0, full size
-    first = [o for o in outcomes if o.seed == 0 and o.size == 1.0 and o.predictions is not None]
+    first = [o for o in outcomes if o.seed == 0 and o.size == 1.0 and o.predictions is not None and _succeeded(o)]
     split0 = next((s for s in splits if s.seed == 0 and s.size == 1.0), None)
     if first and split0 is not None:
         n = len(first)
@@ -182,10 +246,10 @@ def _plots(out_dir: Path, outcomes: list, splits: list, summary: dict, sizes: li
         for m in methods:
             pts = []
             for size in sizes:
-                ok = [o.metrics["mae"] for o in outcomes if o.method == m and o.size == size and o.metrics]
+                ok = [o.metrics["mae"] for o in outcomes if o.method == m and o.size == size and _succeeded(o)]
                 n = [s.train.n_kept for s in splits if s.size == size]
-                if ok:
-                    pts.append((np.mean(n), np.mean(ok), np.std(ok)))
+                if ok:  # the sample std, as the tables and the bar plot (none for one seed)
+                    pts.append((np.mean(n), np.mean(ok), _std(ok)))
             if pts:
                 x, yv, e = zip(*pts)
                 ax.errorbar(x, yv, yerr=e, marker="o", capsize=3, label=m)
@@ -263,11 +327,67 @@ def markdown_table(summary: dict) -> str:
             error = str(e.get("error_detail") or e.get("error")).replace("|", "\\|")
             lines.append(f"| {m} | {e['description']} | failed: {error} | | | {e['seconds']:.0f} |")
         else:
-            mae = _fmt(e["test_mae_mean"], None if one_seed else e["test_mae_std"])
+            ok = e.get("seeds_ok", len(e["per_seed"]))
+            mae = _fmt(e["test_mae_mean"], None if one_seed or ok < 2 else e["test_mae_std"])
+            if e.get("seeds_failed"):
+                detail = str(e.get("error_detail") or e.get("error")).replace("|", "\\|")
+                mae += f" ({plural(ok, 'seed')}; {detail})"
             r2 = "n/a" if e["test_r2_mean"] is None else f"{e['test_r2_mean']:.3f}"
             lines.append(f"| {m} | {e['description']} | {mae} | "
                          f"{e['test_rmse_mean']:.4g} | {r2} | {e['seconds']:.0f} |")
     return "\n".join(lines)
+
+
+NOT_RUN = "—"
+"""A learning-curve cell for a (method, fraction) pair that has no outcome (never run, e.g. after a
+``--resume`` with other methods or sizes); "failed" is kept for real errors."""
+
+
+def _curve_cell(entry: dict | None) -> str:
+    if not entry or not entry["per_seed"]:
+        return NOT_RUN
+    if entry["test_mae_mean"] is None:
+        return "failed"
+    cell = _fmt(entry["test_mae_mean"])
+    if entry.get("seeds_failed"):
+        cell += f" (failed on {entry['seeds_failed']} of {len(entry['per_seed'])})"
+    return cell
+
+
+def failed_methods(summary: dict, curve: dict | None = None) -> list[str]:
+    """The methods that failed on any seed, at the full training size or at a smaller one (``curve``:
+    the summaries by size); the CLI exits 1 when there is one. A method that failed at a smaller size
+    only gets that as its ``error`` in ``summary`` (the CLI's message names it)."""
+    failed = []
+    for m, e in summary.items():
+        if e["test_mae_mean"] is None or e.get("seeds_failed"):
+            failed.append(m)
+            continue
+        for size, c in (curve or {}).items():
+            smaller = c.get(m) or {}
+            if smaller.get("seeds_failed"):
+                bad = next(p["error"] for p in smaller["per_seed"] if p.get("error"))
+                n = len(smaller["per_seed"])
+                error = (f"failed at training fraction {size} on {smaller['seeds_failed']} of {plural(n, 'seed')}: "
+                         f"{bad}")
+                e["error"] = short_reason(error)
+                if e["error"] != error:
+                    e["error_detail"] = error
+                failed.append(m)
+                break
+    return failed
+
+
+def _study_split_words(study: dict, setup: dict) -> str:
+    """Whether the study's figures are comparable: only on its own split (its test set given as --test)."""
+    if study.get("same_split"):
+        return (f"Same split as the study: the data and the --test file are its JARVIS {study['property']} "
+                "training and test sets.")
+    if setup.get("test_data"):
+        return (f"The split may differ from the study's (the data and the --test file are not both its JARVIS "
+                f"{study['property']} sets): its figures are for orientation only.")
+    return ("The split differs from the study's (a seeded hold-out of the data, not its JARVIS test set): "
+            "its figures are for orientation only.")
 
 
 def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study: str | None) -> dict:
@@ -276,16 +396,17 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     summary = summarize(outcomes, 1.0)
     curve = {f"{s:g}": summarize(outcomes, s) for s in sizes} if len(sizes) > 1 else None
     results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test")), "split": setup["split"],
-               "data": setup["data"], "setup": setup, "failed": [m for m in summary
-                                                                  if summary[m]["test_mae_mean"] is None]}
+               "data": setup["data"], "setup": setup, "failed": failed_methods(summary, curve)}
     if curve:
-        results["learning_curve"] = {k: {m: {"test_mae_mean": v["test_mae_mean"], "test_mae_std": v["test_mae_std"]}
+        results["learning_curve"] = {k: {m: {"test_mae_mean": v["test_mae_mean"], "test_mae_std": v["test_mae_std"],
+                                             "seeds_ok": v["seeds_ok"], "seeds_failed": v["seeds_failed"]}
                                          for m, v in c.items()} for k, c in curve.items()}
     if study:
         from .compare import STUDY_TEST_MAE
 
         base, sc, tl = STUDY_TEST_MAE[study]
-        results["study"] = {"property": study, "base": base, "best_scratch": sc, "best_transfer": tl}
+        results["study"] = {"property": study, "base": base, "best_scratch": sc, "best_transfer": tl,
+                            "same_split": bool(setup.get("study_split"))}
     write_json(out_dir / "results.json", results)
     rows = [{"method": o.method, "seed": o.seed, "train_size": o.size, **(o.metrics or {}), "seconds": o.seconds,
              "error": o.error} for o in outcomes]
@@ -310,15 +431,16 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
               _members_words(setup.get("members", 1))]
     if study:
         s = results["study"]
-        lines += ["", "## The study's numbers (Gupta et al., Nat. Commun. 12, 6595, 2021; same JARVIS split)", "",
+        lines += ["", "## The study's numbers (Gupta et al., Nat. Commun. 12, 6595, 2021)", "",
                   f"base (mean) {s['base']}, best from scratch {s['best_scratch']}, "
-                  f"best transfer {s['best_transfer']}."]
+                  f"best transfer {s['best_transfer']}. {_study_split_words(s, setup)}"]
     if curve:
         lines += ["", "## Learning curve (test MAE by training fraction)", "",
                   "| fraction | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
         for k, c in curve.items():
-            cells = [_fmt(c[m]["test_mae_mean"]) if m in c else "" for m in summary]
-            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+            lines.append(f"| {k} | " + " | ".join(_curve_cell(c.get(m)) for m in summary) + " |")
+        if any(_curve_cell(c.get(m)) == NOT_RUN for c in curve.values() for m in summary):
+            lines += ["", f"{NOT_RUN}: not run at that fraction."]
     lines += ["", "## Files", ""] + [f"- ![{p}]({p})" for p in plots] + [
         "- results.json, results.csv: every number above, per seed", "- runs/: each method's run directory"]
     write_text(out_dir / "report.md", "\n".join(lines) + "\n")

@@ -690,3 +690,193 @@ def test_long_failure_is_shortened_for_the_table_and_kept_whole():
     assert f"failed: {long}" in markdown_table({"pa-rf": entry})
     short = summarize([MethodOutcome("pa-rf", 0, 1.0, None, 1.0, error="RuntimeError: boom")])["pa-rf"]
     assert short["error"] == "RuntimeError: boom" and "error_detail" not in short
+
+
+# ---------------------------------------------------------------- partial failures, non-finite predictions, study split
+
+def outcomes_of(maes: dict[str, list[float | None]], size: float = 1.0) -> list:
+    """Synthetic per-seed outcomes: ``None`` is a failed seed."""
+    from elemnet_tl.compare import MethodOutcome
+
+    return [MethodOutcome(m, seed, size, None if mae is None else {"mae": mae, "rmse": mae * 1.2, "r2": 0.5}, 1.0,
+                          error="RuntimeError: broke" if mae is None else None)
+            for m, values in maes.items() for seed, mae in enumerate(values)]
+
+
+def test_partly_failed_method_is_compared_on_the_seeds_both_succeeded_on():
+    """tl-finetune works on seed 0 only (0.10); sc-pa 0.099, 0.13, 0.131: on the one shared seed sc-pa wins,
+    so transfer does NOT beat it (not "16.7 % lower" from means over different seeds); the table and the
+    caveats say tl-finetune failed on 2 of 3 seeds; its std is not a made-up 0."""
+    from elemnet_tl.report import headline, markdown_table, summarize, verdict
+
+    summary = summarize(outcomes_of({"tl-finetune": [0.10, None, None], "sc-pa": [0.099, 0.13, 0.131]}))
+    tl = summary["tl-finetune"]
+    assert tl["test_mae_mean"] == pytest.approx(0.10) and tl["seeds_ok"] == 1 and tl["seeds_failed"] == 2
+    assert tl["test_mae_std"] is None  # one good seed of three: no spread
+    assert tl["error"] == "failed on 2 of 3 seeds: RuntimeError: broke"
+    assert summary["sc-pa"]["seeds_failed"] == 0 and "error" not in summary["sc-pa"]
+    v = verdict(summary, n_test=100)
+    assert v["best_transfer"] == "tl-finetune" and v["best_scratch"] == "sc-pa"
+    assert v["transfer_mae"] == pytest.approx(0.10) and v["scratch_mae"] == pytest.approx(0.099)
+    assert v["transfer_wins"] is False and v["paired_seeds"] == 1 and v["seeds"] == 3
+    assert "seed_spread" not in v and v["partly_failed"] == ["tl-finetune"] and v["failed"] == []
+    said = headline(v)
+    assert said.startswith("Transfer (tl-finetune) does NOT beat the best from-scratch method (sc-pa): 1.0 % higher "
+                           "test MAE, on the 1 of 3 seeds both succeeded on")
+    assert "tl-finetune failed on 2 of 3 seeds" in said
+    row = next(line for line in markdown_table(summary).splitlines() if line.startswith("| tl-finetune |"))
+    assert "0.1 (1 seed; failed on 2 of 3 seeds: RuntimeError: broke)" in row and "±" not in row
+    # ranked on the seeds every method worked on: tl-finetune's one easy seed does not make it the best
+    ranked = verdict(summarize(outcomes_of({"tl-finetune": [0.10, None, None], "tl-features": [0.09, 0.14, 0.14],
+                                            "sc-pa": [0.099, 0.13, 0.131]})), n_test=100)
+    assert ranked["best_transfer"] == "tl-features" and ranked["paired_seeds"] == 3
+    assert ranked["transfer_mae"] == pytest.approx(np.mean([0.09, 0.14, 0.14]))
+
+
+def test_no_common_seed_is_not_compared():
+    from elemnet_tl.report import headline, summarize, verdict
+
+    v = verdict(summarize(outcomes_of({"tl-finetune": [0.1, None], "sc-ef": [None, 0.2]})), n_test=100)
+    assert "transfer_wins" not in v and not v["conclusive"]
+    assert "tl-finetune and sc-ef succeeded on no common seed: not compared" in headline(v)
+
+
+def partly_failing(monkeypatch, seed: int | None = None, size: float | None = None) -> None:
+    """Fake methods (MAE_OF); tl-finetune raises on ``seed`` / at ``size`` (any when None)."""
+    def run(method, split, where, **kwargs):
+        if method == "tl-finetune" and seed in (None, split.seed) and size in (None, split.size):
+            raise RuntimeError("tl-finetune broke")
+        return split.test.target + MAE_OF[method]
+
+    monkeypatch.setattr(compare_module, "run_method", run)
+
+
+@pytest.mark.parametrize("where,extra,said", [
+    ({"seed": 1}, [], "tl-finetune (failed on 1 of 2 seeds: RuntimeError: tl-finetune broke)"),
+    ({"size": 0.5}, ["--train-sizes", "0.5"], "tl-finetune (failed at training fraction 0.5 on 2 of 2 seeds"),
+])
+def test_cli_partly_failed_method_exits_1(monkeypatch, tmp_path, source_dir, data_csv, where, extra, said):
+    """A method failing on some seeds, or only at a smaller training size, is a failure: exit 1 naming it."""
+    partly_failing(monkeypatch, **where)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--from", str(source_dir),
+                                 "--methods", "tl-finetune,sc-ef,mean", "--seeds", "2", "-q", *extra])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"error: 1 method failed: {said}")
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed"] == ["tl-finetune"]
+    assert results["methods"]["tl-finetune"]["test_mae_mean"] == pytest.approx(0.01)
+    if extra:
+        assert results["methods"]["tl-finetune"]["error_detail"] == (
+            "failed at training fraction 0.5 on 2 of 2 seeds: RuntimeError: tl-finetune broke")
+        assert results["learning_curve"]["0.5"]["tl-finetune"]["seeds_failed"] == 2
+        assert "| 0.5 | failed |" in (out / "report.md").read_text()
+    else:
+        assert results["methods"]["tl-finetune"]["test_mae_std"] is None
+        assert "failed on 1 of 2 seeds" in (out / "report.md").read_text()
+
+
+def test_learning_curve_says_not_run_not_failed(monkeypatch, tmp_path, data_csv):
+    """--methods mean --train-sizes 0.5, then --resume --methods pa-rf: pa-rf never ran at 0.5 ("—"), nothing
+    failed (exit 0); a real failure at 0.5 still reads "failed"."""
+    fake_methods(monkeypatch)
+    out = tmp_path / "out"
+    args = ["compare-scratch", str(data_csv), "-o", str(out), "--seeds", "1", "-q"]
+    assert runner.invoke(app, args + ["--methods", "mean", "--train-sizes", "0.5"]).exit_code == 0
+    result = runner.invoke(app, args + ["--methods", "pa-rf", "--resume"])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "| 0.5 | 0.5 | — |" in report and "| 1 | 0.5 | 0.05 |" in report
+    assert "failed" not in report and "—: not run at that fraction." in report
+    assert json.loads((out / "results.json").read_text())["failed"] == []
+
+
+def test_learning_curve_error_bars_are_the_sample_std(monkeypatch, tmp_path):
+    """The learning-curve plot's error bars: the sample std (ddof=1) as in the tables, 0 for one seed."""
+    from types import SimpleNamespace
+
+    import matplotlib.axes
+
+    from elemnet_tl import report
+
+    bars = []
+    real = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, yerr=None, **kwargs):
+        bars.append(list(yerr))
+        return real(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    outcomes = outcomes_of({"mean": [0.5, 0.7, 0.9]}, 0.5) + outcomes_of({"mean": [0.4, 0.6, None]}, 1.0)
+    splits = [SimpleNamespace(seed=seed, size=size, train=SimpleNamespace(n_kept=int(100 * size)))
+              for seed in range(3) for size in (0.5, 1.0)]
+    made = report._plots(tmp_path, outcomes, splits, report.summarize(outcomes), [0.5, 1.0], "")
+    assert "learning_curve.png" in made
+    # bars[0]: the bar plot's (full size); bars[-1]: the learning curve's
+    assert bars[-1] == pytest.approx([np.std([0.5, 0.7, 0.9], ddof=1), np.std([0.4, 0.6], ddof=1)])
+    one = outcomes_of({"mean": [0.5]}, 0.5) + outcomes_of({"mean": [0.4]}, 1.0)
+    bars.clear()
+    report._plots(tmp_path, one, splits[:2], report.summarize(one), [0.5, 1.0], "")
+    assert bars[-1] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_predictions_fail_that_seed(monkeypatch, tmp_path, data_csv, bad):
+    """A method predicting NaN/inf fails on that seed ("non-finite predictions"), whatever the method order:
+    the verdict ranks the others, not a NaN MAE; a resumed result saved with a NaN MAE is a failure too."""
+    def run(method, split, where, **kwargs):
+        pred = split.test.target + MAE_OF[method]
+        if method == "sc-ef" and split.seed == 0:
+            pred = pred.copy()
+            pred[1] = bad
+        return pred
+
+    monkeypatch.setattr(compare_module, "run_method", run)
+    out = tmp_path / "out"
+    results = compare_scratch(data_csv, out, methods=("sc-ef", "pa-rf", "tl-features", "mean"), seeds=2,
+                              show_progress=False)
+    entry = results["methods"]["sc-ef"]
+    assert entry["per_seed"][0]["error"].startswith("non-finite predictions (1 of ")
+    assert "mae" not in entry["per_seed"][0] and entry["seeds_ok"] == 1
+    assert entry["test_mae_mean"] == pytest.approx(0.03)
+    assert results["failed"] == ["sc-ef"]
+    assert saved(out, "sc-ef", 0)["metrics"] is None and saved(out, "sc-ef", 0)["predictions"] is None
+    v = results["verdict"]
+    assert v["best_scratch"] == "sc-ef" and v["paired_seeds"] == 1  # compared on seed 1, where it worked
+    assert math.isfinite(v["transfer_mae"]) and math.isfinite(v["scratch_mae"])
+    # an older version saved pa-rf's NaN MAE as a result: on --resume it counts as failed
+    path = run_dir(out, "pa-rf", 1) / "result.json"
+    old = json.loads(path.read_text())
+    old["metrics"]["mae"] = float("nan")
+    path.write_text(json.dumps(old))
+    again = compare_scratch(data_csv, out, methods=("mean",), seeds=2, resume=True, show_progress=False)
+    assert again["methods"]["pa-rf"]["per_seed"][1]["error"] == "non-finite predictions"
+    assert again["failed"] == ["sc-ef", "pa-rf"]
+
+
+def test_study_split_only_with_a_test_file(monkeypatch, tmp_path, data_csv):
+    """A JARVIS study set without --test is scored on a seeded hold-out: the report must not claim the
+    study's split; with the study's test file it may."""
+    fake_methods(monkeypatch)
+    folder = tmp_path / "jarvis_tl" / "slme"
+    folder.mkdir(parents=True)
+    shutil.copy(data_csv, folder / "train.csv")
+    binary_table(40, seed=11).to_csv(folder / "test.csv", index=False)
+    held = compare_scratch(folder / "train.csv", tmp_path / "held", methods=("mean",), seeds=1, show_progress=False)
+    assert held["study"]["property"] == "slme" and held["study"]["same_split"] is False
+    report = (tmp_path / "held" / "report.md").read_text()
+    assert "same JARVIS split" not in report and "Same split as the study" not in report
+    assert "The split differs from the study's" in report and "for orientation only" in report
+    given = compare_scratch(folder / "train.csv", tmp_path / "given", test=folder / "test.csv", methods=("mean",),
+                            seeds=1, show_progress=False)
+    assert given["study"]["same_split"] is True
+    assert "Same split as the study" in (tmp_path / "given" / "report.md").read_text()
+    from elemnet_tl.compare import same_study_split
+
+    assert not same_study_split(str(data_csv), folder / "test.csv", "slme")  # other training data
+
+
+def test_scratch_net_docstring_says_what_it_does():
+    doc = " ".join(compare_module._scratch_net.__doc__.split())
+    assert "SCRATCH_LR" in doc and "raw element fractions" in doc
+    assert "on (standardized) inputs" not in doc and "trained as ``reinit`` is" not in doc
