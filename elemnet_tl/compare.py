@@ -24,7 +24,7 @@ import torch
 
 from .errors import InputError, plural
 from .featurize import Featurized, load_and_prepare
-from .io import write_json, write_table, write_text
+from .io import jsonable, write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
 from .runs import prepare_run_dir, provenance, refuse_non_directory, regression_metrics
@@ -335,7 +335,7 @@ def comparison_record(full: Featurized, test_f: Featurized | None, test_fraction
               "columns": [full.table.formula_col, full.table.target_col], "duplicates": full.rule,
               "test": held_out, "source": source, "strategy": strategy, "members": members,
               "config": asdict(config), "methods": list(methods), "seeds": seeds, "train_sizes": sizes}
-    return json.loads(json.dumps(record))
+    return jsonable(record)
 
 
 def _saved_record(out_dir: Path) -> dict | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import InputError
@@ -55,9 +57,27 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def jsonable(obj: object) -> object:
+    """``obj`` as strict JSON reads it back: NaN and infinities become null (bare ``NaN`` is not JSON:
+    jq and JavaScript reject it), numpy scalars plain numbers, tuples lists, anything else its str."""
+    return json.loads(json.dumps(_finite(obj), default=str))
+
+
+def _finite(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def write_json(path: str | Path, obj: object) -> None:
-    """Write JSON (indented, NaN as null-safe floats) atomically."""
-    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Write strict JSON (indented; NaN and infinities as null) atomically."""
+    write_text(path, json.dumps(_finite(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def check_table_suffix(path: str | Path) -> None:

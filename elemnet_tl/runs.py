@@ -23,7 +23,7 @@ import torch
 
 from .checkpoint import CARD_FILE, MODEL_FILE, STATE_FILE, ModelInfo, load_state, save_model, save_state
 from .errors import InputError, TrainingDiverged
-from .io import atomic_path, write_json, write_table
+from .io import atomic_path, jsonable, write_json, write_table
 from .model import ElemNet, count_parameters
 from .training import EpochLog, FitConfig, FitResult, TrainState, fit
 
@@ -203,7 +203,7 @@ def train_in_run_dir(
     record_path = run_dir / RUN_FILE
     if resume and state_path.is_file():
         previous = json.loads(record_path.read_text()) if record_path.is_file() else None
-        if previous is not None and previous != json.loads(json.dumps(run_record, default=str)):
+        if previous is not None and jsonable(previous) != jsonable(run_record):
             raise InputError(f"{run_dir}: --resume with different data or options than the interrupted run")
         state = load_state(state_path)
     write_json(record_path, run_record)

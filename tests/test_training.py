@@ -533,3 +533,19 @@ def test_target_scaler_and_correlation_do_not_depend_on_the_unit(unit):
     assert is_constant(constant) and standardize(constant)[1] == 1.0
     assert math.isnan(source_correlation(pred[:50], constant))
     assert is_constant(np.zeros(5)) and is_constant(np.ones(1)) and not is_constant(np.array([0.0, 1e-30]))
+
+
+def test_json_files_are_strict_json(tmp_path):
+    """R² of a one-row test set is NaN: written as null (bare NaN is not JSON), read back equal for --resume."""
+    from elemnet_tl.io import jsonable, write_json
+
+    record = {"metrics": {"test_mae": np.float32(0.5), "test_r2": float("nan")}, "curve": (float("inf"), 1),
+              "n": np.int64(3)}
+    write_json(tmp_path / "card.json", record)
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    back = json.loads((tmp_path / "card.json").read_text(), parse_constant=refuse)
+    assert back == {"metrics": {"test_mae": 0.5, "test_r2": None}, "curve": [None, 1], "n": 3}
+    assert jsonable(record) == back
