@@ -117,9 +117,14 @@ def _write_split(split: Split, where: Path) -> tuple[Path, Path]:
 def run_method(method: str, split: Split, where: Path, *, source: str, strategy: str, device: str,
                config: FitConfig, show_progress: bool, members: int = 3) -> np.ndarray:
     """Test-set predictions of one method on one split (run files kept under ``where``)."""
+    from .workflow import MIN_TRAINING_ROWS
+
     y_tr = split.train.target
     if method == "mean":
         return np.full(split.test.n_kept, float(np.mean(y_tr)))
+    if method in ("sc-ef", "sc-pa", "tl-finetune") and split.train.n_kept < MIN_TRAINING_ROWS:
+        # each network holds out rows to validate on; the same floor as finetune's
+        raise InputError(f"too few training rows for a network ({split.train.n_kept}; needs {MIN_TRAINING_ROWS})")
     if method == "sc-ef":
         return _scratch_net(split.train.fractions, y_tr, split.test.fractions, arch=_source_arch(source),
                             seed=split.seed, device=device, config=config, members=members)
@@ -140,10 +145,7 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
     if method == "tl-finetune":
         from .finetune import finetune
         from .predict import predict_fractions
-        from .workflow import MIN_TRAINING_ROWS
 
-        if split.train.n_kept < MIN_TRAINING_ROWS:  # each network holds out rows to validate on
-            raise InputError(f"too few training rows to fine-tune ({split.train.n_kept}; needs {MIN_TRAINING_ROWS})")
         result = finetune(train_csv, where, source=source, strategy=strategy, duplicates="keep", members=members,
                           config=replace(config, seed=split.seed), device=device, overwrite=True,
                           show_progress=show_progress)
@@ -475,7 +477,8 @@ def compare_scratch(
     splits = make_splits(full, test_f, record["seeds"], record["train_sizes"], test_fraction)
     smallest = min(s.train.n_kept for s in splits)
     if smallest < 2 or min(s.test.n_kept for s in splits) < 1:
-        raise InputError(f"{data}: {plural(full.n_kept, 'usable row')} after rejections and duplicates leave "
+        raise InputError(f"{data}: {full.n_read} rows read, {full.n_rejected} rejected, {full.n_merged} merged as "
+                         f"duplicates: {plural(full.n_kept, 'usable row')}, "
                          f"{plural(smallest, 'training row')}"
                          f"{'' if test else f' after the {test_fraction:g} test hold-out'}"
                          "; compare-scratch needs at least 2 to train on and 1 to test on")

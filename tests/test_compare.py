@@ -668,11 +668,12 @@ def test_cli_too_few_rows_for_transfer_methods(tmp_path, source_dir):
     unique_compositions(binary_table(12, seed=5)).head(8).to_csv(path, index=False)
     out = tmp_path / "out"
     result = runner.invoke(app, ["compare-scratch", str(path), "-o", str(out), "--from", str(source_dir),
-                                 "--methods", "tl-features,tl-finetune,mean", "--seeds", "1", "-q"])
+                                 "--methods", "tl-features,tl-finetune,sc-ef,mean", "--seeds", "1", "-q"])
     assert result.exit_code == 1, result.output
     results = json.loads((out / "results.json").read_text())
     assert results["methods"]["tl-features"]["error"] == "too few training rows for cross-validation (6; needs 10)"
-    assert results["methods"]["tl-finetune"]["error"] == "too few training rows to fine-tune (6; needs 10)"
+    for network in ("tl-finetune", "sc-ef"):  # every network: the same floor as finetune's
+        assert results["methods"][network]["error"] == "too few training rows for a network (6; needs 10)"
     assert results["methods"]["mean"]["test_mae_mean"] is not None
     assert "--layers" not in result.output and "train.csv" not in result.output
     assert "failed: too few training rows for cross-validation (6; needs 10)" in (out / "report.md").read_text()
