@@ -483,17 +483,17 @@ def test_cli_all_methods_fine_exit_0(monkeypatch, tmp_path, source_dir, data_csv
 
 
 def test_cli_tiny_data_is_not_conclusive_and_quiet(tmp_path, source_dir):
-    """3 rows (1 test row): the networks still run, no warning leaks, the verdict says it is too small."""
+    """11 rows (1 test row): the networks still run, no warning leaks, the verdict says it is too small."""
     import warnings
 
     path = tmp_path / "tiny.csv"
-    unique_compositions(binary_table(10, seed=5)).head(3).to_csv(path, index=False)
+    unique_compositions(binary_table(30, seed=5)).head(11).to_csv(path, index=False)
     out = tmp_path / "out"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = runner.invoke(app, ["compare-scratch", str(path), "-o", str(out), "--from", str(source_dir),
                                      "--methods", "mean,sc-ef", "--seeds", "1", "--epochs", "1", "--ensemble",
-                                     "1", "-q"])
+                                     "1", "--test-fraction", "0.05", "-q"])
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
     assert "Warning" not in result.output
