@@ -28,9 +28,15 @@ MAX_SEED = 2**31 - 1
 SEED_RULE = f"between 0 and {MAX_SEED}"
 
 
+MEMBER_SEED_STRIDE = 7919
+"""Seeds of an ensemble's networks lie this far apart, so that runs with nearby seeds share none (``seed +
+member`` made member 1 of seed 0 the first network of seed 1: repeats that were meant to be independent
+shared their initialisations). The members' validation splits use the same offsets."""
+
+
 def member_seed(seed: int, member: int) -> int:
     """The seed of an ensemble's ``member``-th network (0: ``seed`` itself), within the valid range."""
-    return (seed + member) % (MAX_SEED + 1)
+    return (seed + member * MEMBER_SEED_STRIDE) % (MAX_SEED + 1)
 
 
 @dataclass

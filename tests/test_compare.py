@@ -553,7 +553,7 @@ def test_scratch_networks_stop_as_fresh_networks(monkeypatch):
                                        config=replace(FINETUNE_DEFAULTS, epochs=12, patience=1), members=2)
     assert pred.shape == (5,)
     assert [(c.min_epochs, c.patience, c.lr, c.seed) for c in configs] == [(8, 5, compare_module.SCRATCH_LR, 3),
-                                                                            (8, 5, compare_module.SCRATCH_LR, 4)]
+                                                                            (8, 5, compare_module.SCRATCH_LR, 3 + 7919)]
 
 
 # ---------------------------------------------------------------- --resume, zero MAE, sources, short failures

@@ -507,11 +507,14 @@ def test_pretrain_prints_the_target_warning(tmp_path):
 
 
 def test_member_seeds_stay_in_range():
-    """Ensemble members take the next seeds; from the largest --seed they wrap instead of failing late."""
+    """Ensemble members' seeds lie 7919 apart; from the largest --seed they wrap instead of failing late."""
     from elemnet_tl.training import MAX_SEED, member_seed
 
-    assert [member_seed(7, i) for i in range(3)] == [7, 8, 9]
-    assert [member_seed(MAX_SEED, i) for i in range(3)] == [MAX_SEED, 0, 1]
+    assert [member_seed(7, i) for i in range(3)] == [7, 7 + 7919, 7 + 2 * 7919]
+    assert [member_seed(MAX_SEED, i) for i in range(3)] == [MAX_SEED, 7918, 2 * 7919 - 1]
+    # repeats with nearby seeds share no network (seed + member did: member 1 of seed 0 was seed 1's first)
+    seeds = [member_seed(s, i) for s in range(10) for i in range(7)]
+    assert len(set(seeds)) == len(seeds)
     FitConfig(seed=member_seed(MAX_SEED, 2))  # a valid seed
 
 
