@@ -347,8 +347,10 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
     if not required:
         return None
     if not numeric:
+        swapped = (f"; the formula column {formula_col!r} holds numbers: check --formula-col"
+                   if numeric_like(frame[formula_col]) else "")
         raise InputError(f"{source}: no numeric target column; columns are {', '.join(map(str, frame.columns))}; "
-                         "name it with --target-col")
+                         f"name it with --target-col{swapped}")
     raise InputError(f"{source}: ambiguous target column ({', '.join(numeric)}); choose one with --target-col")
 
 

@@ -325,3 +325,8 @@ def test_validation_overlap_is_called_validation(tmp_path, good_csv):
     data = load_and_prepare(good_csv)
     (warning,) = input_warnings(data, data, "validation")
     assert "12 of 12 validation rows" in warning and "the validation score" in warning
+
+
+def test_a_numeric_formula_column_is_pointed_out(tmp_path, good_csv):
+    one_line_error(["featurize", str(good_csv), "-o", str(tmp_path / "f.csv"), "--formula-col", "band_gap"],
+                   good_csv, "the formula column 'band_gap' holds numbers: check --formula-col")
