@@ -84,11 +84,12 @@ def describe_cv(n: int) -> str:
 
 
 def _standardize(x_tr: np.ndarray, x_va: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both scaled with the training mean and std (constant columns: scale 1)."""
-    mean = x_tr.mean(axis=0)
-    scale = x_tr.std(axis=0)
-    scale[scale == 0] = 1.0
-    return (x_tr - mean) / scale, (x_va - mean) / scale
+    """Both scaled with the training mean and std, by the ``StandardScaler`` the final model uses (its rule
+    for constant columns, scale 1, included: a column varying by rounding only is scaled alike in both)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_tr)
+    return scaler.transform(x_tr), scaler.transform(x_va)
 
 
 def ridge_cv(x: np.ndarray, y: np.ndarray, folds: Folds, alphas: Any = RIDGE_ALPHAS) -> np.ndarray:
