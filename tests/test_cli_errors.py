@@ -283,13 +283,19 @@ def test_a_misspelt_strategy_is_refused_before_the_data_are_read(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_semicolon_file_with_decimal_commas_rejects_only_its_bad_cells(tmp_path):
-    """pandas reads a decimal-comma column as text when one cell is not a number; the numbers still count."""
-    path = tmp_path / "semi.csv"
-    path.write_text("formula;band_gap\nGe3As4;0,7593\nAlGaN2;n/a\nKNbS2;1,2 eV\nNaCl;5,1\nMgO;7\nKCl;-1,5e-1\n")
+def featurized_ok(tmp_path, name: str, text: str) -> pd.DataFrame:
+    """Write ``text`` to ``name``, featurize it into ``f.csv`` (it must succeed) and read that back."""
+    path = tmp_path / name
+    path.write_text(text)
     result = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "f.csv")])
     assert result.exit_code == 0, result.output
-    kept = pd.read_csv(tmp_path / "f.csv")
+    return pd.read_csv(tmp_path / "f.csv")
+
+
+def test_semicolon_file_with_decimal_commas_rejects_only_its_bad_cells(tmp_path):
+    """pandas reads a decimal-comma column as text when one cell is not a number; the numbers still count."""
+    kept = featurized_ok(tmp_path, "semi.csv",
+                         "formula;band_gap\nGe3As4;0,7593\nAlGaN2;n/a\nKNbS2;1,2 eV\nNaCl;5,1\nMgO;7\nKCl;-1,5e-1\n")
     assert kept["target"].tolist() == [0.7593, 5.1, 7.0, -0.15]
     rejected = pd.read_csv(tmp_path / "f.rejected.csv")
     assert rejected["line"].tolist() == [3, 4] and "'1,2 eV'" in rejected["reason"][1]
@@ -305,11 +311,8 @@ def test_a_split_that_leaves_too_few_training_rows_is_refused(tmp_path, good_csv
 
 
 def test_header_spaces_comment_lines_and_json_lines_get_clear_handling(tmp_path):
-    spaced = tmp_path / "spaced.csv"
-    spaced.write_text(" formula ,gap\nNaCl,1.5\nKCl,2.5\nMgO,7.5\n")
-    result = runner.invoke(app, ["featurize", str(spaced), "-o", str(tmp_path / "s.csv")])
-    assert result.exit_code == 0, result.output
-    assert pd.read_csv(tmp_path / "s.csv")["formula"].tolist() == ["NaCl", "KCl", "MgO"]
+    kept = featurized_ok(tmp_path, "spaced.csv", " formula ,gap\nNaCl,1.5\nKCl,2.5\nMgO,7.5\n")
+    assert kept["formula"].tolist() == ["NaCl", "KCl", "MgO"]
     commented = tmp_path / "commented.csv"
     commented.write_text("# measured band gaps, source: notebook\nformula,gap\nNaCl,1.5\n")
     one_line_error(["featurize", str(commented), "-o", str(tmp_path / "c.csv")], commented,
