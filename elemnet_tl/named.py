@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import importlib
 import importlib.resources
 import json
@@ -43,6 +42,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from .datasets import sha256_of
 from .errors import InputError
 
 FORMULA_COLUMNS = ("formula", "composition", "formula_pretty", "pretty_formula", "compound")
@@ -136,14 +136,6 @@ def cache_dir() -> Path:
     if configured:
         return Path(configured).expanduser()
     return Path("~/.cache/elemnet_tl/matminer").expanduser()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _package_file(package: str, relative: str) -> Path | None:
@@ -244,7 +236,7 @@ def _expt_table() -> tuple[pd.DataFrame, dict]:
     frame = frame.sort_index().drop(columns="_key").reset_index(drop=True)
     frame["target"] = frame["target"].astype(np.float64)
     counts = {"records": len(records), "skipped": skipped, "duplicates_dropped": before - len(frame),
-              "path": str(path), "sha256": _sha256(path)}
+              "path": str(path), "sha256": sha256_of(path)}
     return frame, counts
 
 
@@ -286,7 +278,7 @@ def _transport_table() -> tuple[pd.DataFrame, str, str]:
         raise InputError(f"{path}: cannot read {TRANSPORT.name}: {_one_line(exc)}") from None
     if "pretty_formula" not in frame.columns:
         raise InputError(f"{path}: no pretty_formula column; columns are {', '.join(map(str, frame.columns))}")
-    return frame, str(path), _sha256(path)
+    return frame, str(path), sha256_of(path)
 
 
 def _numeric_columns(frame: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -530,7 +522,7 @@ def _load_matminer(name: str, target_col: str | None) -> tuple[pd.DataFrame, dic
     path = _matminer_cache_path(name)
     existed = path.is_file()
     if existed:
-        if expected and _sha256(path) != expected:
+        if expected and sha256_of(path) != expected:
             raise InputError(
                 f"{path}: cached dataset {name} does not match matminer's sha256 (incomplete or altered "
                 "download); delete the file to download it again"
@@ -554,7 +546,7 @@ def _load_matminer(name: str, target_col: str | None) -> tuple[pd.DataFrame, dic
         ) from None
     if not path.is_file():
         raise InputError(f"dataset {name}: matminer loaded it but {path} does not exist")
-    sha = _sha256(path)
+    sha = sha256_of(path)
     if expected and sha != expected:
         raise InputError(f"{path}: downloaded dataset {name} does not match matminer's sha256; delete it and retry")
 
