@@ -220,27 +220,50 @@ def _comma_decimals(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
-    """Read CSV / TSV / parquet / JSON (text formats also .gz, .bz2, .xz, .zip); returns the frame and the number
-    of its first row.
+def _record_lines(path: Path, sep: str, n_rows: int) -> np.ndarray:
+    """The file line on which each of the ``n_rows`` data rows of a CSV/TSV starts: 2, 3, ... unless a quoted
+    field spans lines (a note with a line break), which the csv module follows as pandas does."""
+    with _open_text(path) as fh:
+        physical = sum(1 for _ in fh)
+    if physical <= n_rows + 1:  # one line per row (and the header): the common case, no second pass
+        return np.arange(n_rows) + 2
+    starts, end = [], 1
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        next(reader, None)
+        end = reader.line_num
+        for _ in reader:
+            starts.append(end + 1)
+            end = reader.line_num
+    return np.asarray(starts[:n_rows]) if len(starts) >= n_rows else np.arange(n_rows) + 2
 
-    That number is the row's line in the file for CSV/TSV (2: the header is line 1) and JSON lines
-    (1: no header), and its 1-based position for parquet and JSON.
+
+def _read_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read CSV / TSV / parquet / JSON (text formats also .gz, .bz2, .xz, .zip); returns the frame and each
+    row's number.
+
+    That number is the row's line in the file for CSV/TSV (from 2: the header is line 1; a quoted field
+    spanning lines counts them) and JSON lines (from 1: no header), and its 1-based position for parquet
+    and JSON.
     """
     name = path.name.lower()
     base = name.removesuffix(_compression(path))
     try:
         if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path), 1
+            frame = pd.read_parquet(path)
+            return frame, np.arange(len(frame)) + 1
         if base.endswith((".json", ".jsonl")):
-            return _pandas_read(pd.read_json, path, lines=base.endswith(".jsonl")), 1
+            frame = _pandas_read(pd.read_json, path, lines=base.endswith(".jsonl"))
+            return frame, np.arange(len(frame)) + 1
         if name.endswith(_SPREADSHEETS):
             raise InputError(f"{path}: spreadsheet files are not read; save the sheet as CSV (comma-separated, "
                              "UTF-8) and give that file")
         sep = "\t" if base.endswith(".tsv") else _sniff_separator(path)
         if sep == ";":  # ';'-separated exports write decimal commas
-            return _comma_decimals(_read_csv(path, sep, ",")), 2
-        return _read_csv(path, sep, "."), 2
+            frame = _comma_decimals(_read_csv(path, sep, ","))
+        else:
+            frame = _read_csv(path, sep, ".")
+        return frame, _record_lines(path, sep, len(frame))
     except InputError:
         raise
     except pd.errors.EmptyDataError:
@@ -381,10 +404,8 @@ def load_table(
     if path.exists() and path.is_dir():
         raise InputError(f"{text}: is a directory, not a table file")
     if path.is_file():
-        frame, first_line = _read_file(path)
+        frame, lines = _read_file(path)  # line numbers as in the input file: a CSV header is line 1
         provenance.update(path=str(path.resolve()), sha256=sha256_of(path))
-        # line numbers as in the input file: a CSV header is line 1
-        lines = np.arange(len(frame)) + first_line
     elif _is_named(text):
         from . import named
 

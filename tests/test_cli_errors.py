@@ -333,3 +333,14 @@ def test_validation_overlap_is_called_validation(tmp_path, good_csv):
 def test_a_numeric_formula_column_is_pointed_out(tmp_path, good_csv):
     one_line_error(["featurize", str(good_csv), "-o", str(tmp_path / "f.csv"), "--formula-col", "band_gap"],
                    good_csv, "the formula column 'band_gap' holds numbers: check --formula-col")
+
+
+def test_rejected_lines_count_a_quoted_field_that_spans_lines(tmp_path):
+    """A note with a line break (quoted) moves every later row down a line in the file: the report says so."""
+    path = tmp_path / "notes.csv"
+    path.write_text('formula,target,notes\nNaCl,1.0,ok\nKCl,2.0,"line one\nline two"\nMgO,3.0,x\nXx2O3,4.0,y\n'
+                    "CaO,,z\n")
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "f.csv")])
+    assert result.exit_code == 0, result.output
+    rejected = pd.read_csv(tmp_path / "f.rejected.csv")
+    assert rejected["line"].tolist() == [6, 7] and rejected["formula"].tolist() == ["Xx2O3", "CaO"]
