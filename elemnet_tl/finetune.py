@@ -73,7 +73,7 @@ def source_closeness(kept_head: bool, probe) -> tuple[bool, str]:
     if kept_head:
         return True, "near source: its output layer is kept"
     if probe is None:
-        return False, "too few rows to probe the source's layers"
+        return False, "no probe of the source's layers (too few rows or a constant target)"
     layer, first = probe.layers_[0], probe.cv_table_[0]["candidate"]
     if layer != first:
         return True, f"near source: its layer {layer} predicts the target best in a ridge probe"

@@ -95,13 +95,15 @@ def probe_source(source: str | PretrainedFeatures, x: np.ndarray, y: np.ndarray,
                  **features) -> PretrainedFeatures | None:
     """``source``'s transformer fitted on ``x, y`` (at most ``max_rows`` of them, seeded): with
     ``layers="auto"`` its ``layers_`` is the layer a ridge probe finds most predictive and
-    ``layer_fold_maes_`` the per-fold MAEs. None with fewer rows than cross-validation needs.
+    ``layer_fold_maes_`` the per-fold MAEs. None with fewer rows than cross-validation needs or a constant
+    target (every layer predicts it exactly).
     ``source``: a ``--from`` value, or a transformer to fit as it is (its network already loaded);
     ``features``: more :class:`PretrainedFeatures` options (``with_pa``)."""
     from .features import PretrainedFeatures
     from .regressors import MIN_CV_ROWS
+    from .training import is_constant
 
-    if len(y) < MIN_CV_ROWS:
+    if len(y) < MIN_CV_ROWS or is_constant(y):
         return None
     x, y = _probe_rows(x, y, seed, max_rows)
     if isinstance(source, PretrainedFeatures):
@@ -128,6 +130,11 @@ def choose_source(x: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu", 
     sources = bundled_sources()
     if len(sources) == 1:
         return sources[0], {"name": sources[0], "reason": "the only bundled model", "probe": {}}, {}
+    from .training import is_constant
+
+    if is_constant(y):  # every probe predicts it exactly: nothing to choose by
+        return sources[0], {"name": sources[0], "reason": "the default: the target is constant, nothing to probe",
+                            "probe": {}}, {}
     x, y = _probe_rows(x, y, seed, max_rows)
     given = transformers if transformers is not None else sources
     fitted = {s: probe_source(g, x, y, seed, device, layers, None, **features) for s, g in zip(sources, given)}

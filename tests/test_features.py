@@ -572,3 +572,18 @@ def test_export_check_passes_knn_on_repeated_rows_and_catches_small_target_error
     FR.check_export("ridge", est, R.ExportedRegressor(scalars, arrays), x, y)
     with pytest.raises(RuntimeError, match="does not reproduce"):
         FR.check_export("ridge", est, R.ExportedRegressor({**scalars, "intercept": 0.0}, arrays), x, y)
+
+
+def test_a_constant_target_is_not_probed(tables):
+    """Every source and layer predicts a constant exactly: no probe, the default source, and a reason
+    that says why (not a tie of zeros read as a choice)."""
+    from elemnet_tl.finetune import source_closeness
+    from elemnet_tl.sources import bundled_sources, choose_source, probe_source
+
+    x, y = _xy(tables["train"])
+    constant = np.full_like(y, 1.5)
+    chosen, record, fitted = choose_source(x, constant, seed=0)
+    assert chosen == bundled_sources()[0] and "constant" in record["reason"] and fitted == {}
+    assert probe_source("bundled", x, constant, seed=0) is None
+    assert source_closeness(False, None) == (False, "no probe of the source's layers (too few rows or a "
+                                                    "constant target)")
