@@ -227,14 +227,21 @@ def _record_lines(path: Path, sep: str, n_rows: int) -> np.ndarray:
         physical = sum(1 for _ in fh)
     if physical <= n_rows + 1:  # one line per row (and the header): the common case, no second pass
         return np.arange(n_rows) + 2
-    starts, end = [], 1
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=sep)
-        next(reader, None)
-        end = reader.line_num
-        for _ in reader:
-            starts.append(end + 1)
+    starts = []
+    limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(2**31 - 1)  # pandas reads fields of any length; so must this pass
+        with _open_text(path) as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            next(reader, None)
             end = reader.line_num
+            for _ in reader:
+                starts.append(end + 1)
+                end = reader.line_num
+    except csv.Error:  # what pandas read, the csv module does not: rows numbered one per line
+        starts = []
+    finally:
+        csv.field_size_limit(limit)
     return np.asarray(starts[:n_rows]) if len(starts) >= n_rows else np.arange(n_rows) + 2
 
 
@@ -278,12 +285,13 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def cells_as_written(table: Table, columns: list[str]) -> dict[str, pd.Series]:
-    """The cells of ``columns`` of a CSV/TSV table as the file writes them, for the columns whose values
-    pandas changed when it read them as numbers or missing (``007`` -> 7, ``1.10`` -> 1.1, ``NA`` -> empty):
-    ids that ride along into an output must join back to the input. Other formats, or a file that does
-    not read back row for row: nothing."""
-    path = Path(str(table.provenance.get("path", "")))
-    base = path.name.lower().removesuffix(_compression(path)) if path.name else ""
+    """Columns of a CSV/TSV table whose cells pandas changed in a way that breaks a join: a numeric column
+    holding zero-padded ids (``007`` -> 7) as the file writes it, and in a text column the cells read as
+    missing (``NA``, ``None``) with their words back; numbers that are only spelled differently (``1.50``,
+    ``1,5``) stay numbers. Other formats, named datasets, or a file that does not read back row for row:
+    nothing."""
+    path = Path(str(table.source))  # a named dataset's archive (its provenance path) is not the user's CSV
+    base = path.name.lower().removesuffix(_compression(path))
     if not path.is_file() or base.endswith((".parquet", ".pq", ".json", ".jsonl", *_SPREADSHEETS)):
         return {}
     sep = "\t" if base.endswith(".tsv") else _sniff_separator(path)
@@ -296,11 +304,16 @@ def cells_as_written(table: Table, columns: list[str]) -> dict[str, pd.Series]:
         return {}
     out = {}
     for col in columns:
-        if col in text.columns and col in table.frame.columns:
-            parsed = table.frame[col].reset_index(drop=True)
-            written = parsed.map(lambda v: "" if pd.isna(v) else str(v))
-            if not written.equals(text[col]):
-                out[col] = text[col]
+        if col not in text.columns or col not in table.frame.columns:
+            continue
+        parsed, written = table.frame[col].reset_index(drop=True), text[col]
+        if pd.api.types.is_numeric_dtype(parsed):  # numbers stay numbers, unless they are zero-padded ids
+            if written.str.fullmatch(r"\s*[+-]?0\d+\s*").any():
+                out[col] = written
+        else:  # text: only the cells pandas read as missing (NA, None, n/a) get their words back
+            lost = (parsed.isna() & (written.str.strip() != "")).to_numpy()
+            if lost.any():
+                out[col] = parsed.astype(object).where(~lost, written)
     return out
 
 
@@ -308,6 +321,7 @@ def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str,
                  source: str) -> str:
     columns = [str(c) for c in frame.columns]
     if wanted is not None:
+        wanted = wanted.strip()  # the header's names are stripped too
         if wanted in columns:
             return wanted
         lower = {c.lower(): c for c in columns}
@@ -418,7 +432,7 @@ def load_table(
         raise InputError(f"{text}: no such file or named dataset (see `elemtl datasets`)")
     if len(frame) == 0:
         raise InputError(f"{text}: the table has no rows")
-    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]  # ' formula ' is formula
+    frame.columns = [str(c).strip() for c in frame.columns]  # ' formula ' is formula; JSON arrays' 0, 1: '0', '1'
     _check_unique([str(c) for c in frame.columns], text)
     fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
     tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)

@@ -107,11 +107,22 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> None:
                          and frame[c].dropna().map(type).nunique() > 1]
                 if not mixed:
                     raise InputError(f"{path}: cannot write as parquet: {exc}; write .csv instead") from None
-                frame = frame.assign(**{c: frame[c].map(lambda v: v if v is None or v != v else str(v))
-                                        for c in mixed})
-                frame.to_parquet(tmp, index=False)  # those columns as text, as a CSV would hold them
+                frame = frame.assign(**{c: frame[c].map(_text_or_none) for c in mixed})
+                try:
+                    frame.to_parquet(tmp, index=False)  # those columns as text, as a CSV would hold them
+                except (TypeError, ValueError) as again:
+                    raise InputError(f"{path}: cannot write as parquet: {again}; write .csv instead") from None
         else:
             frame.to_csv(tmp, index=False, compression="gzip" if name.endswith(".gz") else None)
+
+
+def _text_or_none(value: object) -> str | None:
+    """A cell as text; missing (None, NaN, pd.NA) as None."""
+    try:
+        missing = value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or array in a JSON cell
+        missing = False
+    return None if missing else str(value)
 
 
 def table_stem(path: str | Path) -> Path:

@@ -374,8 +374,8 @@ _UNIT_BRACKET = re.compile(r"\[([^\]]+)\]")
 def _as_unit(text: str) -> str:
     """``text`` when it looks like a unit (no blank, and a '/' or a known unit token), else ''."""
     text = text.strip().rstrip(".")
-    if not text or re.search(r"\s", text):
-        return ""
+    if not text or re.search(r"\s", text) or "://" in text or re.fullmatch(r"[A-Z]{2,}(/[A-Z]{2,})+", text):
+        return ""  # a link, or acronyms (MP/OQMD), are not units
     return text if "/" in text or text in _UNIT_TOKENS else ""
 
 

@@ -25,7 +25,10 @@ from .datasets import sha256_of
 from .errors import InputError
 from .io import atomic_path, write_json
 
-FORMAT = "elemnet_tl.features/1"
+FORMAT = "elemnet_tl.features/2"
+"""/2: trees fitted on the standardized target (``y_mean``/``y_scale``), which a /1 reader would ignore
+(so it refuses /2); /1 directories still load."""
+READABLE_FORMATS = ("elemnet_tl.features/1", FORMAT)
 """Format of ``regressor.json`` (and of the feature run's card)."""
 REGRESSOR_JSON = "regressor.json"
 REGRESSOR_NPZ = "regressor.npz"
@@ -513,7 +516,7 @@ def load_regressor_files(out_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
         meta = json.loads(jpath.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{jpath}: corrupted ({exc})") from None
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise InputError(f"{jpath}: not an elemnet_tl feature model (format {meta.get('format')!r})")
     if meta.get("arrays_sha256") and meta["arrays_sha256"] != sha256_of(npath):
         raise InputError(f"{npath}: contents differ from what {REGRESSOR_JSON} records (sha256 mismatch)")

@@ -113,20 +113,18 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
     """Best transfer vs best from-scratch method, the margin, and why it may not be conclusive
     (methods that failed on every seed or on some, a small test set, a gap within the seed-to-seed spread).
 
-    Methods are ranked by their mean test MAE over the seeds every method that worked at all succeeded on
-    (each one's own seeds when there is none), so a method that failed on its hard seeds does not look
-    better for it. The best transfer and best from-scratch methods are then compared paired, on the seeds
-    both succeeded on (``paired_seeds`` of ``seeds``)."""
+    The methods of one side (transfer, from scratch, or all for the winner) are ranked by their mean test
+    MAE over the seeds every one of them that worked at all succeeded on (each one's own seeds when there
+    is none), so a method that failed on its hard seeds does not look better for it, and a failure of a
+    method outside the side does not change the side's ranking. The best transfer and best from-scratch
+    methods are then compared paired, on the seeds both succeeded on (``paired_seeds`` of ``seeds``)."""
     maes = {m: seed_maes(e) for m, e in summary.items()}
     worked = [m for m in summary if maes[m]]
-    common = set.intersection(*(set(maes[m]) for m in worked)) if worked else set()
-
-    def score(m: str) -> float:
-        seeds = common or set(maes[m])
-        return float(np.mean([maes[m][s] for s in sorted(seeds)]))
 
     def best(names):
-        have = [(score(m), m) for m in names if m in worked]
+        group = [m for m in names if m in worked]
+        common = set.intersection(*(set(maes[m]) for m in group)) if group else set()
+        have = [(float(np.mean([maes[m][s] for s in sorted(common or maes[m])])), m) for m in group]
         return min(have) if have else None
 
     tl, sc = best(TL_METHODS), best(SCRATCH_METHODS)
@@ -161,6 +159,9 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
             out["transfer_gain_percent"] = 100.0 * (s_mae - t_mae) / s_mae if s_mae > 0 else None  # MAE 0
             out["transfer_wins"] = bool(t_mae < s_mae)
             out["paired_seeds"], out["seeds"] = len(paired), max(runs[tl[1]], runs[sc[1]])
+            if len(paired) == 1 < out["seeds"]:
+                caveats.append("compared on one seed only: the seed-to-seed spread is unknown")
+                conclusive = False
             if len(paired) > 1:
                 spread = float(np.hypot(_std(t), _std(c)))
                 out["seed_spread"] = spread

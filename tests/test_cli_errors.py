@@ -344,3 +344,18 @@ def test_rejected_lines_count_a_quoted_field_that_spans_lines(tmp_path):
     assert result.exit_code == 0, result.output
     rejected = pd.read_csv(tmp_path / "f.rejected.csv")
     assert rejected["line"].tolist() == [6, 7] and rejected["formula"].tolist() == ["Xx2O3", "CaO"]
+
+
+def test_long_multiline_cells_spaced_column_options_and_json_arrays_load(tmp_path):
+    """A 200,000-character quoted note with a line break (pandas reads it; the line-counting pass must
+    too); --target-col given with the header's spaces; a JSON array of arrays (columns 0, 1)."""
+    from elemnet_tl.datasets import load_table
+
+    note = tmp_path / "note.csv"
+    note.write_text(f'formula, gap ,notes\nNaCl,1.5,"{"x" * 200_000}\nmore"\nKCl,2.5,ok\n')
+    table = load_table(note, target_col=" gap ")
+    assert table.frame["line"].tolist() == [2, 4] and table.frame["target"].tolist() == [1.5, 2.5]
+    arrays = tmp_path / "arrays.json"
+    arrays.write_text('[["NaCl", 1.5], ["KCl", 2.5]]')
+    table = load_table(arrays, formula_col="0", target_col="1")
+    assert table.frame["formula"].tolist() == ["NaCl", "KCl"] and table.frame["target"].tolist() == [1.5, 2.5]

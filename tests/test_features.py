@@ -587,3 +587,27 @@ def test_a_constant_target_is_not_probed(tables):
     assert probe_source("bundled", x, constant, seed=0) is None
     assert source_closeness(False, None) == (False, "no probe of the source's layers (too few rows or a "
                                                     "constant target)")
+
+
+def test_trees_saved_by_format_1_still_load(tmp_path):
+    """Format /1 trees were fitted on the raw target (no y_mean/y_scale): they predict as saved; /2 is
+    written now, so that an older reader refuses trees it would mis-scale."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 3))
+    y = 10 * x[:, 0] + 100
+    est = R.make_regressor("rf", {"n_estimators": 5, "max_features": 1.0, "min_samples_leaf": 1}).fit(x, y)
+    scalars, arrays = R.export_regressor("rf", est, x, y)
+    R.save_regressor(tmp_path, scalars, arrays, {})
+    meta = json.loads((tmp_path / R.REGRESSOR_JSON).read_text())
+    assert meta["format"] == "elemnet_tl.features/2"
+    meta.update(format="elemnet_tl.features/1",
+                regressor={k: v for k, v in meta["regressor"].items() if k not in ("y_mean", "y_scale")})
+    (tmp_path / R.REGRESSOR_JSON).write_text(json.dumps(meta))
+    old, loaded = R.load_regressor_files(tmp_path)
+    standardized = R.ExportedRegressor(old["regressor"], loaded).predict(x)
+    np.testing.assert_allclose(standardized * est.transformer_.scale_[0] + est.transformer_.mean_[0],
+                               est.predict(x), rtol=1e-9)
+    meta["format"] = "elemnet_tl.features/3"
+    (tmp_path / R.REGRESSOR_JSON).write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="not an elemnet_tl feature model"):
+        R.load_regressor_files(tmp_path)

@@ -289,15 +289,36 @@ def test_a_rejection_report_never_overwrites_the_input(tmp_path, run_dir):
 
 
 def test_predict_copies_ids_as_the_file_writes_them(tmp_path, run_dir):
-    """Leading zeros, trailing zeros and NA-like text of a ride-along column survive (they join back);
-    a plain numeric column stays numeric."""
+    """Zero-padded ids and NA-like words of a ride-along column survive (they join back); numbers spelled
+    otherwise (1.50, 1e-3, 0.24779229146290827) stay numbers."""
     data = tmp_path / "ids.csv"
-    data.write_text("sample_id,formula,batch,notes,x,y\n007,NaCl,1.10,NA,1.5,2\n0012,KCl,1.20,None,2.5,3\n")
+    data.write_text("sample_id,formula,batch,notes,x,y\n007,NaCl,1.50,NA,1e-3,0.24779229146290827\n"
+                    "0012,KCl,1.20,fine,2.5,3\n")
     out = tmp_path / "p.csv"
     result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert frame["sample_id"].tolist() == ["007", "0012"] and frame["batch"].tolist() == ["1.10", "1.20"]
-    assert frame["notes"].tolist() == ["NA", "None"]
+    assert frame["sample_id"].tolist() == ["007", "0012"] and frame["notes"].tolist() == ["NA", "fine"]
     table = predict(data, run_dir, device="cpu").table
-    assert table["x"].tolist() == [1.5, 2.5] and table["sample_id"].tolist() == ["007", "0012"]
+    assert table["sample_id"].tolist() == ["007", "0012"] and table["notes"].tolist() == ["NA", "fine"]
+    for col, values in (("batch", [1.5, 1.2]), ("x", [1e-3, 2.5]), ("y", [0.24779229146290827, 3.0])):
+        assert pd.api.types.is_float_dtype(table[col]) and table[col].tolist() == pytest.approx(values, rel=1e-15)
+    semi = tmp_path / "semi.csv"
+    semi.write_text("formula;gap;id\nNaCl;1,5;007\nKCl;2,25;012\n")
+    table = predict(semi, run_dir, device="cpu").table
+    assert table["id"].tolist() == ["007", "012"]
+    assert table.get("target", table.get("gap")).tolist() == [1.5, 2.25]
+
+
+def test_named_datasets_are_not_read_again_as_text(tmp_path):
+    """A named dataset's provenance path is its archive (mp-transport: a .tar.xz that reads as a CSV), not
+    a file the user wrote: only a file given as the data is re-read for its cells as written."""
+    from dataclasses import replace as with_
+
+    from elemnet_tl.datasets import cells_as_written, load_table
+
+    data = tmp_path / "ids.csv"
+    data.write_text("id,formula\n007,NaCl\n012,KCl\n")
+    table = load_table(data, require_target=False)
+    assert cells_as_written(table, ["id"])["id"].tolist() == ["007", "012"]
+    assert cells_as_written(with_(table, source="mp-transport"), ["id"]) == {}
