@@ -193,7 +193,13 @@ def _print_run(result, extra: list[str] | None = None) -> None:
     parts = [f"best validation MAE {m['val_mae']:.4g} {result.info.unit}".rstrip()]
     if m.get("test_mae") is not None:
         parts.append(f"test MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g}, R² {m['test_r2']:.3f}")
-    _echo_summary([*(extra or []), "; ".join(parts), f"run directory: {result.run_dir}"])
+    lines = [*(extra or []), "; ".join(parts)]
+    baseline = (result.card.get("split") or {}).get("val_mae_of_training_mean")
+    if baseline is not None and not m["val_mae"] < baseline:
+        lines.append(f"warning: the best validation MAE ({m['val_mae']:.4g}) is no better than predicting the "
+                     f"training mean ({baseline:.4g}): the network did not learn this target (a learning rate "
+                     "too large? see --lr)")
+    _echo_summary([*lines, f"run directory: {result.run_dir}"])
 
 
 @app.command()

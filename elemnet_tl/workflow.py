@@ -425,7 +425,9 @@ def run_training(
                                              "element_rows": trained_elements(inputs, members)}},
         "split": {"n_train": int(len(y_tr)), "n_val": int(len(y_va)),
                   "validation": "file" if inputs.val is not None else f"seeded {len(y_va)}-row hold-out of the data",
-                  "n_test": inputs.test.n_kept if inputs.test is not None else 0},
+                  "n_test": inputs.test.n_kept if inputs.test is not None else 0,
+                  # the yardstick of "did it learn": predicting the training mean for every validation row
+                  "val_mae_of_training_mean": float(np.abs(y_va - y_tr.mean()).mean()) if len(y_va) else None},
         "training": {**config.to_dict(), "best_epoch": fit_result.best_epoch, "epochs_run": len(fit_result.history),
                      "stopped_early": fit_result.stopped_early, "wall_seconds": round(fit_result.seconds, 2),
                      "phases": summaries},

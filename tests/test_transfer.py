@@ -612,6 +612,12 @@ def test_cli_finetune(tmp_path, source_dir, data_dir):
                           f"({card['learning_rate']['reason']})"]
     assert any(line.startswith("best validation MAE") for line in lines)
     assert lines[-1] == f"run directory: {out}"
+    baseline = card["split"]["val_mae_of_training_mean"]
+    assert card["metrics"]["val_mae"] < baseline and "no better than predicting" not in result.output
+    wild = runner.invoke(app, ["finetune", str(data_dir / "smooth.csv"), "-o", str(tmp_path / "wild"), "--from",
+                               str(source_dir), "--epochs", "3", "--lr", "1e3", "--strategy", "full", "-q"])
+    assert wild.exit_code == 0, wild.output  # a finite but useless run: said so, not hidden
+    assert "no better than predicting the training mean" in " ".join(wild.output.split())
 
 
 def test_cli_finetune_bad_strategy(tmp_path, source_dir, data_dir):
