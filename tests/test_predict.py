@@ -42,6 +42,16 @@ def invoke(*args: str):
     return runner.invoke(app, ["predict", *args])
 
 
+def predict_ok(tmp_path, run_dir, text: str, out: str = "pred.csv"):
+    """Write ``text`` as ``in.csv``, predict it with ``run_dir`` into ``out`` (it must succeed); returns the
+    CLI result and the input and output paths."""
+    data = tmp_path / "in.csv"
+    data.write_text(text)
+    result = invoke(str(data), "--model", str(run_dir), "-o", str(tmp_path / out), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    return result, data, tmp_path / out
+
+
 def test_predict_cli_rows_in_input_order(tmp_path, run_dir):
     data = tmp_path / "in.csv"
     INPUT.to_csv(data, index=False)
@@ -76,12 +86,8 @@ def test_predict_cli_rows_in_input_order(tmp_path, run_dir):
 def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_dir):
     """Ids ride along; a target cell that is not a number is named (no error for that row), and the
     summary says what the model predicts."""
-    data = tmp_path / "in.csv"
-    data.write_text("id,formula,target,prediction\nmp-1,NaCl,8.5,x\nmp-2,MgO,abc,y\nmp-3,LiF,\"1,5\",z\n"
-                    "mp-4,KBr,,w\n")
-    out = tmp_path / "pred.csv"
-    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
-    assert result.exit_code == 0, result.output
+    result, data, out = predict_ok(tmp_path, run_dir, "id,formula,target,prediction\nmp-1,NaCl,8.5,x\n"
+                                   "mp-2,MgO,abc,y\nmp-3,LiF,\"1,5\",z\nmp-4,KBr,,w\n")
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["line", "formula", "id", "prediction (input)", "prediction", "unseen_elements",
                                    "target", "error"]
@@ -253,11 +259,8 @@ def test_bundled_model_predicts_formation_energies_offline(tmp_path):
 def test_predict_passes_through_columns_named_like_its_own(tmp_path, run_dir):
     """An input column named error/line (or a pandas index without a header) rides along under its name or
     renamed; none is scored as a target, none is dropped; mixed-type ids still write as parquet."""
-    data = tmp_path / "in.csv"
-    data.write_text(",formula,error,line\n0,NaCl,0.05,L1\n1,KCl,0.1,L2\n2,MgO,0.2,L3\n")
-    out = tmp_path / "p.csv"
-    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
-    assert result.exit_code == 0, result.output
+    result, _, out = predict_ok(tmp_path, run_dir, ",formula,error,line\n0,NaCl,0.05,L1\n1,KCl,0.1,L2\n"
+                                "2,MgO,0.2,L3\n")
     assert "MAE" not in result.output and "target taken from" not in result.output
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["line", "formula", "Unnamed: 0", "error", "line (input)", "prediction",
@@ -291,12 +294,8 @@ def test_a_rejection_report_never_overwrites_the_input(tmp_path, run_dir):
 def test_predict_copies_ids_as_the_file_writes_them(tmp_path, run_dir):
     """Zero-padded ids and NA-like words of a ride-along column survive (they join back); numbers spelled
     otherwise (1.50, 1e-3, 0.24779229146290827) stay numbers."""
-    data = tmp_path / "ids.csv"
-    data.write_text("sample_id,formula,batch,notes,x,y\n007,NaCl,1.50,NA,1e-3,0.24779229146290827\n"
-                    "0012,KCl,1.20,fine,2.5,3\n")
-    out = tmp_path / "p.csv"
-    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
-    assert result.exit_code == 0, result.output
+    _, data, out = predict_ok(tmp_path, run_dir, "sample_id,formula,batch,notes,x,y\n"
+                              "007,NaCl,1.50,NA,1e-3,0.24779229146290827\n0012,KCl,1.20,fine,2.5,3\n")
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert frame["sample_id"].tolist() == ["007", "0012"] and frame["notes"].tolist() == ["NA", "fine"]
     table = predict(data, run_dir, device="cpu").table
