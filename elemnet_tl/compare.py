@@ -27,7 +27,7 @@ from .featurize import Featurized, load_and_prepare
 from .io import jsonable, write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
-from .runs import prepare_run_dir, provenance, refuse_non_directory, regression_metrics
+from .runs import prepare_run_dir, provenance, refuse_both, refuse_non_directory, regression_metrics
 from .training import FitConfig, fit, member_seed, predict_tensor, resolve_device, standardize
 from .transfer import fresh_network_config
 from .workflow import split_indices, subset
@@ -139,8 +139,9 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
 
         a, b = _pa(split.train, split.test)
         rf = scaled_target(RandomForestRegressor(n_estimators=300, min_samples_leaf=1, max_features=1 / 3, n_jobs=-1,
-                                                 random_state=split.seed))
-        return rf.fit(a, y_tr).predict(b)
+                                                 random_state=split.seed)).fit(a, y_tr)
+        rf.regressor_.set_params(n_jobs=1)  # threads would sum the trees' predictions in any order: not bit-exact
+        return rf.predict(b)
     train_csv, test_csv = _write_split(split, where / "data")
     if method == "tl-finetune":
         from .finetune import finetune
@@ -295,6 +296,7 @@ def check_options(methods: tuple[str, ...], seeds: int, train_sizes: list[float]
 def check_output_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse an output that is a file, or a folder already holding a comparison (unless ``resume`` or
     ``overwrite``)."""
+    refuse_both(resume, overwrite)
     refuse_non_directory(out_dir)
     if not out_dir.is_dir() or resume or overwrite:
         return

@@ -412,6 +412,11 @@ def load_table(
     With ``require_target=False`` a table without a target loads (for prediction).
     Raises :class:`InputError` with a one-line reason on a missing file, column or an empty table.
     """
+    if not isinstance(source, (str, Path)):  # a DataFrame's str is the whole table, over many lines
+        kind = type(source).__name__
+        raise InputError(f"data must be a file path or a named dataset, got a {kind}"
+                         + (": write it with df.to_csv('data.csv', index=False) and pass the path"
+                            if isinstance(source, pd.DataFrame) else ""))
     text = str(source)
     path = Path(text)
     provenance: dict = {"source": text}

@@ -297,7 +297,8 @@ def check_outputs(output: str | Path, source: str | Path) -> None:
     the input file either (a report fixed by hand and read again would be overwritten or removed)."""
     check_output(output, source)
     report = rejected_path(output)
-    if report.exists() and Path(source).exists() and report.resolve() == Path(source).resolve():
+    if report.exists() and isinstance(source, (str, Path)) and Path(source).exists() and \
+            report.resolve() == Path(source).resolve():
         raise InputError(f"{output}: the rejected-rows report {report} beside it is the input file and would be "
                          "overwritten; choose another output name")
 

@@ -90,7 +90,8 @@ def check_output(output: str | Path, source: str | Path) -> None:
     """Raise :class:`InputError` unless ``output`` is a table format we write and not the input file itself."""
     check_table_suffix(output)
     out = Path(output)
-    if out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve():
+    if out.exists() and isinstance(source, (str, Path)) and Path(source).exists() and \
+            out.resolve() == Path(source).resolve():
         raise InputError(f"{output}: is the input file; choose another output (the input would be overwritten)")
 
 

@@ -86,10 +86,30 @@ def refuse_non_directory(path: Path) -> None:
         raise InputError(f"{path}: exists and is not a directory")
 
 
+def _what_differs(old: object, new: object) -> str:
+    """Where two run records differ, as dotted keys (``config.epochs, data.train.sha256 differ``)."""
+    def keys(a: object, b: object, path: str) -> list[str]:
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            return [path or "the record"]
+        return [k for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)
+                for k in keys(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))]
+
+    found = keys(old, new, "")
+    return ", ".join(found[:3]) + (", ..." if len(found) > 3 else "") + (" differ" if len(found) > 1 else " differs")
+
+
+def refuse_both(resume: bool, overwrite: bool) -> None:
+    """``--resume`` keeps what an output folder holds, ``--overwrite`` replaces it: not both."""
+    if resume and overwrite:
+        raise InputError("give --resume (continue the run in the output folder) or --overwrite (replace it), "
+                         "not both")
+
+
 def check_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     """Refuse (:class:`InputError`) a ``run_dir`` that is a file or holds a finished or running run, unless
     told; touches nothing (commands call it before long preparations, :func:`prepare_run_dir` again)."""
     run_dir = Path(run_dir)
+    refuse_both(resume, overwrite)
     refuse_non_directory(run_dir)
     used = run_dir.is_dir() and any((run_dir / f).exists() for f in (MODEL_FILE, STATE_FILE, CARD_FILE))
     if used and not (resume or overwrite):
@@ -204,7 +224,8 @@ def train_in_run_dir(
     if resume and state_path.is_file():
         previous = json.loads(record_path.read_text()) if record_path.is_file() else None
         if previous is not None and jsonable(previous) != jsonable(run_record):
-            raise InputError(f"{run_dir}: --resume with different data or options than the interrupted run")
+            raise InputError(f"{run_dir}: --resume with different data or options than the interrupted run "
+                             f"({_what_differs(jsonable(previous), jsonable(run_record))})")
         state = load_state(state_path)
     write_json(record_path, run_record)
     last_save = [time.perf_counter()]

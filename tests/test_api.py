@@ -6,6 +6,9 @@ import inspect
 import subprocess
 import sys
 
+import pandas as pd
+import pytest
+
 import elemnet_tl
 
 FUNCTIONS = ("featurize", "finetune", "predict", "pretrain", "compare_scratch", "extract_features", "load_table")
@@ -27,3 +30,18 @@ def test_readme_import_line_in_a_fresh_interpreter():
             "assert all(inspect.isfunction(getattr(elemnet_tl, n)) for n in ('featurize', 'finetune', 'predict'))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_dataframe_instead_of_a_path_is_one_line(tmp_path):
+    """The API takes paths and dataset names; a DataFrame (whose str is the whole table) is named, once."""
+    from elemnet_tl import featurize, predict
+    from elemnet_tl.errors import InputError
+
+    frame = pd.DataFrame({"formula": ["NaCl", "KCl"], "target": [1.0, 2.0]})
+    (tmp_path / "o.csv").write_text("kept")
+    for call in (lambda: predict(frame, "bundled", tmp_path / "o.csv"), lambda: featurize(frame, tmp_path / "o.csv")):
+        with pytest.raises(InputError, match=r"^data must be a file path or a named dataset, got a DataFrame: "
+                                             r"write it with df.to_csv") as err:
+            call()
+        assert "\n" not in str(err.value)
+    assert (tmp_path / "o.csv").read_text() == "kept"

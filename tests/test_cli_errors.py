@@ -359,3 +359,10 @@ def test_long_multiline_cells_spaced_column_options_and_json_arrays_load(tmp_pat
     arrays.write_text('[["NaCl", 1.5], ["KCl", 2.5]]')
     table = load_table(arrays, formula_col="0", target_col="1")
     assert table.frame["formula"].tolist() == ["NaCl", "KCl"] and table.frame["target"].tolist() == [1.5, 2.5]
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, good_csv):
+    for command in ("pretrain", "compare-scratch"):  # finetune has no --resume
+        one_line_error([command, str(good_csv), "-o", str(tmp_path / "run"), "--resume", "--overwrite"],
+                       "--resume", "--overwrite", "not both")
+    assert not (tmp_path / "run").exists()

@@ -323,6 +323,13 @@ def test_resume_in_process_equals_uninterrupted(tmp_path, ema_epochs, ctrl_c):
     assert same_weights(resumed_weights, full_weights)
     metrics = pd.read_csv(tmp_path / "b" / "metrics.csv")
     assert metrics["epoch"].tolist() == list(range(1, 10))
+    if not ctrl_c and not ema_epochs:  # another record: refused, naming what differs
+        (tmp_path / "c").mkdir()
+        with pytest.raises(Interrupt):
+            run(tmp_path / "c", stop_at=5)
+        record["test"] = "other"
+        with pytest.raises(InputError, match=r"interrupted run \(test differs\)$"):
+            run(tmp_path / "c", resume=True)
 
 
 # Runs `elemtl` with the resumable state saved after every epoch (the CLI saves it at most every 15 s;
