@@ -312,7 +312,13 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.mask_ = (np.ptp(raw, axis=0) > 0) if (self.drop_constant and len(raw)) else np.ones(raw.shape[1], bool)
         self.feature_names_out_ = [n for n, keep in zip(self.feature_names_all_, self.mask_) if keep]
         self.n_features_in_ = N_ELEMENTS
+        self._record_fit()
         return self
+
+    def _record_fit(self) -> None:
+        """What the fitted columns depend on: the source (and its file's sha256) and ``with_pa``."""
+        self.fitted_on_ = {"source": str(self.source), "with_pa": bool(self.with_pa),
+                           "sha256": self.source_sha256_}
 
     def _choose_layer(self, x: np.ndarray, y: np.ndarray) -> str:
         """The candidate layer with the lowest ridge-probe CV MAE (rows go to ``cv_table_``, each layer's
@@ -362,8 +368,22 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         return np.asarray(self.feature_names_out_, dtype=object)
 
     def _check_fitted(self) -> None:
+        """Fitted, and still on what it was fitted on: ``set_params(source=/with_pa=)`` after ``fit``, or a
+        pickled transformer whose source file changed since, would give columns the mask does not fit."""
+        from sklearn.exceptions import NotFittedError
+
         if not hasattr(self, "mask_"):
-            raise RuntimeError("PretrainedFeatures is not fitted yet: call fit first")
+            raise NotFittedError("PretrainedFeatures is not fitted yet: call fit first")
+        fitted = getattr(self, "fitted_on_", None)
+        if fitted is None:
+            return
+        if (str(self.source), bool(self.with_pa)) != (fitted["source"], fitted["with_pa"]):
+            raise NotFittedError(f"PretrainedFeatures was fitted with source={fitted['source']!r}, "
+                                 f"with_pa={fitted['with_pa']}: call fit again after set_params")
+        _ = self.network  # (re)loads the source, recording its sha256
+        if fitted["sha256"] and self.source_sha256_ != fitted["sha256"]:
+            raise InputError(f"{self.source_path_}: the source network changed since this transformer was "
+                             f"fitted (sha256 {self.source_sha256_[:12]}..., fitted on {fitted['sha256'][:12]}...)")
 
     @classmethod
     def restore(cls, source: str, layers: list[str], with_pa: bool, mask: np.ndarray,
@@ -380,6 +400,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.feature_names_out_ = [n for n, keep in zip(self.feature_names_all_, self.mask_) if keep]
         self.cv_table_ = []
         self.n_features_in_ = N_ELEMENTS
+        self._record_fit()
         return self
 
     def __getstate__(self) -> dict:

@@ -611,3 +611,27 @@ def test_trees_saved_by_format_1_still_load(tmp_path):
     (tmp_path / R.REGRESSOR_JSON).write_text(json.dumps(meta))
     with pytest.raises(InputError, match="not an elemnet_tl feature model"):
         R.load_regressor_files(tmp_path)
+
+
+def test_a_fitted_transformer_stays_on_what_it_was_fitted_on(source, tables, tmp_path):
+    """Pickled, then its source file replaced: refused (it used to transform with the new network and the
+    old mask); set_params(with_pa=/source=) after fit: fit again; not fitted: scikit-learn's NotFittedError."""
+    import pickle
+    import shutil
+
+    from sklearn.exceptions import NotFittedError
+
+    src = tmp_path / "copy.safetensors"
+    shutil.copy(source, src)
+    x, y = _xy(tables["train"])
+    with pytest.raises(NotFittedError):
+        F.PretrainedFeatures(source=str(src), layers="fc2").transform(x)
+    fitted = F.PretrainedFeatures(source=str(src), layers="fc2").fit(x, y)
+    blob = pickle.dumps(fitted)
+    np.testing.assert_array_equal(pickle.loads(blob).transform(x), fitted.transform(x))
+    with pytest.raises(NotFittedError, match="call fit again"):
+        pickle.loads(blob).set_params(with_pa=True).transform(x)
+    torch.manual_seed(7)
+    save_model(src, ElemNet(ARCH), ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
+    with pytest.raises(InputError, match="source network changed since"):
+        pickle.loads(blob).transform(x)
