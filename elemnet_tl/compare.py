@@ -433,7 +433,7 @@ def compare_scratch(
     out_dir: str | Path = "results",
     *,
     test: str | Path | None = None,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] | str = METHODS,
     seeds: int = 3,
     train_sizes: list[float] | None = None,
     test_fraction: float = 0.2,
@@ -459,11 +459,12 @@ def compare_scratch(
     (:func:`resumed_record`). Rejected input rows go to ``train.rejected.csv`` / ``test.rejected.csv`` in
     ``out_dir``; each such file, and a guessed target column, gets a line passed to ``on_note`` (default:
     printed when ``show_progress``).
-    A method that fails is recorded (``results["failed"]``), not raised.
+    A method that fails is recorded (``results["failed"]``), not raised. ``methods``: names, or one
+    comma-separated string as ``--methods`` takes it.
     """
     from .finetune import FINETUNE_DEFAULTS
 
-    methods = tuple(methods)
+    methods = tuple(m.strip() for m in methods.split(",")) if isinstance(methods, str) else tuple(methods)
     sizes = check_options(methods, seeds, train_sizes, test_fraction, test is not None, source, strategy, members,
                           device)
     config = config or FINETUNE_DEFAULTS

@@ -891,3 +891,9 @@ def test_scratch_net_docstring_says_what_it_does():
     doc = " ".join(compare_module._scratch_net.__doc__.split())
     assert "SCRATCH_LR" in doc and "raw element fractions" in doc
     assert "on (standardized) inputs" not in doc and "trained as ``reinit`` is" not in doc
+
+
+def test_api_methods_as_one_comma_string(tmp_path, data_csv):
+    """compare_scratch(methods="mean,pa-rf") as --methods takes it (it was read letter by letter)."""
+    results = compare_scratch(data_csv, tmp_path / "out", methods="mean, pa-rf", seeds=1, show_progress=False)
+    assert list(results["methods"]) == ["mean", "pa-rf"]
