@@ -197,7 +197,11 @@ def load_feature_network(path: str | Path) -> tuple[ElemNet, dict]:
 
 def check_fractions(x: Any) -> np.ndarray:
     """``x`` as a finite float64 (n, 86) fraction matrix, else :class:`InputError`."""
-    arr = np.asarray(x, dtype=np.float64)
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):  # formulas or a table given where fractions are expected
+        raise InputError(f"fractions must be numbers, an (n, {N_ELEMENTS}) matrix; formulas become fractions "
+                         "with elemnet_tl.featurize or load_and_prepare(...).fractions") from None
     if arr.ndim != 2 or arr.shape[1] != N_ELEMENTS:
         raise InputError(f"fractions must have shape (n, {N_ELEMENTS}), got {arr.shape}")
     if not np.isfinite(arr).all():
@@ -304,6 +308,9 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             y_arr = np.asarray(y, dtype=np.float64).ravel()
             if len(y_arr) != len(x):
                 raise InputError(f"{len(x)} rows of fractions but {len(y_arr)} targets")
+            if not np.isfinite(y_arr).all():
+                raise InputError(f"{int((~np.isfinite(y_arr)).sum())} of {len(y_arr)} targets are NaN or infinite: "
+                                 "the layer is chosen by cross-validated error on them")
             chosen = [self._choose_layer(x, y_arr)]
         self.layers_ = chosen
         self.feature_names_all_ = layer_feature_names(net, chosen, self.with_pa)

@@ -635,3 +635,13 @@ def test_a_fitted_transformer_stays_on_what_it_was_fitted_on(source, tables, tmp
     save_model(src, ElemNet(ARCH), ModelInfo(arch=ARCH, dropout=0.0, target_mean=0.0, target_std=1.0))
     with pytest.raises(InputError, match="source network changed since"):
         pickle.loads(blob).transform(x)
+
+
+def test_formulas_or_nan_targets_given_to_the_transformer_are_one_line(source, tables):
+    x, y = _xy(tables["train"])
+    with pytest.raises(InputError, match="formulas become fractions"):
+        F.PretrainedFeatures(source=source, layers="fc2").fit(["Fe2O3", "NaCl"])
+    y = y.copy()
+    y[3] = np.nan
+    with pytest.raises(InputError, match=f"1 of {len(y)} targets are NaN"):
+        F.PretrainedFeatures(source=source, layers="auto").fit(x, y)
