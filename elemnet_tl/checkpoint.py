@@ -132,6 +132,9 @@ def resolve_model_path(source: str | Path) -> Path:
         path = path / MODEL_FILE
     if not path.is_file():
         raise InputError(f"{text}: no model here (expected a run directory with {MODEL_FILE}, or 'bundled')")
+    if not path.name.lower().endswith(".safetensors"):  # a card, a regressor.json...: the folder was meant
+        raise InputError(f"{text}: not a model file (expected a run directory, 'bundled', or a .safetensors file; "
+                         f"for a file inside a run, give its folder {path.parent})")
     return path
 
 

@@ -221,12 +221,15 @@ def test_predict_wrong_model_dir(tmp_path):
     out = tmp_path / "pred.csv"
     empty = tmp_path / "not_a_run"
     empty.mkdir()
-    for model in (str(empty), str(tmp_path / "missing_run"), "bundled:no-such-model"):
+    card = empty / "card.json"
+    card.write_text("{}")
+    for model in (str(empty), str(tmp_path / "missing_run"), "bundled:no-such-model", str(card)):
         result = invoke(str(data), "--model", model, "-o", str(out))
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2, result.output
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
         assert model.split(":")[-1] in lines[0]
+    assert "not a model file" in lines[0] and f"give its folder {empty}" in lines[0]  # the card.json given
     assert not out.exists()
 
 
