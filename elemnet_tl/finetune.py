@@ -204,8 +204,8 @@ def finetune(
     """
     config = config or FINETUNE_DEFAULTS
     resolve_device(device)  # a bad --device fails before anything is read or written
-    if members < 1:
-        raise ValueError(f"--ensemble must be at least 1, got {members}")
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"--ensemble must be a whole number of at least 1, got {members!r}")
     check_run_dir(run_dir, resume=False, overwrite=overwrite)  # before the data are read and the sources probed
     parse_strategy(strategy, n_layers=None)  # its spelling, before then (K's upper bound: once the model is known)
     options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,

@@ -45,6 +45,8 @@ class Strategy:
 def parse_strategy(text: str, n_layers: int | None = 17) -> Strategy:
     """``full`` | ``freeze:K`` | ``head`` | ``reinit`` | ``gradual`` | ``auto``, any but ``auto`` with
     ``+pa``. ``n_layers`` None: the spelling only (K ≥ 1; its upper bound needs the model)."""
+    if not isinstance(text, str):
+        raise ValueError(f"--strategy must be a name such as auto or full, got {text!r}")
     text = text.strip().lower()
     if text.endswith(WITH_ATTRIBUTES):
         base = parse_strategy(text[:-len(WITH_ATTRIBUTES)], n_layers)

@@ -857,3 +857,12 @@ def test_auto_reason_names_negative_transfer():
     assert reason.startswith("reinit: lowest validation MAE (MPa) among reinit 0.3, full 0.5")
     assert "negative transfer" in reason
     assert "negative transfer" not in explain_choice(tried, "full", 200, -0.1, "MPa")
+
+
+def test_api_strategy_and_ensemble_of_the_wrong_type(tmp_path, data_dir):
+    for kwargs, message in (({"strategy": None}, "--strategy must be a name"),
+                            ({"members": "2"}, "--ensemble must be a whole number"),
+                            ({"members": 0}, "--ensemble must be a whole number")):
+        with pytest.raises(ValueError, match=message):
+            finetune(data_dir / "smooth.csv", tmp_path / "run", show_progress=False, **kwargs)
+    assert not (tmp_path / "run").exists()
