@@ -27,6 +27,7 @@ from .featurize import Featurized, load_and_prepare
 from .io import jsonable, write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
+from .report import NON_FINITE
 from .runs import prepare_run_dir, provenance, refuse_both, refuse_non_directory, regression_metrics
 from .training import FitConfig, fit, member_seed, predict_tensor, resolve_device, standardize
 from .transfer import fresh_network_config
@@ -377,9 +378,6 @@ def resumed_record(out_dir: Path, record: dict) -> dict:
             "train_sizes": sorted({*saved.get("train_sizes", []), *record["train_sizes"]})}
 
 
-NON_FINITE = "non-finite predictions"
-"""The reason a method fails on a split when any of its test predictions is NaN or infinite (its MAE would be
-NaN, and a NaN compared with ``min`` depends on the order of the methods)."""
 
 
 def finite_predictions(pred: np.ndarray | None, metrics: dict | None = None) -> bool:

@@ -22,6 +22,11 @@ DESCRIPTIONS = {
 }
 
 
+NON_FINITE = "non-finite predictions"
+"""The reason a method fails on a split when any of its test predictions is NaN or infinite (its MAE would be
+NaN, and a NaN compared with ``min`` depends on the order of the methods)."""
+
+
 def _succeeded(outcome) -> bool:
     """An outcome with metrics and a finite MAE (an older run's NaN MAE is a failure, as it is now)."""
     mae = (outcome.metrics or {}).get("mae")
@@ -29,7 +34,7 @@ def _succeeded(outcome) -> bool:
 
 
 def _reason(outcome) -> str:
-    return outcome.error or "non-finite predictions"
+    return outcome.error or NON_FINITE
 
 
 def summarize(outcomes: list, size: float = 1.0) -> dict:
@@ -100,8 +105,6 @@ def seed_maes(entry: dict) -> dict[int, float]:
         mae = p.get("mae")
         if p.get("error") is None and mae is not None and np.isfinite(mae):
             maes[p.get("seed", i)] = float(mae)
-    if not maes and entry.get("per_seed") is None and entry.get("test_mae_mean") is not None:
-        maes[0] = float(entry["test_mae_mean"])  # an entry without per-seed values
     return maes
 
 
