@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 
+from .cli_features import TARGET_OF_OTHER_FILES
 from .errors import InputError, plural
 from .progress import console
 
@@ -93,6 +94,8 @@ FormulaCol = typer.Option(None, "--formula-col", help="Formula column (default: 
                           "composition, formula_pretty, pretty_formula, compound).")
 TargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
                          "numeric column).")
+TrainTargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
+                              "numeric column)." + TARGET_OF_OTHER_FILES)
 Seed = typer.Option(0, "--seed", help="One seed for the split, initialisation and shuffling.")
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar (summaries and warnings still print).")
@@ -235,7 +238,7 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT."),
     overwrite: bool = Overwrite,
     formula_col: Optional[str] = FormulaCol,
-    target_col: Optional[str] = TargetCol,
+    target_col: Optional[str] = TrainTargetCol,
     quiet: bool = Quiet,
 ) -> None:
     """Pretrain ElemNet on a large DFT set (duplicates: lowest value per composition).
@@ -301,7 +304,7 @@ def finetune(
     device: str = Device,
     overwrite: bool = Overwrite,
     formula_col: Optional[str] = FormulaCol,
-    target_col: Optional[str] = TargetCol,
+    target_col: Optional[str] = TrainTargetCol,
     quiet: bool = Quiet,
 ) -> None:
     """Fine-tune the pretrained ElemNet on a small target property.
@@ -410,7 +413,7 @@ def compare_scratch(
     resume: bool = typer.Option(False, "--resume", help="Skip method/seed pairs already finished in OUTPUT."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a comparison already in OUTPUT."),
     formula_col: Optional[str] = FormulaCol,
-    target_col: Optional[str] = TargetCol,
+    target_col: Optional[str] = TrainTargetCol,
     quiet: bool = Quiet,
 ) -> None:
     """Transfer vs from-scratch on one split, several seeds: a table, plots and report.md.

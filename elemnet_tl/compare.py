@@ -469,7 +469,7 @@ def compare_scratch(
     out_dir = Path(out_dir)
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     full = load_and_prepare(data, formula_col, target_col, duplicates)
-    test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
+    test_f = load_and_prepare(test, formula_col, target_col, "keep", like=full) if test else None
     record = comparison_record(full, test_f, test_fraction, source=source, strategy=strategy, members=members,
                                config=config, methods=methods, seeds=seeds, sizes=sizes)
     if resume:

@@ -10,6 +10,7 @@ import io
 import lzma
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -53,7 +54,12 @@ class Table:
         return self.target_col is not None
 
     def target_note(self) -> str | None:
-        """A line naming the target column when it was guessed (not given, not named ``target``)."""
+        """A line naming the target column when it was guessed (not given, not named ``target``), or when a
+        validation/test file names it otherwise than the training data."""
+        other = self.provenance.get("target_column_of_training")
+        if other is not None:
+            return (f"{self.source}: target taken from column '{self.target_col}' (it has no column '{other}', "
+                    "the training data's target)")
         if not self.provenance.get("target_guessed"):
             return None
         return (f"{self.source}: target taken from column '{self.target_col}', the only numeric column besides "
@@ -366,6 +372,21 @@ _INDEX_RE = re.compile(r"^(Unnamed: \d+|)$")
 """A column without a header name (pandas' ``to_csv`` index): row numbers, never the target."""
 
 
+def _companion_column(frame: pd.DataFrame, wanted: str, find: Callable[[str | None], str | None], what: str,
+                      source: str) -> str | None:
+    """The column named ``wanted`` (the training data's) in a validation/test file, else the one ``find(None)``
+    picks there; the error names both ways out when neither works."""
+    lower = {str(c).lower(): str(c) for c in frame.columns}
+    if wanted.strip().lower() in lower:
+        return lower[wanted.strip().lower()]
+    try:
+        return find(None)
+    except InputError as error:
+        reason = str(error).removeprefix(f"{source}: ").split("; choose")[0].split("; name it")[0]
+        raise InputError(f"{source}: no column {wanted!r} as in the training data, and {reason}; rename its "
+                         f"{what} column to {wanted!r}") from None
+
+
 def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, source: str,
                  required: bool, exclude: tuple[str, ...] = ()) -> str | None:
     if wanted is not None:
@@ -403,13 +424,17 @@ def load_table(
     target_col: str | None = None,
     require_target: bool = True,
     exclude_from_target: tuple[str, ...] = (),
+    like: Table | None = None,
 ) -> Table:
     """Read a file (CSV, TSV, JSON, also .gz/.bz2/.xz/.zip; parquet) or a named dataset into a :class:`Table`.
 
     The formula column is found by name (``formula``, ``composition``, ``formula_pretty``,
     ``pretty_formula``, ``compound``; case-insensitive) unless ``formula_col`` names it. The target is
     ``target_col``, else a column named ``target``, else the only other numeric column.
-    With ``require_target=False`` a table without a target loads (for prediction).
+    With ``require_target=False`` a table without a target loads (for prediction). ``like``: the training
+    table, when this is a validation or test file: its formula and target columns are those of the given
+    names (``formula_col``/``target_col``, else the training table's), and where the file has no such
+    column, the one found in it as above (the target's summary line says so).
     Raises :class:`InputError` with a one-line reason on a missing file, column or an empty table.
     """
     if not isinstance(source, (str, Path)):  # a DataFrame's str is the whole table, over many lines
@@ -439,14 +464,24 @@ def load_table(
         raise InputError(f"{text}: the table has no rows")
     frame.columns = [str(c).strip() for c in frame.columns]  # ' formula ' is formula; JSON arrays' 0, 1: '0', '1'
     _check_unique([str(c) for c in frame.columns], text)
-    fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
-    tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)
+    if like is not None and path.is_file():
+        fcol = _companion_column(frame, formula_col or like.formula_col,
+                                 lambda w: _find_column(frame, w, FORMULA_COLUMNS, "formula", text), "formula", text)
+        wanted = target_col or like.target_col
+        tcol = None if wanted is None else _companion_column(
+            frame, wanted, lambda w: _find_target(frame, fcol, w, text, require_target, exclude_from_target),
+            "target", text)
+        if tcol is not None and wanted is not None and tcol.lower() != wanted.strip().lower():
+            provenance["target_column_of_training"] = wanted.strip()
+    else:
+        fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
+        tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)
     if tcol is not None and tcol == fcol:
         raise InputError(f"{text}: the target column {tcol!r} is the formula column; "
                          "name a numeric column with --target-col")
     if tcol is not None:
         provenance["target_column"] = tcol
-        provenance["target_guessed"] = target_col is None and tcol.lower() != "target"
+        provenance["target_guessed"] = target_col is None and like is None and tcol.lower() != "target"
     frame = frame.reset_index(drop=True)
     formulas = frame[fcol].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
     out = pd.DataFrame({"line": lines, "formula": formulas})

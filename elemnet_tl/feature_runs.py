@@ -267,7 +267,7 @@ def extract_features(
     auto_source = is_auto(source) and has_target  # without a target, auto is the default bundled model
     givens = bundled_sources() if auto_source else [bundled_sources()[0] if is_auto(source) else _source_given(source)]
     need_target = need_target or auto_source
-    test_f = load_and_prepare(test, formula_col, target_col, "keep") if test is not None else None
+    test_f = load_and_prepare(test, formula_col, target_col, "keep", like=train) if test is not None else None
     candidates = [PretrainedFeatures(source=g, layers=layers, with_pa=with_pa, seed=seed, device=str(dev))
                   for g in givens]
     for candidate in candidates:

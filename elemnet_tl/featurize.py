@@ -198,10 +198,13 @@ def load_and_prepare(
     duplicates: str = "auto",
     stability_col: str | None = None,
     require_target: bool = True,
+    like: Featurized | None = None,
 ) -> Featurized:
-    """:func:`load_table` then :func:`prepare`: the path every command's input takes."""
+    """:func:`load_table` then :func:`prepare`: the path every command's input takes. ``like``: the training
+    data, when this is a validation or test file (its columns are looked up by the training data's names)."""
     exclude = (stability_col,) if stability_col else ()
-    table = load_table(source, formula_col, target_col, require_target=require_target, exclude_from_target=exclude)
+    table = load_table(source, formula_col, target_col, require_target=require_target, exclude_from_target=exclude,
+                       like=like.table if like is not None else None)
     featurized = prepare(table, duplicates, stability_col, require_target=require_target)
     if featurized.n_kept == 0:
         first = featurized.rejected.iloc[0] if featurized.n_rejected else None

@@ -88,8 +88,8 @@ def load_training_inputs(
         raise InputError(f"{data}: {plural(train.n_kept, 'usable row')} after rejections and "
                          f"duplicates; training a network needs at least {needed} (rows to train on"
                          f"{'' if val else ' and to validate on'}{' and to test on' if test_fraction else ''})")
-    val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col) if val else None
-    test_f = load_and_prepare(test, formula_col, target_col, "keep") if test else None
+    val_f = load_and_prepare(val, formula_col, target_col, duplicates, stability_col, like=train) if val else None
+    test_f = load_and_prepare(test, formula_col, target_col, "keep", like=train) if test else None
     train_record = train.record()  # counts of the whole file, before a --test-fraction hold-out
     if test_fraction:
         keep_idx, test_idx = split_indices(train.n_kept, test_fraction, seed + 1)

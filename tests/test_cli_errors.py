@@ -366,3 +366,21 @@ def test_resume_and_overwrite_together_are_refused(tmp_path, good_csv):
         one_line_error([command, str(good_csv), "-o", str(tmp_path / "run"), "--resume", "--overwrite"],
                        "--resume", "--overwrite", "not both")
     assert not (tmp_path / "run").exists()
+
+
+def test_test_file_with_its_own_target_name_is_scored(tmp_path):
+    """`--target-col gap` names the training file's column; a test file that calls it 'Eg' is still scored
+    (was: "no column 'gap'", with no option to name the test file's column), and the run says which column."""
+    import json
+
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    pd.read_csv(BAND_GAPS).rename(columns={"band_gap": "gap"}).assign(other=1.0).to_csv(train, index=False)
+    pd.read_csv(BAND_GAPS).head(12).rename(columns={"band_gap": "Eg"}).to_csv(test, index=False)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pretrain", str(train), "-o", str(run), "--target-col", "gap",
+                                      "--test", str(test), "--arch", "16x2", "--epochs", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "target taken from column 'Eg' (it has no column 'gap'" in " ".join(result.output.split())
+    card = json.loads((run / "card.json").read_text())
+    assert card["data"]["test"]["target_column"] == "Eg" and card["data"]["test"]["kept"] == 12
+    assert np.isfinite(card["metrics"]["test_mae"])

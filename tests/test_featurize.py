@@ -426,3 +426,43 @@ def test_featurize_warns_about_the_target_as_training_commands_do(tmp_path):
     labels.write_text("formula,target\nNaCl,1\nMgO,0\nLiF,1\nKBr,0\n")
     result = runner.invoke(app, ["featurize", str(labels), "-o", str(tmp_path / "l.csv")])
     assert result.exit_code == 0 and "takes only two values" in result.output
+
+
+def _train_and_test(tmp_path, test_header: str, test_rows: list[str]) -> tuple:
+    train = tmp_path / "train.csv"
+    train.write_text("composition,gap\nNaCl,8.5\nMgO,7.8\nSi,1.1\n")
+    test = tmp_path / "test.csv"
+    test.write_text("\n".join([test_header, *test_rows]) + "\n")
+    return train, test
+
+
+def test_a_test_file_is_read_with_the_training_data_column_names(tmp_path):
+    """The training data's target 'gap' (guessed) is the test file's target too, beside another numeric
+    column that alone would make the test file's target ambiguous."""
+    train_path, test_path = _train_and_test(tmp_path, "composition,density,gap", ["KCl,1.98,8.4", "GaAs,5.3,1.4"])
+    train = load_and_prepare(train_path)
+    with pytest.raises(InputError, match="ambiguous target column"):
+        load_and_prepare(test_path)  # on its own
+    test = load_and_prepare(test_path, duplicates="keep", like=train)
+    assert test.table.target_col == "gap" and test.target.tolist() == [8.4, 1.4]
+    assert test.table.target_note() is None  # not guessed: it is the training data's name
+
+
+def test_a_test_file_naming_the_target_otherwise_is_read_and_said(tmp_path):
+    train_path, test_path = _train_and_test(tmp_path, "formula,Eg", ["KCl,8.4", "GaAs,1.4"])
+    train = load_and_prepare(train_path, target_col="gap")
+    test = load_and_prepare(test_path, target_col="gap", duplicates="keep", like=train)
+    assert test.table.target_col == "Eg" and test.target.tolist() == [8.4, 1.4]
+    assert test.record()["target_column"] == "Eg"
+    note = test.table.target_note()
+    assert note is not None and "'Eg'" in note and "no column 'gap'" in note and str(test_path) in note
+
+
+def test_a_test_file_without_the_target_name_and_two_candidates_says_how_to_fix_it(tmp_path):
+    train_path, test_path = _train_and_test(tmp_path, "formula,energy,Eg", ["KCl,1.0,8.4", "GaAs,2.0,1.4"])
+    train = load_and_prepare(train_path)
+    with pytest.raises(InputError) as error:
+        load_and_prepare(test_path, duplicates="keep", like=train)
+    message = str(error.value)
+    assert "\n" not in message and str(test_path) in message
+    assert "no column 'gap'" in message and "energy, Eg" in message and "rename its target column to 'gap'" in message
