@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from .cli_features import TARGET_OF_OTHER_FILES
+from .cli_features import target_of_other_files
 from .errors import InputError, plural
 from .progress import console
 
@@ -39,7 +39,7 @@ def _show_version(value: bool) -> None:
     if value:
         from . import __version__
 
-        console.print(f"elemtl {__version__}", highlight=False)
+        typer.echo(f"elemtl {__version__}")  # stdout: `elemtl --version > file` keeps it
         raise typer.Exit()
 
 
@@ -95,7 +95,9 @@ FormulaCol = typer.Option(None, "--formula-col", help="Formula column (default: 
 TargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
                          "numeric column).")
 TrainTargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
-                              "numeric column)." + TARGET_OF_OTHER_FILES)
+                              "numeric column)." + target_of_other_files("--val/--test"))
+CompareTargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
+                                "numeric column)." + target_of_other_files("--test"))
 Seed = typer.Option(0, "--seed", help="One seed for the split, initialisation and shuffling.")
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar (summaries and warnings still print).")
@@ -243,7 +245,7 @@ def pretrain(
 ) -> None:
     """Pretrain ElemNet on a large DFT set (duplicates: lowest value per composition).
 
-    Example: elemtl pretrain ../shared/data/source/matbench_mp_e_form.csv.gz -o runs/mp --epochs 100
+    Example: elemtl pretrain matbench_mp_e_form -o runs/mp --test-fraction 0.1
     """
     from .pretrain import PRETRAIN_DEFAULTS, default_patience
     from .pretrain import pretrain as run
@@ -413,7 +415,7 @@ def compare_scratch(
     resume: bool = typer.Option(False, "--resume", help="Skip method/seed pairs already finished in OUTPUT."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a comparison already in OUTPUT."),
     formula_col: Optional[str] = FormulaCol,
-    target_col: Optional[str] = TrainTargetCol,
+    target_col: Optional[str] = CompareTargetCol,
     quiet: bool = Quiet,
 ) -> None:
     """Transfer vs from-scratch on one split, several seeds: a table, plots and report.md.

@@ -10,8 +10,11 @@ import typer
 from .errors import plural
 from .progress import console
 
-TARGET_OF_OTHER_FILES = (" A --val/--test file uses the same column names; one that names its target otherwise "
-                         "has it found the same way, and the run says so.")
+
+def target_of_other_files(options: str) -> str:
+    """The --target-col help's sentence on the ``options`` files (``--val/--test``)."""
+    return (f" A {options} file uses the same column names; one that names its target otherwise has it found the "
+            "same way, and the run says so.")
 
 
 def extract_features_command(
@@ -44,7 +47,7 @@ def extract_features_command(
                                               "name: formula, composition, formula_pretty, pretty_formula, "
                                               "compound)."),
     target_col: Optional[str] = typer.Option(None, "--target-col", help="Target column (default: 'target', or "
-                                             "the only other numeric column)." + TARGET_OF_OTHER_FILES),
+                                             "the only other numeric column)." + target_of_other_files("--test")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages (the data summary, "
                                "warnings and results still print)."),
 ) -> None:

@@ -142,7 +142,7 @@ def predict(
     unscored = pd.DataFrame(columns=["line", "formula", "reason"])
     if featurized.table.has_target:
         out["target"] = table["target"]
-        out["error"] = out["prediction"] - out["target"]
+        out["error"] = (out["prediction"] - out["target"]).where(np.isfinite(out["target"].to_numpy(dtype=float)))
         reasons = np.array(target_reasons(featurized.table), dtype=object)
         bad = np.array([r not in (None, "missing target") for r in reasons], dtype=bool)  # a blank: no target
         bad &= out["prediction"].notna().to_numpy()

@@ -384,3 +384,14 @@ def test_test_file_with_its_own_target_name_is_scored(tmp_path):
     card = json.loads((run / "card.json").read_text())
     assert card["data"]["test"]["target_column"] == "Eg" and card["data"]["test"]["kept"] == 12
     assert np.isfinite(card["metrics"]["test_mae"])
+
+
+def test_version_goes_to_stdout():
+    """`elemtl --version > file` keeps the version (it went to stderr)."""
+    import subprocess
+    import sys
+
+    from elemnet_tl import __version__
+
+    done = subprocess.run([sys.executable, "-m", "elemnet_tl.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"elemtl {__version__}" and not done.stderr

@@ -96,6 +96,11 @@ def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_di
     assert "2 rows with a target that is not a finite number" in result.output  # the blank one is simply missing
     assert "line 3, target is not a number: 'abc'" in result.output
     assert "predicted: target" in result.output and "a typo or another unit" not in result.output
+    infinite = tmp_path / "inf.csv"
+    infinite.write_text("formula,target\nNaCl,8.5\nMgO,inf\nLiF,-inf\n")
+    inf_out = tmp_path / "inf_pred.csv"
+    assert invoke(str(infinite), "--model", str(run_dir), "-o", str(inf_out), "--device", "cpu").exit_code == 0
+    assert pd.read_csv(inf_out)["error"].notna().tolist() == [True, False, False]  # "error left empty", not -inf
     wild = tmp_path / "wild.csv"
     wild.write_text("formula,target\nNaCl,8.5\nMgO,7.8\nLiF,13.6\nKBr,7.4\nCaO,1e30\n")
     flagged = invoke(str(wild), "--model", str(run_dir), "-o", str(tmp_path / "w.csv"), "--device", "cpu")
