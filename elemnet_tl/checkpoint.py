@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .attributes import complete_state
 from .elements import ELEMENTS
 from .errors import InputError
 from .io import atomic_path
@@ -206,6 +207,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Loaded
         model = ElemNetEnsemble(nets) if info.members > 1 else nets[0]
     except (KeyError, ValueError) as exc:
         raise InputError(f"{path}: bad model metadata: {exc}") from None
+    tensors = complete_state(tensors, model.state_dict())
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != found:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .attributes import complete_state
 from .checkpoint import (
     BUNDLED_MODELS,
     CARD_FILE,
@@ -179,6 +180,7 @@ def load_feature_network(path: str | Path) -> tuple[ElemNet, dict]:
         raise InputError(f"{p}: bad network metadata: {exc}") from None
     for name in model.layer_names[len(keep):]:
         del model.layers[name]  # never computed: a forward pass to them fails instead of using random weights
+    tensors = complete_state(tensors, model.state_dict())
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != found:

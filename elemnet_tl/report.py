@@ -401,10 +401,12 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     curve = {f"{s:g}": summarize(outcomes, s) for s in sizes} if len(sizes) > 1 else None
     results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test")), "split": setup["split"],
                "data": setup["data"], "setup": setup, "failed": failed_methods(summary, curve)}
+    curve_rows = {f"{s.size:g}": s.train.n_kept for s in splits}  # a fraction's rows (at least 10)
     if curve:
         results["learning_curve"] = {k: {m: {"test_mae_mean": v["test_mae_mean"], "test_mae_std": v["test_mae_std"],
                                              "seeds_ok": v["seeds_ok"], "seeds_failed": v["seeds_failed"]}
                                          for m, v in c.items()} for k, c in curve.items()}
+        results["learning_curve_training_rows"] = {k: curve_rows.get(k) for k in curve}
     if study:
         from .compare import STUDY_TEST_MAE
 
@@ -440,11 +442,13 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
                   f"best transfer {s['best_transfer']}. {_study_split_words(s, setup)}"]
     if curve:
         lines += ["", "## Learning curve (test MAE by training fraction)", "",
-                  "| fraction | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
+                  "| fraction | training rows | " + " | ".join(summary) + " |", "|---|---|" + "---|" * len(summary)]
         for k, c in curve.items():
-            lines.append(f"| {k} | " + " | ".join(_curve_cell(c.get(m)) for m in summary) + " |")
+            lines.append(f"| {k} | {curve_rows.get(k, '')} | " + " | ".join(_curve_cell(c.get(m)) for m in summary)
+                         + " |")
         if any(_curve_cell(c.get(m)) == NOT_RUN for c in curve.values() for m in summary):
             lines += ["", f"{NOT_RUN}: not run at that fraction."]
+        lines += ["", "A fraction trains on that share of the training rows, and on at least 10."]
     lines += ["", "## Files", ""] + [f"- ![{p}]({p})" for p in plots] + [
         "- results.json, results.csv: every number above, per seed", "- runs/: each method's run directory"]
     write_text(out_dir / "report.md", "\n".join(lines) + "\n")

@@ -196,3 +196,63 @@ def test_reinit_with_attributes_starts_them_as_a_fresh_first_layer():
         assert model.attributes.used() == expect_used, name
         if expect_used:  # He normal: std sqrt(2 / fan_in)
             assert float(weight.std()) == pytest.approx((2 / attribute_count()) ** 0.5, rel=0.15)
+
+
+NON_MAGNETIC = ["TiO2", "ScN", "TiC", "Sc2O3", "NaCl", "MgO", "TiN", "ScP", "CaO", "KBr", "TiS2", "ScAs"]
+"""Compounds whose Magpie ground-state moments are 0 or ~1e-5 (Ti, Sc): ``mean_GSmagmom`` hardly varies."""
+
+
+def test_attributes_are_kept_near_their_training_range():
+    """A Fe compound after training on Ti/Sc compounds: its moment's z-score was ~1e5 (a from-scratch network
+    then predicted -44,571 eV for a band gap); now within the training range widened by that range."""
+    from elemnet_tl.attributes import bounds, scale, standardizer
+    from elemnet_tl.physical import feature_labels
+
+    train, test = parse_formulas(NON_MAGNETIC).fractions, parse_formulas(["Fe2O3", "NaCl"]).fractions
+    a, b = standardized_attributes(train, test)
+    lo, hi = bounds(a)
+    assert np.all(b >= lo - (hi - lo) - 1e-12) and np.all(b <= hi + (hi - lo) + 1e-12)
+    col = feature_labels().index("pa_MagpieData_mean_GSmagmom")
+    raw = scale(physical_attributes(test), *standardizer(physical_attributes(train)))
+    assert raw[0, col] > 1e4 and b[0, col] == pytest.approx(2 * hi[col] - lo[col])  # unbounded: huge
+    np.testing.assert_array_equal(b[1], a[NON_MAGNETIC.index("NaCl")])  # a training composition: as before
+    inputs = AttributeInputs(8).fit(train)
+    np.testing.assert_allclose(inputs.standardized(test), b.astype(np.float32))
+
+
+def test_a_model_saved_without_attribute_bounds_loads_unbounded(tmp_path):
+    """Weights saved before the bounds were kept (the bundled models) load and predict as they were trained."""
+    from safetensors.torch import load_file, save_file
+
+    from elemnet_tl.attributes import UNBOUNDED
+
+    train = parse_formulas(NON_MAGNETIC).fractions
+    model = ElemNet(TINY_ARCH)
+    model.add_attributes(train)
+    assert torch.all(model.attributes.hi < UNBOUNDED)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(("attributes.lo", "attributes.hi"))}
+    fresh = ElemNet(TINY_ARCH, attributes=True)
+    fresh.load_state_dict(state)
+    assert torch.all(fresh.attributes.lo == -UNBOUNDED) and torch.all(fresh.attributes.hi == UNBOUNDED)
+    fe = parse_formulas(["Fe2O3"]).fractions
+    assert np.abs(fresh.attributes.standardized(fe)).max() > 1e4  # as the old model computed it
+    # a saved run directory whose weights lack the bounds (written by an earlier version)
+    run = tmp_path / "run"
+    from elemnet_tl.pretrain import pretrain
+    from elemnet_tl.training import FitConfig
+
+    frame = pd.DataFrame({"formula": NON_MAGNETIC * 3, "target": np.arange(36.0)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    pretrain(tmp_path / "t.csv", run, arch=TINY_ARCH, attributes=True, duplicates="mean",
+             config=FitConfig(epochs=2, batch_size=8), show_progress=False)
+    weights = run / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as fh:
+        meta = fh.metadata()
+    kept = {k: v for k, v in load_file(str(weights)).items() if not k.endswith(("attributes.lo", "attributes.hi"))}
+    bounded = predict_fractions(run, fe, "cpu")
+    save_file(kept, str(weights), metadata=meta)
+    loaded = load_model(run)
+    assert torch.all(loaded.model.attributes.hi == UNBOUNDED)
+    assert not np.allclose(predict_fractions(run, fe, "cpu"), bounded)  # unbounded again, as it was trained

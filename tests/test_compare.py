@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 import shutil
 from dataclasses import replace
 
@@ -111,6 +112,9 @@ def test_output_files(compared, data_csv):
     for method in METHODS:
         assert f"| {method} |" in report
     assert "## Setup" in report and "## Learning curve" in report
+    rows = results["learning_curve_training_rows"]  # what each fraction trained on, said in the table too
+    assert rows["1"] == results["setup"]["n_train"] and rows["0.5"] == round(0.5 * rows["1"])
+    assert f"| 0.5 | {rows['0.5']} |" in report and f"| 1 | {rows['1']} |" in report
     assert "hold-out per seed" in report and "failed" not in report
     assert f"{results['methods']['mean']['test_mae_mean']:.4g}" in report
 
@@ -781,7 +785,7 @@ def test_cli_partly_failed_method_exits_1(monkeypatch, tmp_path, source_dir, dat
         assert results["methods"]["tl-finetune"]["error_detail"] == (
             "failed at training fraction 0.5 on 2 of 2 seeds: RuntimeError: tl-finetune broke")
         assert results["learning_curve"]["0.5"]["tl-finetune"]["seeds_failed"] == 2
-        assert "| 0.5 | failed |" in (out / "report.md").read_text()
+        assert re.search(r"\| 0\.5 \| \d+ \| failed \|", (out / "report.md").read_text())
     else:
         assert results["methods"]["tl-finetune"]["test_mae_std"] is None
         assert "failed on 1 of 2 seeds" in (out / "report.md").read_text()
@@ -797,7 +801,8 @@ def test_learning_curve_says_not_run_not_failed(monkeypatch, tmp_path, data_csv)
     result = runner.invoke(app, args + ["--methods", "pa-rf", "--resume"])
     assert result.exit_code == 0, result.output
     report = (out / "report.md").read_text()
-    assert "| 0.5 | 0.5 | — |" in report and "| 1 | 0.5 | 0.05 |" in report
+    assert re.search(r"\| 0\.5 \| \d+ \| 0\.5 \| — \|", report)  # fraction, training rows, mean, pa-rf
+    assert re.search(r"\| 1 \| \d+ \| 0\.5 \| 0\.05 \|", report)
     assert "failed" not in report and "—: not run at that fraction." in report
     assert json.loads((out / "results.json").read_text())["failed"] == []
 

@@ -422,7 +422,7 @@ def test_attribute_input_and_ensemble_sources_are_saved(tables, tmp_path):
         assert stored["layers"] == ["fc1"] and stored["attributes"]
         keys = _keys(out / F.NETWORK_FILE)
         assert keys == {"layers.fc1.weight", "layers.fc1.bias", "attributes.fill", "attributes.mean",
-                        "attributes.std", "attributes.proj.weight"}
+                        "attributes.std", "attributes.lo", "attributes.hi", "attributes.proj.weight"}
         expected = members[0].double().activations(torch.as_tensor(x_test, dtype=torch.float64), ["fc1"])["fc1"]
         members[0].float()
         pf = FR.load_feature_model(out).features
