@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .attributes import complete_state
+from .datasets import sha256_of
 from .elements import ELEMENTS
 from .errors import InputError
 from .io import atomic_path
@@ -227,6 +228,10 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> Loaded
         card_arch = card.get("model", {}).get("arch")
         if card_arch is not None and card_arch != info.arch:
             raise InputError(f"{path}: card says architecture {card_arch!r} but weights are {info.arch!r}")
+        recorded = card.get("model", {}).get("sha256")  # cards written since 2026-12-02
+        if recorded is not None and recorded != sha256_of(path):
+            raise InputError(f"{path}: the weights differ from what {CARD_FILE} records (sha256 {recorded[:12]}...): "
+                             "the file was changed or damaged; restore it or train again")
     return LoadedModel(model, info, card, path)
 
 

@@ -196,6 +196,11 @@ def _fit_config(defaults, epochs, batch_size, lr, patience, seed):
 def _print_run(result, extra: list[str] | None = None) -> None:
     m = result.metrics
     parts = [f"best validation MAE {m['val_mae']:.4g} {result.info.unit}".rstrip()]
+    others = (result.card.get("ensemble") or {}).get("other_members_val_mae")
+    if others:  # each member validates on its own split: there is no one validation MAE of the ensemble
+        listed = ", ".join(f"{v:.4g}" for v in others)
+        parts[0] += (f" (first of {len(others) + 1} networks; the other{'s' if len(others) > 1 else ''} {listed}, "
+                     "each on its own validation split)")
     if m.get("test_mae") is not None:
         parts.append(f"test MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g}, R² {m['test_r2']:.3f}")
     lines = [*(extra or []), "; ".join(parts)]
@@ -364,7 +369,8 @@ def predict(
     if len(result.unscored):
         first = result.unscored.iloc[0]
         lines.append(f"{plural(len(result.unscored), 'row')} with a target that is not a "
-                     f"finite number: predicted, error left empty (first: line {first['line']}, {first['reason']})")
+                     f"finite number: predicted, the cell kept as written, error left empty (first: line "
+                     f"{first['line']}, {first['reason']})")
     if featurized.table.has_target:  # an input column named error is renamed, not scored
         import numpy as np
 

@@ -294,6 +294,8 @@ def extract_features(
         say(f"choosing a layer: ridge probe, {describe_cv(len(x))} ...")
     if not auto_source:  # with --from auto, fitted while choosing the source
         transformer.fit(x, y)
+        if transformer.source_members_ > 1:
+            note(f"{given}: an ensemble of {transformer.source_members_} networks; the features are its first's")
     for row in transformer.cv_table_:
         say(f"  {row['candidate']}: CV MAE {row['cv_mae']:.4g} ({row['varying_units']} varying units)")
     timings["layer_selection_s"] = round(time.perf_counter() - t0, 2)

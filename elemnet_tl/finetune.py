@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CARD_FILE, load_start_network
+from .errors import InputError
 from .io import write_json
 from .runs import check_run_dir
 from .sources import choose_source, is_auto, probe_source
@@ -207,7 +208,10 @@ def finetune(
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise ValueError(f"--ensemble must be a whole number of at least 1, got {members!r}")
     check_run_dir(run_dir, resume=False, overwrite=overwrite)  # before the data are read and the sources probed
-    parse_strategy(strategy, n_layers=None)  # its spelling, before then (K's upper bound: once the model is known)
+    parsed = parse_strategy(strategy, n_layers=None)  # its spelling, before then (K's bound: once the model is known)
+    if keep_head and parsed.name == "reinit":
+        raise InputError(f"--keep-head has no effect with --strategy {strategy}: every layer, the output layer too, "
+                         "starts from fresh weights")
     options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
                        members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
                        formula_col=formula_col, target_col=target_col, stability_col=stability_col,
@@ -261,6 +265,9 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
     these training rows (:func:`~elemnet_tl.sources.probe_source`), already fitted. ``notes``: lines printed
     after the data summary."""
     model, loaded, source_record = load_start_network(source)  # one network of a fine-tuned ensemble
+    if loaded.info.members > 1:
+        notes = (*notes, f"{source}: an ensemble of {loaded.info.members} networks; fine-tuning starts from its "
+                         "first (a start is one network)")
     strat = parse_strategy(o.strategy, len(model.layer_names))
     like = parse_strategy(start_like, len(model.layer_names)) if start_like else strat  # only auto's start differs
     inputs = inputs or _load_inputs(data, o)

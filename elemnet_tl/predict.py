@@ -49,7 +49,7 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
         raise InputError(f"{option} {text}: no bundled model {text.partition(':')[2]!r}; bundled: "
                          f"{', '.join(BUNDLED_MODELS)}")
     if feature_runs.is_feature_run(model_source):
-        fm = feature_runs.load_feature_model(model_source)
+        fm = feature_runs.load_feature_model(model_source, str(resolve_device(device)))
         target = fm.card.get("target") or {}
         return Predictor(lambda x: fm.predict(np.asarray(x, dtype=np.float64)), str(target.get("name") or "target"),
                          str(target.get("unit") or ""), str(fm.path), seen=_seen_elements(fm.card))
@@ -141,8 +141,9 @@ def predict(
         out.loc[rows, "unseen_elements"] = unseen_elements(featurized.fractions, predictor.seen)
     unscored = pd.DataFrame(columns=["line", "formula", "reason"])
     if featurized.table.has_target:
-        out["target"] = table["target"]
-        out["error"] = (out["prediction"] - out["target"]).where(np.isfinite(out["target"].to_numpy(dtype=float)))
+        target = table["target"].to_numpy(dtype=float)
+        out["target"] = _target_as_written(featurized.table)
+        out["error"] = (out["prediction"] - target).where(np.isfinite(target))
         reasons = np.array(target_reasons(featurized.table), dtype=object)
         bad = np.array([r not in (None, "missing target") for r in reasons], dtype=bool)  # a blank: no target
         bad &= out["prediction"].notna().to_numpy()
@@ -152,6 +153,17 @@ def predict(
         write_table(out, output)
         write_rejected(featurized, rejected_path(output))
     return Prediction(out, featurized, predictor, unscored)
+
+
+def _target_as_written(table) -> pd.Series:
+    """The target column: numbers, and a cell that is not one (``<0.1``, ``n/a``) as the file wrote it."""
+    values = table.frame["target"]
+    raw = table.raw_target
+    if raw is None:
+        return values
+    raw = pd.Series(raw.to_numpy(), index=values.index)
+    keep = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    return values.astype(object).where(~keep, raw) if keep.any() else values
 
 
 def reliability_notes(result: Prediction) -> list[str]:

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import CARD_FILE, MODEL_FILE, STATE_FILE, ModelInfo, load_state, save_model, save_state
+from .datasets import sha256_of
 from .errors import InputError, TrainingDiverged
 from .io import atomic_path, jsonable, write_json, write_table
 from .model import ElemNet, count_parameters
@@ -267,7 +268,7 @@ def finish_run(run_dir: Path, model: ElemNet, info: ModelInfo, card: dict, histo
     save_model(run_dir / MODEL_FILE, model_cpu, info)
     card.setdefault("model", {}).update({"arch": info.arch, "dropout": info.dropout,
                                          "parameters": count_parameters(model_cpu),
-                                         "inputs": info.inputs})
+                                         "inputs": info.inputs, "sha256": sha256_of(run_dir / MODEL_FILE)})
     card["target"] = {"name": info.target, "unit": info.unit, "mean": info.target_mean, "std": info.target_std}
     write_json(run_dir / CARD_FILE, card)
     write_metrics(run_dir, history)

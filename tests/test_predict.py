@@ -92,6 +92,7 @@ def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_di
     assert list(frame.columns) == ["line", "formula", "id", "prediction (input)", "prediction", "unseen_elements",
                                    "target", "error"]
     assert frame["id"].tolist() == ["mp-1", "mp-2", "mp-3", "mp-4"]
+    assert frame["target"].astype(str).tolist()[:2] == ["8.5", "abc"]  # a bad cell is kept as written, not blanked
     assert frame["prediction"].notna().all() and frame["error"].notna().tolist() == [True, False, False, False]
     assert "2 rows with a target that is not a finite number" in result.output  # the blank one is simply missing
     assert "line 3, target is not a number: 'abc'" in result.output

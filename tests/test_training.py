@@ -32,6 +32,7 @@ from elemnet_tl.checkpoint import (
 )
 from elemnet_tl.cli import app
 from elemnet_tl.compositions import parse_formulas
+from elemnet_tl.datasets import sha256_of
 from elemnet_tl.errors import InputError, TrainingDiverged
 from elemnet_tl.model import ElemNet
 from elemnet_tl.runs import train_in_run_dir
@@ -559,3 +560,23 @@ def test_json_files_are_strict_json(tmp_path):
     back = json.loads((tmp_path / "card.json").read_text(), parse_constant=refuse)
     assert back == {"metrics": {"test_mae": 0.5, "test_r2": None}, "curve": [None, 1], "n": 3}
     assert jsonable(record) == back
+
+
+def test_changed_weights_are_refused_by_the_card(source_dir, tmp_path):
+    """Bytes overwritten inside the weights (finite values, so no NaN check catches them) gave silently wrong
+    predictions; the card records the weights' sha256 and loading checks it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(source_dir, run)
+    assert load_model(run).card["model"]["sha256"]
+    path = run / MODEL_FILE
+    data = bytearray(path.read_bytes())
+    data[-400:-200] = b"\x41" * 200  # float32 12.0 repeated: finite
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError) as exc:
+        load_model(run)
+    message = one_line(exc)
+    assert str(path) in message and "differ from what card.json records" in message
+    bundled = load_model("bundled")  # the bundled cards record theirs too
+    assert bundled.card["model"]["sha256"] == sha256_of(bundled.path)
