@@ -131,6 +131,11 @@ def resolve_model_path(source: str | Path) -> Path:
         return path
     path = Path(text)
     if path.is_dir():
+        from .feature_runs import is_feature_run
+
+        if is_feature_run(path) and not (path / MODEL_FILE).is_file():
+            raise InputError(f"{text}: an extract-features directory (features and a regressor, no network to start "
+                             "from): give a pretrain or finetune run directory, or 'bundled'")
         path = path / MODEL_FILE
     if not path.is_file():
         raise InputError(f"{text}: no model here (expected a run directory with {MODEL_FILE}, or 'bundled')")

@@ -255,6 +255,7 @@ def pretrain(
     from .pretrain import PRETRAIN_DEFAULTS, default_patience
     from .pretrain import pretrain as run
 
+    _at_least_one(epochs=epochs, batch_size=batch_size)  # one rule for 0 and -1
     if patience is None and epochs is not None:
         patience = default_patience(epochs)
     config = _fit_config(PRETRAIN_DEFAULTS, epochs, batch_size, lr, patience, seed)
@@ -280,11 +281,13 @@ def finetune(
                                "(ElemNet on Materials Project formation energies), 'bundled:NAME' (see elemtl "
                                "datasets) or a run directory."),
     strategy: str = typer.Option("auto", "--strategy", help="auto | full | freeze:K | head | reinit | gradual; "
-                                 "add +pa (e.g. full+pa) to feed Magpie physical attributes to the first "
-                                 "layer too. auto tries full and full+pa (also freeze:K, K = the first "
-                                 "layer group, and reinit and reinit+pa, fresh weights, under 1,000 rows; head "
-                                 "under 300) on the validation split and keeps the best, or a weight average "
-                                 "of the pretrained starts when that validates better."),
+                                 "add +pa (e.g. full+pa) to train a Magpie physical-attribute input to the "
+                                 "first layer too (a new one for a source without it; the bundled models read "
+                                 "attributes already, and without +pa that input stays as pretrained). auto "
+                                 "tries full and full+pa (also freeze:K, K = the first layer group, and reinit "
+                                 "and reinit+pa, fresh weights, under 1,000 rows; head under 300) on the "
+                                 "validation split and keeps the best, or a weight average of the pretrained "
+                                 "starts when that validates better."),
     val: Optional[Path] = ValFile,
     val_fraction: float = ValFraction,
     test: Optional[Path] = TestFile,

@@ -159,7 +159,7 @@ def explain_choice(tried: dict, chosen: str, n_train: int, r: float, unit: str, 
                 f"single candidate ({parts})")
     else:
         head = f"{chosen}: lowest validation MAE{units} among {parts}"
-    note = "; +pa: Magpie physical attributes also feed the first layer" if "+pa" in chosen else ""
+    note = "; +pa: the input of Magpie physical attributes to the first layer trains too" if "+pa" in chosen else ""
     if chosen.startswith("reinit"):
         note += ("; fresh weights validated better than every start from the pretrained ones: the source "
                  "does not help this target (negative transfer)")

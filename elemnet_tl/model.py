@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -39,10 +40,27 @@ def parse_arch(arch: str) -> list[int]:
 
 
 def check_network_options(arch: str, dropout: float) -> list[int]:
-    """The hidden widths of ``arch``; :class:`InputError` for a bad architecture or dropout."""
+    """The hidden widths of ``arch``; :class:`InputError` for a bad architecture or dropout, or a network
+    whose training would not fit in this machine's memory."""
     if not 0.0 <= float(dropout) < 1.0:
         raise InputError(f"--dropout must be in [0, 1), got {dropout:g}")
-    return parse_arch(arch)
+    widths = parse_arch(arch)
+    sizes = [N_ELEMENTS, *widths, 1]
+    parameters = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    need = parameters * 4 * 4  # float32 weights, gradients and the optimizer's two moments
+    memory = _physical_memory()
+    if memory and need > memory:
+        raise InputError(f"--arch {arch}: {parameters:,} parameters need about {need / 2**30:.0f} GiB to train; "
+                         f"this machine has {memory / 2**30:.0f} GiB")
+    return widths
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM, where the system says (None elsewhere)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class ElemNet(nn.Module):

@@ -286,7 +286,8 @@ def _strategy_words(setup: dict) -> str:
     chosen = setup.get("strategies_chosen") or {}
     if setup["strategy"] != "auto" or not chosen:
         return str(setup["strategy"])
-    note = "; +pa: physical attributes also feed the first layer" if any("+pa" in name for name in chosen) else ""
+    with_pa = any("+pa" in name for name in chosen)
+    note = "; +pa: the input of physical attributes to the first layer trains too" if with_pa else ""
     return f"auto (chose {_picks(chosen)}{note})"
 
 

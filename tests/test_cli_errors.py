@@ -395,3 +395,37 @@ def test_version_goes_to_stdout():
 
     done = subprocess.run([sys.executable, "-m", "elemnet_tl.cli", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == f"elemtl {__version__}" and not done.stderr
+
+
+def test_keep_head_with_reinit_is_refused(tmp_path):
+    """reinit starts every layer fresh: --keep-head would be recorded as kept while nothing was."""
+    path = tmp_path / "t.csv"
+    pd.read_csv(BAND_GAPS).to_csv(path, index=False)
+    one_line_error(["finetune", str(path), "-o", str(tmp_path / "run"), "--strategy", "reinit+pa", "--keep-head"],
+                   "--keep-head has no effect with --strategy reinit+pa")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_network_too_large_for_memory_is_refused(tmp_path):
+    """--arch 100000x100 failed with 'internal error: ... can't allocate memory', exit 1."""
+    one_line_error(["pretrain", str(BAND_GAPS), "-o", str(tmp_path / "run"), "--arch", "100000x100"],
+                   "--arch 100000x100", "parameters need about", "GiB")
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_pretrain_epochs_below_one_one_rule(tmp_path, value):
+    one_line_error(["pretrain", str(BAND_GAPS), "-o", str(tmp_path / "run"), "--epochs", value],
+                   f"--epochs must be >= 1, got {value}")
+
+
+def test_a_feature_directory_as_a_start_is_named(tmp_path):
+    """--from an extract-features directory said only 'no model here'."""
+    import json
+
+    from elemnet_tl.feature_runs import COMMAND_KIND
+
+    features = tmp_path / "fx"
+    features.mkdir()
+    (features / "card.json").write_text(json.dumps({"command_kind": COMMAND_KIND}))
+    one_line_error(["finetune", str(BAND_GAPS), "-o", str(tmp_path / "run"), "--from", str(features)],
+                   str(features), "an extract-features directory", "pretrain or finetune run directory")

@@ -659,6 +659,12 @@ def test_ensemble_averages_members_each_with_its_own_split(tmp_path, source_dir,
     again = finetune(data_dir / "smooth.csv", tmp_path / "again", source=tmp_path / "run", strategy="head",
                      config=QUICK, show_progress=False)
     assert again.card["metrics"]["val_mae"] > 0
+    said = CliRunner().invoke(app, ["finetune", str(data_dir / "smooth.csv"), "-o", str(tmp_path / "cli"), "--from",
+                                    str(tmp_path / "run"), "--strategy", "head", "--epochs", "2", "--ensemble", "2",
+                                    "-q"])
+    out = " ".join(said.output.split())
+    assert said.exit_code == 0 and "an ensemble of 3 networks; fine-tuning starts from its first" in out
+    assert "(first of 2 networks; the other " in out  # each member's validation MAE, not the first's alone
 
 
 def test_pretrain_patience_grows_with_a_long_schedule(tmp_path):
