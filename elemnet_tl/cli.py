@@ -298,7 +298,8 @@ def finetune(
     ensemble: int = typer.Option(3, "--ensemble", help="Average this many fine-tuned networks, each validated on "
                                  "its own seeded split (1: a single network)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: from the data size, "
-                                         "about 2,000 steps)."),
+                                         "about 2,000 steps); gradual trains the output layer alone for "
+                                         "max(2, epochs/10) epochs before them."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: rows/40, 32..256)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: from how near the source "
                                        "is: 3e-4 when its calibrated output layer is kept or a ridge probe finds its "

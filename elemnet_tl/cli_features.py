@@ -42,7 +42,8 @@ def extract_features_command(
                                    "data only)."),
     seed: int = typer.Option(0, "--seed", help="One seed for the cross-validation folds and the regressor."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda (forward pass)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier extraction in OUTPUT."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what OUTPUT holds: an earlier "
+                                   "extraction, or a run of another command."),
     formula_col: Optional[str] = typer.Option(None, "--formula-col", help="Formula column (default: found by "
                                               "name: formula, composition, formula_pretty, pretty_formula, "
                                               "compound)."),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import InputError
 from .model import DEFAULT_ARCH, ElemNet, check_network_options
 from .runs import check_run_dir
 from .training import FitConfig, resolve_device
@@ -63,6 +64,9 @@ def pretrain(
     resolve_device(device)  # a bad --device fails before anything is read or written
     if init is None:
         check_network_options(arch, dropout)  # so does a bad --arch or --dropout
+    elif arch != DEFAULT_ARCH or dropout:
+        raise InputError("--init starts from that model's network, its architecture and dropout too: leave out "
+                         "--arch and --dropout")
     check_run_dir(run_dir, resume, overwrite)  # and an output that holds a run, before a large set is read
     inputs = load_training_inputs(data, val=val, test=test, val_fraction=val_fraction,
                                   test_fraction=test_fraction, seed=config.seed,

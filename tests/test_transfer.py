@@ -703,6 +703,10 @@ def test_pretrain_init_continues_from_a_model(source_dir, tmp_path):
     assert card["training"]["patience"] == 30  # the recipe's, for a short schedule
     continued = load_model(tmp_path / "cont")
     assert continued.info.arch == source.info.arch
+    for extra in (["--arch", "64x2"], ["--dropout", "0.3"]):  # were ignored without a word
+        refused = CliRunner().invoke(app, ["pretrain", str(tmp_path / "second.csv"), "-o", str(tmp_path / "x"),
+                                           "--init", str(source_dir), *extra])
+        assert refused.exit_code == 2 and "leave out --arch and --dropout" in refused.output
     assert continued.info.target_std != pytest.approx(source.info.target_std, rel=0.1)
 
     # before any step: the body is the source's, and the rescaled head predicts exactly what the source did
