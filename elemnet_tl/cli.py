@@ -196,11 +196,13 @@ def _fit_config(defaults, epochs, batch_size, lr, patience, seed):
 def _print_run(result, extra: list[str] | None = None) -> None:
     m = result.metrics
     parts = [f"best validation MAE {m['val_mae']:.4g} {result.info.unit}".rstrip()]
-    others = (result.card.get("ensemble") or {}).get("other_members_val_mae")
-    if others:  # each member validates on its own split: there is no one validation MAE of the ensemble
+    ensemble = result.card.get("ensemble") or {}
+    others = ensemble.get("other_members_val_mae")
+    if others:  # members validate on their own splits (or one --val file): no one validation MAE of the ensemble
         listed = ", ".join(f"{v:.4g}" for v in others)
-        parts[0] += (f" (first of {len(others) + 1} networks; the other{'s' if len(others) > 1 else ''} {listed}, "
-                     "each on its own validation split)")
+        own = "each on its own validation split" if "own" in str(ensemble.get("validation", "own")) \
+            else "on the validation file"
+        parts[0] += f" (first of {len(others) + 1} networks; the other{'s' if len(others) > 1 else ''} {listed}, {own})"
     if m.get("test_mae") is not None:
         parts.append(f"test MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g}, R² {m['test_r2']:.3f}")
     lines = [*(extra or []), "; ".join(parts)]

@@ -321,11 +321,19 @@ def clear_output_dir(out_dir: Path) -> None:
 
 RESULT_OPTIONS = {"data_sha256": "the data", "columns": "--formula-col/--target-col",
                   "duplicates": "the duplicate rule", "test": "--test/--test-fraction", "source": "--from",
-                  "strategy": "--strategy", "members": "--ensemble", "config": "--epochs"}
+                  "strategy": "--strategy", "members": "--ensemble", "config": "--epochs",
+                  "attribute_scaling": "the scaling of physical attributes (an earlier elemtl's)"}
 """Record entries that change a method's result (they must match to ``--resume``), with their option names."""
 
+ATTRIBUTE_SCALING = "z-scores within the training range widened by itself"
+"""How sc-pa's inputs are scaled (:func:`~elemnet_tl.attributes.standardized_attributes`); a record without the
+entry was made with unbounded z-scores."""
+RECORD_DEFAULTS = {"attribute_scaling": "unbounded z-scores"}
+"""What a saved record that lacks an entry (an earlier elemtl's) had."""
+
 NETWORKS = ("tl-finetune", "sc-ef", "sc-pa")
-OPTION_METHODS = {"source": NEEDS_MODEL, "strategy": ("tl-finetune",), "members": NETWORKS, "config": NETWORKS}
+OPTION_METHODS = {"source": NEEDS_MODEL, "strategy": ("tl-finetune",), "members": NETWORKS, "config": NETWORKS,
+                  "attribute_scaling": ("sc-pa",)}
 """The methods whose results an option changes (the others change every method's)."""
 
 
@@ -339,7 +347,8 @@ def comparison_record(full: Featurized, test_f: Featurized | None, test_fraction
     record = {"data_sha256": full.table.provenance.get("sha256"),
               "columns": [full.table.formula_col, full.table.target_col], "duplicates": full.rule,
               "test": held_out, "source": source, "strategy": strategy, "members": members,
-              "config": asdict(config), "methods": list(methods), "seeds": seeds, "train_sizes": sizes}
+              "config": asdict(config), "methods": list(methods), "seeds": seeds, "train_sizes": sizes,
+              "attribute_scaling": ATTRIBUTE_SCALING}
     return jsonable(record)
 
 
@@ -367,6 +376,7 @@ def resumed_record(out_dir: Path, record: dict) -> dict:
     def matters(key: str) -> bool:
         return any(m in OPTION_METHODS.get(key, METHODS) for m in saved.get("methods", METHODS))
 
+    saved = {**{k: v for k, v in RECORD_DEFAULTS.items() if k in RESULT_OPTIONS}, **saved}
     differ = [name for key, name in RESULT_OPTIONS.items()
               if key in saved and saved[key] != record[key] and matters(key)]
     if differ:

@@ -372,13 +372,15 @@ _INDEX_RE = re.compile(r"^(Unnamed: \d+|)$")
 """A column without a header name (pandas' ``to_csv`` index): row numbers, never the target."""
 
 
-def _companion_column(frame: pd.DataFrame, wanted: str, find: Callable[[str | None], str | None], what: str,
-                      source: str) -> str | None:
-    """The column named ``wanted`` (the training data's) in a validation/test file, else the one ``find(None)``
-    picks there; the error names both ways out when neither works."""
+def _companion_column(frame: pd.DataFrame, names: tuple[str, ...], find: Callable[[str | None], str | None],
+                      what: str, source: str) -> str | None:
+    """The first column of ``names`` (the training data's) in a validation/test file, else the one
+    ``find(None)`` picks there; the error names both ways out when neither works."""
     lower = {str(c).lower(): str(c) for c in frame.columns}
-    if wanted.strip().lower() in lower:
-        return lower[wanted.strip().lower()]
+    for name in names:
+        if name.strip().lower() in lower:
+            return lower[name.strip().lower()]
+    wanted = names[0]
     try:
         return find(None)
     except InputError as error:
@@ -465,14 +467,16 @@ def load_table(
     frame.columns = [str(c).strip() for c in frame.columns]  # ' formula ' is formula; JSON arrays' 0, 1: '0', '1'
     _check_unique([str(c) for c in frame.columns], text)
     if like is not None and path.is_file():
-        fcol = _companion_column(frame, formula_col or like.formula_col,
+        fcol = _companion_column(frame, (formula_col or like.formula_col,),
                                  lambda w: _find_column(frame, w, FORMULA_COLUMNS, "formula", text), "formula", text)
-        wanted = target_col or like.target_col
-        tcol = None if wanted is None else _companion_column(
-            frame, wanted, lambda w: _find_target(frame, fcol, w, text, require_target, exclude_from_target),
+        # a named dataset's target column is 'target'; its users know it by the dataset's name for it
+        names = (target_col,) if target_col else tuple(
+            str(n) for n in (like.provenance.get("target"), like.target_col) if n)
+        tcol = None if not names else _companion_column(
+            frame, names, lambda w: _find_target(frame, fcol, w, text, require_target, exclude_from_target),
             "target", text)
-        if tcol is not None and wanted is not None and tcol.lower() != wanted.strip().lower():
-            provenance["target_column_of_training"] = wanted.strip()
+        if tcol is not None and names and tcol.lower() not in {n.strip().lower() for n in names}:
+            provenance["target_column_of_training"] = names[0].strip()
     else:
         fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
         tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)

@@ -115,14 +115,14 @@ SMALL_SET = 1000
 ``reinit+pa``: the check against negative transfer, cheap on small sets; docs/benchmarks.md)."""
 
 
-def auto_candidates(n_train: int, groups: dict[str, list[str]]) -> list[str]:
+def auto_candidates(n_train: int, groups: dict[str, list[str]], keep_head: bool | None = None) -> list[str]:
     """Strategies ``auto`` tries on the validation split: transfers from the pretrained weights and, on
     small sets, the same network from fresh weights, with and without physical attributes (``reinit``,
-    ``reinit+pa``)."""
+    ``reinit+pa``; not with ``keep_head``, the user's --keep-head, which they could not honour)."""
     first_group = len(next(iter(groups.values())))
     names = ["full", "full+pa"]
     if n_train < SMALL_SET:
-        names += [f"freeze:{first_group}", "reinit", "reinit+pa"]
+        names += [f"freeze:{first_group}"] + ([] if keep_head else ["reinit", "reinit+pa"])
     if n_train < 300:
         names.append("head")
     return names
@@ -304,7 +304,7 @@ def _finetune(data: str | Path, run_dir: str | Path, source: str | Path, o: _Opt
     if fresh_only and not o.config.lr:
         rate_record.update(fresh_rate)
     if strat.name == "auto":
-        names = auto_candidates(len(y_tr), model.groups)
+        names = auto_candidates(len(y_tr), model.groups, o.keep_head)
         plan: object = {name: phases_for(name) for name in names}
 
         def describe(tried: dict, chosen: str, soup_val: float | None = None) -> dict:

@@ -40,19 +40,21 @@ def parse_arch(arch: str) -> list[int]:
 
 
 def check_network_options(arch: str, dropout: float) -> list[int]:
-    """The hidden widths of ``arch``; :class:`InputError` for a bad architecture or dropout, or a network
-    whose training would not fit in this machine's memory."""
+    """The hidden widths of ``arch``; :class:`InputError` for a bad architecture or dropout."""
     if not 0.0 <= float(dropout) < 1.0:
         raise InputError(f"--dropout must be in [0, 1), got {dropout:g}")
-    widths = parse_arch(arch)
-    sizes = [N_ELEMENTS, *widths, 1]
+    return parse_arch(arch)
+
+
+def check_trainable(arch: str) -> None:
+    """:class:`InputError` when training a new network of ``arch`` would not fit in this machine's memory
+    (float32 weights, gradients and the optimizer's two moments: 16 bytes a parameter)."""
+    sizes = [N_ELEMENTS, *parse_arch(arch), 1]
     parameters = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
-    need = parameters * 4 * 4  # float32 weights, gradients and the optimizer's two moments
-    memory = _physical_memory()
+    need, memory = parameters * 16, _physical_memory()
     if memory and need > memory:
-        raise InputError(f"--arch {arch}: {parameters:,} parameters need about {need / 2**30:.0f} GiB to train; "
-                         f"this machine has {memory / 2**30:.0f} GiB")
-    return widths
+        raise InputError(f"--arch {arch}: {parameters:,} parameters need about {need / 2**30:.3g} GiB to train; "
+                         f"this machine has {memory / 2**30:.3g} GiB")
 
 
 def _physical_memory() -> int | None:

@@ -142,7 +142,10 @@ def predict(
     unscored = pd.DataFrame(columns=["line", "formula", "reason"])
     if featurized.table.has_target:
         target = table["target"].to_numpy(dtype=float)
-        out["target"] = _target_as_written(featurized.table)
+        out["target"] = target
+        written = _target_as_written(featurized.table)
+        if written is not None:  # cells that are not numbers, as the file wrote them (the target stays numeric)
+            out["target (as written)"] = written
         out["error"] = (out["prediction"] - target).where(np.isfinite(target))
         reasons = np.array(target_reasons(featurized.table), dtype=object)
         bad = np.array([r not in (None, "missing target") for r in reasons], dtype=bool)  # a blank: no target
@@ -155,15 +158,14 @@ def predict(
     return Prediction(out, featurized, predictor, unscored)
 
 
-def _target_as_written(table) -> pd.Series:
-    """The target column: numbers, and a cell that is not one (``<0.1``, ``n/a``) as the file wrote it."""
+def _target_as_written(table) -> pd.Series | None:
+    """The target cells as text where one is not a number (``<0.1``, ``n/a``); None when every filled cell is."""
     values = table.frame["target"]
-    raw = table.raw_target
-    if raw is None:
-        return values
-    raw = pd.Series(raw.to_numpy(), index=values.index)
+    if table.raw_target is None:
+        return None
+    raw = pd.Series(table.raw_target.to_numpy(), index=values.index)
     keep = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
-    return values.astype(object).where(~keep, raw) if keep.any() else values
+    return raw.where(keep).astype(object).where(keep, None) if keep.any() else None
 
 
 def reliability_notes(result: Prediction) -> list[str]:

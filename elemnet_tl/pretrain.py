@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
-from .model import DEFAULT_ARCH, ElemNet, check_network_options
+from .model import DEFAULT_ARCH, ElemNet, check_network_options, check_trainable
 from .runs import check_run_dir
 from .training import FitConfig, resolve_device
 from .workflow import RunResult, load_training_inputs, run_training
@@ -64,6 +64,7 @@ def pretrain(
     resolve_device(device)  # a bad --device fails before anything is read or written
     if init is None:
         check_network_options(arch, dropout)  # so does a bad --arch or --dropout
+        check_trainable(arch)
     elif arch != DEFAULT_ARCH or dropout:
         raise InputError("--init starts from that model's network, its architecture and dropout too: leave out "
                          "--arch and --dropout")

@@ -113,7 +113,11 @@ def main() -> int:
         card["target"]["name"] = target_name
     info = replace(loaded.info, target=card["target"]["name"], unit=card["target"]["unit"])
     save_model(dest / MODEL_FILE, loaded.model, info)
+    from elemnet_tl.datasets import sha256_of
+
+    card["model"]["sha256"] = sha256_of(dest / MODEL_FILE)  # the target's name and unit changed the file
     (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    load_model(dest)  # the bundled model loads as a user's installation will
     from elemnet_tl.checkpoint import BUNDLED_MODELS
 
     name = {folder: key for key, folder in BUNDLED_MODELS.items()}.get(dest.name, dest.name)

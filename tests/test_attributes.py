@@ -235,7 +235,11 @@ def test_a_model_saved_without_attribute_bounds_loads_unbounded(tmp_path):
     fresh.load_state_dict(state)
     assert torch.all(fresh.attributes.lo == -UNBOUNDED) and torch.all(fresh.attributes.hi == UNBOUNDED)
     fe = parse_formulas(["Fe2O3"]).fractions
-    assert np.abs(fresh.attributes.standardized(fe)).max() > 1e4  # as the old model computed it
+    from elemnet_tl.attributes import scale, standardizer
+
+    unbounded = scale(physical_attributes(fe), *standardizer(physical_attributes(train))).astype(np.float32)
+    np.testing.assert_array_equal(fresh.attributes.standardized(fe), unbounded)  # as the old model computed it
+    assert np.abs(unbounded).max() > 1e4
     # a saved run directory whose weights lack the bounds (written by an earlier version)
     run = tmp_path / "run"
     from elemnet_tl.pretrain import pretrain

@@ -902,3 +902,21 @@ def test_api_methods_as_one_comma_string(tmp_path, data_csv):
     """compare_scratch(methods="mean,pa-rf") as --methods takes it (it was read letter by letter)."""
     results = compare_scratch(data_csv, tmp_path / "out", methods="mean, pa-rf", seeds=1, show_progress=False)
     assert list(results["methods"]) == ["mean", "pa-rf"]
+
+
+def test_resume_refuses_sc_pa_results_scaled_by_an_earlier_version(tmp_path):
+    """Physical attributes are kept near their training range since 2026-12-02: sc-pa results of an earlier
+    comparison (a record without the entry) are not mixed with new ones; other methods' are."""
+    from elemnet_tl.compare import ATTRIBUTE_SCALING, RECORD_FILE, resumed_record
+    from elemnet_tl.errors import InputError
+
+    record = {"data_sha256": "x", "methods": ["sc-pa", "pa-rf"], "seeds": 1, "train_sizes": [1.0],
+              "attribute_scaling": ATTRIBUTE_SCALING}
+    old = {k: v for k, v in record.items() if k != "attribute_scaling"}
+    (tmp_path / RECORD_FILE).write_text(json.dumps(old))
+    with pytest.raises(InputError, match="the scaling of physical attributes"):
+        resumed_record(tmp_path, record)
+    (tmp_path / RECORD_FILE).write_text(json.dumps({**old, "methods": ["pa-rf"]}))
+    assert resumed_record(tmp_path, {**record, "methods": ["pa-rf"]})["methods"] == ["pa-rf"]
+    (tmp_path / RECORD_FILE).write_text(json.dumps(record))
+    assert resumed_record(tmp_path, record)["methods"] == ["sc-pa", "pa-rf"]

@@ -466,3 +466,16 @@ def test_a_test_file_without_the_target_name_and_two_candidates_says_how_to_fix_
     message = str(error.value)
     assert "\n" not in message and str(test_path) in message
     assert "no column 'gap'" in message and "energy, Eg" in message and "rename its target column to 'gap'" in message
+
+
+def test_a_test_file_beside_a_named_dataset_uses_the_dataset_name_of_its_target(tmp_path):
+    """A named dataset's target column is 'target' inside the tool; a test file names it as the dataset does."""
+    train = load_and_prepare("expt-formation-enthalpy")
+    named = tmp_path / "named.csv"
+    named.write_text("formula,density,formation_enthalpy\nNaCl,2.2,-2.1\nMgO,3.6,-3.1\n")
+    test = load_and_prepare(named, duplicates="keep", like=train)
+    assert test.table.target_col == "formation_enthalpy" and test.table.target_note() is None
+    other = tmp_path / "other.csv"
+    other.write_text("formula,dH\nNaCl,-2.1\n")
+    note = load_and_prepare(other, duplicates="keep", like=train).table.target_note()
+    assert note is not None and "no column 'formation_enthalpy'" in note

@@ -90,9 +90,12 @@ def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_di
                                    "mp-2,MgO,abc,y\nmp-3,LiF,\"1,5\",z\nmp-4,KBr,,w\n")
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["line", "formula", "id", "prediction (input)", "prediction", "unseen_elements",
-                                   "target", "error"]
+                                   "target", "target (as written)", "error"]
     assert frame["id"].tolist() == ["mp-1", "mp-2", "mp-3", "mp-4"]
-    assert frame["target"].astype(str).tolist()[:2] == ["8.5", "abc"]  # a bad cell is kept as written, not blanked
+    assert frame["target (as written)"].fillna("").tolist() == ["", "abc", "1,5", ""]  # kept, not blanked
+    parquet = tmp_path / "p.parquet"
+    assert invoke(str(data), "--model", str(run_dir), "-o", str(parquet), "--device", "cpu").exit_code == 0
+    assert pd.api.types.is_float_dtype(pd.read_parquet(parquet)["target"])  # numeric, whatever the cells
     assert frame["prediction"].notna().all() and frame["error"].notna().tolist() == [True, False, False, False]
     assert "2 rows with a target that is not a finite number" in result.output  # the blank one is simply missing
     assert "line 3, target is not a number: 'abc'" in result.output

@@ -580,3 +580,20 @@ def test_changed_weights_are_refused_by_the_card(source_dir, tmp_path):
     assert str(path) in message and "differ from what card.json records" in message
     bundled = load_model("bundled")  # the bundled cards record theirs too
     assert bundled.card["model"]["sha256"] == sha256_of(bundled.path)
+
+
+def test_bundle_script_writes_a_model_that_loads(tmp_path):
+    """scripts/bundle_model.py names the target of a run trained from a CSV (the model file changes): its card
+    must record the new file's sha256, or every `bundled` load would be refused."""
+    from elemnet_tl.pretrain import pretrain
+    from elemnet_tl.training import FitConfig
+
+    binary_table(60, seed=4).to_csv(tmp_path / "t.csv", index=False)
+    pretrain(tmp_path / "t.csv", tmp_path / "run", arch="16x2", test_fraction=0.2,
+             config=FitConfig(epochs=2, batch_size=16), show_progress=False)
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_model.py"), str(tmp_path / "run"),
+                           str(tmp_path / "dest"), "band gap", "eV"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    loaded = load_model(tmp_path / "dest")
+    assert (loaded.info.target, loaded.info.unit) == ("band gap", "eV")
+    assert loaded.card["model"]["sha256"] == sha256_of(tmp_path / "dest" / MODEL_FILE)

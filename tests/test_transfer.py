@@ -332,6 +332,8 @@ def test_auto_candidates():
     assert auto_candidates(999, groups) == ["full", "full+pa", "freeze:4", "reinit", "reinit+pa"]
     assert auto_candidates(1000, groups) == ["full", "full+pa"]
     assert auto_candidates(5000, groups) == ["full", "full+pa"]
+    # --keep-head: no fresh-weight candidates, whose output layer could not be the kept one
+    assert auto_candidates(100, groups, keep_head=True) == ["full", "full+pa", "freeze:4", "head"]
 
 
 # ---------------------------------------------------------------- finetune(): the API
