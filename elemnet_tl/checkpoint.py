@@ -83,10 +83,10 @@ class LoadedModel:
     path: Path
 
     def predict(self, fractions: torch.Tensor) -> torch.Tensor:
-        """Predictions in target units."""
+        """Predictions in target units, float64 (a target offset by 1e9 keeps its digits)."""
         from .training import predict_tensor
 
-        return predict_tensor(self.model, fractions) * self.info.target_std + self.info.target_mean
+        return predict_tensor(self.model, fractions).double() * self.info.target_std + self.info.target_mean
 
     def predict_with_spread(self, fractions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """An ensemble's predictions and the standard deviation of its members' predictions per row (target
@@ -98,7 +98,8 @@ class LoadedModel:
             raise ValueError("one network has no spread")
         outputs = predict_tensor(_MemberOutputs(self.model), fractions, exact=True).T.contiguous()  # (members, rows)
         std = self.info.target_std  # the mean over members as the ensemble's forward takes it: the same bits
-        return outputs.mean(dim=0) * std + self.info.target_mean, outputs.std(dim=0, unbiased=False) * std
+        return (outputs.mean(dim=0).double() * std + self.info.target_mean,
+                outputs.double().std(dim=0, unbiased=False) * std)
 
 
 class _MemberOutputs(torch.nn.Module):

@@ -93,7 +93,7 @@ def _scratch_net(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, *, arch: 
         model = ElemNet(arch, n_inputs=x_tr.shape[1])
         fit(model, t(x_tr[tr]), t((y_tr[tr] - mean) / std), t(x_tr[va]), t((y_tr[va] - mean) / std), cfg,
             device=dev, y_scale=std)
-        preds.append(predict_tensor(model, t(x_te).to(dev)).cpu().numpy() * std + mean)
+        preds.append(predict_tensor(model, t(x_te).to(dev)).cpu().numpy().astype(np.float64) * std + mean)
     return np.mean(preds, axis=0)
 
 

@@ -409,7 +409,8 @@ def run_training(
                                      for k, v in tried.items()}}
     metrics = {"val_mae": fit_result.best_val_mae, "test_mae": None, "test_rmse": None, "test_r2": None}
     if inputs.test is not None:
-        pred = predict_tensor(model, torch.as_tensor(inputs.test.fractions).to(dev)).cpu().numpy() * std + mean
+        pred = predict_tensor(model, torch.as_tensor(inputs.test.fractions).to(dev)).cpu().numpy().astype(np.float64)
+        pred = pred * std + mean  # in float64: a target offset by 1e9 keeps its digits
         scores = regression_metrics(inputs.test.target, pred)
         metrics.update(test_mae=scores["mae"], test_rmse=scores["rmse"], test_r2=scores["r2"])
         write_table(pd.DataFrame({"line": inputs.test.frame["line"], "formula": inputs.test.frame["formula"],

@@ -158,7 +158,7 @@ def test_save_load_round_trip(saved_model):
     x = torch.as_tensor(parse_formulas(["NaCl", "Fe2O3", "XeF2"]).fractions, dtype=torch.float32)
     model.eval()
     with torch.no_grad():
-        expected = model(x) * info.target_std + info.target_mean
+        expected = model(x).double() * info.target_std + info.target_mean  # scaled in float64
     assert torch.equal(loaded.predict(x), expected)
     again = load_model(run_dir / MODEL_FILE)  # the file itself
     assert torch.equal(again.predict(x), expected)
@@ -597,3 +597,21 @@ def test_bundle_script_writes_a_model_that_loads(tmp_path):
     loaded = load_model(tmp_path / "dest")
     assert (loaded.info.target, loaded.info.unit) == ("band gap", "eV")
     assert loaded.card["model"]["sha256"] == sha256_of(tmp_path / "dest" / MODEL_FILE)
+
+
+def test_a_target_offset_by_1e9_keeps_its_digits(tmp_path):
+    """Predictions were scaled back in float32: a target near 1e9 came out in steps of 64."""
+    from elemnet_tl.pretrain import pretrain
+    from elemnet_tl.training import FitConfig
+
+    frame = binary_table(80, seed=5).drop_duplicates("formula")
+    x = torch.as_tensor(parse_formulas(frame["formula"]).fractions, dtype=torch.float32)
+    preds = []
+    for offset in (0.0, 1e9):
+        frame.assign(target=frame["target"] + offset).to_csv(tmp_path / "t.csv", index=False)
+        result = pretrain(tmp_path / "t.csv", tmp_path / str(offset), arch="16x2", test=tmp_path / "t.csv",
+                          config=FitConfig(epochs=3, batch_size=16), show_progress=False, notices=False)
+        preds.append(load_model(tmp_path / str(offset)).predict(x).numpy() - offset)
+        test = pd.read_csv(result.run_dir / "test_predictions.csv")
+        assert np.abs(test["prediction"] - offset - preds[-1]).max() < 1e-3  # the run's own test scores too
+    np.testing.assert_allclose(preds[1], preds[0], atol=1e-3)
