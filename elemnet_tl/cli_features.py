@@ -28,7 +28,8 @@ def extract_features_command(
                                "Only the layers the "
                                "features need are copied into OUTPUT (a bundled model is recorded by name), "
                                "so OUTPUT keeps working if the source moves."),
-    layers: str = typer.Option("auto", "--layers", help="auto | NAME[,NAME...] (fc1 ... fc16, out). auto "
+    layers: str = typer.Option("auto", "--layers", help="auto | N[,M...] | NAME[,NAME...] (hidden layers 1 ... 16 "
+                               "= fc1 ... fc16, and out). auto "
                                "compares fc1 and the last layer of each width group (at most 6) with a ridge "
                                "probe in 5-fold cross-validation on the training data and keeps the best."),
     regressor: str = typer.Option("auto", "--regressor", help="auto | rf | gbr | ridge | svr | knn | none. auto "

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .datasets import check_source
 from .errors import InputError, plural
 from .featurize import Featurized, load_and_prepare
 from .io import jsonable, write_json, write_table, write_text
@@ -253,6 +254,17 @@ NEEDS_MODEL = ("tl-finetune", "tl-features", "sc-ef", "sc-pa")
 """Methods that read the pretrained model (its weights, or its architecture for the scratch networks)."""
 
 
+def _sizes_argument(value: object) -> list[float] | None:
+    """``train_sizes`` as the API may get it: None, a number, ``"0.25,1"`` as --train-sizes takes it, or numbers."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, (int, float)) else value
+    try:
+        return [float(v) for v in items]
+    except (TypeError, ValueError):
+        raise InputError(f"--train-sizes must be fractions such as 0.25,0.5,1, got {value!r}") from None
+
+
 def check_options(methods: tuple[str, ...], seeds: int, train_sizes: list[float] | None, test_fraction: float,
                   has_test: bool, source: str, strategy: str, members: int, device: str) -> list[float]:
     """Every option checked before anything is loaded or trained (:class:`InputError`, one line);
@@ -278,6 +290,10 @@ def check_options(methods: tuple[str, ...], seeds: int, train_sizes: list[float]
         raise InputError("--train-sizes must be fractions in (0, 1], got " + ",".join(f"{s:g}" for s in sizes))
     if 1.0 not in sizes:
         sizes.append(1.0)
+    shown = [f"{s:g}" for s in sizes]  # how the report, results.json and run folders name each
+    if len(set(shown)) < len(shown):
+        raise InputError("--train-sizes: " + ", ".join(f"{s!r}" for s in sizes) + " name the same fraction at 6 "
+                         "digits; give distinct fractions")
     if not has_test and not 0 < test_fraction < 1:
         raise InputError(f"--test-fraction must be between 0 and 1 (both excluded), got {test_fraction:g}")
     resolve_device(device)
@@ -472,7 +488,12 @@ def compare_scratch(
     """
     from .finetune import FINETUNE_DEFAULTS
 
+    for name, value in (("data", data), ("test", test)):
+        check_source(value, name)
     methods = tuple(m.strip() for m in methods.split(",")) if isinstance(methods, str) else tuple(methods)
+    train_sizes = _sizes_argument(train_sizes)
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)):
+        raise InputError(f"--seeds must be a whole number, got {seeds!r}")
     sizes = check_options(methods, seeds, train_sizes, test_fraction, test is not None, source, strategy, members,
                           device)
     config = config or FINETUNE_DEFAULTS
@@ -493,6 +514,13 @@ def compare_scratch(
                          f"{plural(smallest, 'training row')}"
                          f"{'' if test else f' after the {test_fraction:g} test hold-out'}"
                          "; compare-scratch needs at least 2 to train on and 1 to test on")
+    from .workflow import MIN_TRAINING_ROWS
+
+    networks = [m for m in all_methods if m in ("sc-ef", "sc-pa", "tl-finetune")]
+    if networks and smallest < MIN_TRAINING_ROWS:  # they could only fail, after the others trained
+        raise InputError(f"{data}: {plural(smallest, 'training row')}; {', '.join(networks)} need at least "
+                         f"{MIN_TRAINING_ROWS} (each network holds out rows to validate on): give more data, or "
+                         "leave them out with --methods")
     saved_outcomes = _saved_outcomes(out_dir, splits, all_methods) if resume else {}
     if overwrite and not resume:
         clear_output_dir(out_dir)

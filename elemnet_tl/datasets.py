@@ -420,6 +420,16 @@ def _is_named(name: str) -> bool:
     return named.is_named_dataset(name)
 
 
+def check_source(value: object, name: str, what: str = "a file path or a named dataset") -> None:
+    """:class:`InputError` (one line) unless ``value`` is None, a string or a path: the API takes files, not
+    tables (a DataFrame's str is the whole table, over many lines) nor result objects."""
+    if value is None or isinstance(value, (str, Path)):
+        return
+    hint = (": write it with df.to_csv('data.csv', index=False) and pass the path" if isinstance(value, pd.DataFrame)
+            else ": pass its run_dir" if hasattr(value, "run_dir") else "")
+    raise InputError(f"{name} must be {what}, got a {type(value).__name__}{hint}")
+
+
 def load_table(
     source: str | Path,
     formula_col: str | None = None,
@@ -439,11 +449,7 @@ def load_table(
     column, the one found in it as above (the target's summary line says so).
     Raises :class:`InputError` with a one-line reason on a missing file, column or an empty table.
     """
-    if not isinstance(source, (str, Path)):  # a DataFrame's str is the whole table, over many lines
-        kind = type(source).__name__
-        raise InputError(f"data must be a file path or a named dataset, got a {kind}"
-                         + (": write it with df.to_csv('data.csv', index=False) and pass the path"
-                            if isinstance(source, pd.DataFrame) else ""))
+    check_source(source, "data")
     text = str(source)
     path = Path(text)
     provenance: dict = {"source": text}

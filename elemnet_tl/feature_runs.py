@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from .checkpoint import BUNDLED_DIR, CARD_FILE, MODEL_FILE, STATE_FILE
-from .datasets import sha256_of
+from .datasets import check_source, sha256_of
 from .elements import element_rows
 from .errors import InputError, plural
 from .features import (
@@ -252,6 +252,8 @@ def extract_features(
     regressor = str(regressor).strip().lower()
     if regressor not in ("auto", "none", *REGRESSORS):
         raise InputError(f"--regressor {regressor!r}: choose from auto, {', '.join(REGRESSORS)}, none")
+    for name, value in (("data", data), ("test", test)):
+        check_source(value, name)
     auto_layers = isinstance(layers, str) and layers.strip().lower() == "auto"
     if test is not None and regressor == "none":
         raise InputError("--test needs a regressor to score (not --regressor none)")

@@ -79,16 +79,24 @@ def candidate_layers(model: ElemNet) -> list[str]:
     return cands
 
 
-def parse_layers(spec: str | list[str] | tuple[str, ...], model: ElemNet) -> list[str] | None:
-    """``"auto"`` -> None; ``"fc4,fc7"`` or a list -> validated layer names in forward order."""
+def parse_layers(spec: str | int | list[str | int] | tuple[str | int, ...], model: ElemNet) -> list[str] | None:
+    """``"auto"`` -> None; ``"fc4,fc7"``, ``"4,7"`` (hidden layer numbers), an int or a list -> validated layer
+    names in forward order."""
     if isinstance(spec, str):
         if spec.strip().lower() == "auto":
             return None
         names = [s.strip() for s in spec.split(",") if s.strip()]
-    else:
+    elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        names = [str(spec)]
+    elif isinstance(spec, (list, tuple)):
         names = [str(s).strip() for s in spec]
+    else:
+        raise InputError(f"--layers: give 'auto', layer numbers such as 4 or 4,7, or names such as fc4; got {spec!r}")
+    if any(n.lower() == "auto" for n in names) and len(names) > 1:
+        raise InputError(f"--layers {','.join(names)}: 'auto' chooses one layer by validation; give it alone")
+    names = [f"fc{int(n)}" if n.isdigit() else n for n in names]  # 4 -> fc4, as the layers are counted
     if not names:
-        raise InputError("--layers: give 'auto' or layer names such as fc4 or fc4,fc7")
+        raise InputError("--layers: give 'auto', layer numbers such as 4 or 4,7, or names such as fc4")
     unknown = [n for n in names if n not in model.layer_names]
     if unknown:
         raise InputError(f"--layers {','.join(unknown)}: no such layer in this network "
@@ -208,6 +216,12 @@ def check_fractions(x: Any) -> np.ndarray:
         raise InputError(f"fractions must have shape (n, {N_ELEMENTS}), got {arr.shape}")
     if not np.isfinite(arr).all():
         raise InputError("fractions contain NaN or infinite values")
+    sums = arr.sum(axis=1)
+    off = np.flatnonzero((np.abs(sums - 1) > 1e-4) | (arr < 0).any(axis=1))
+    if len(off):
+        raise InputError(f"fractions must be non-negative and sum to 1 per row (row {off[0]} sums to "
+                         f"{sums[off[0]]:.6g}): divide amounts by their sum (Fe2O3: Fe 0.4, O 0.6), or use "
+                         "elemnet_tl.compositions.parse_formulas(...).fractions")
     return arr
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import BUNDLED_MODELS, load_model
-from .datasets import cells_as_written
+from .datasets import cells_as_written, check_source
 from .elements import unseen_elements
 from .errors import InputError, plural
 from .featurize import Featurized, check_outputs, load_and_prepare, rejected_path, target_reasons, write_rejected
@@ -79,7 +79,9 @@ def _seen_elements(card: dict) -> dict[str, int] | None:
 
 def predict_fractions(model_source: str | Path, fractions: np.ndarray, device: str = "auto") -> np.ndarray:
     """Predictions (target units) of a run directory / bundled model for an (n, 86) fraction matrix."""
-    return load_predictor(model_source, device).predict(fractions)
+    from .features import check_fractions
+
+    return load_predictor(model_source, device).predict(check_fractions(fractions))
 
 
 @dataclass
@@ -111,6 +113,7 @@ def predict(
     ``target, error`` when the input has a target.
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
+    check_source(model, "model", "a run directory, 'bundled' or 'bundled:NAME'")
     if output is not None:
         check_outputs(output, data)
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)

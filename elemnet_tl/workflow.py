@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import STATE_FILE, ModelInfo, input_kind
+from .datasets import check_source
 from .elements import element_rows
 from .errors import InputError, plural
 from .featurize import Featurized, input_warnings, load_and_prepare, write_rejected
@@ -77,6 +78,8 @@ def load_training_inputs(
 ) -> TrainingInputs:
     """Load and featurize the training data (deduplicated), a validation file or split, and a test file
     (never deduplicated: every test row is scored) or a seeded ``test_fraction`` of the data."""
+    for name, value in (("data", data), ("val", val), ("test", test)):
+        check_source(value, name)
     if test and test_fraction:
         raise InputError("give either --test or --test-fraction, not both")
     for name, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):

@@ -45,3 +45,44 @@ def test_a_dataframe_instead_of_a_path_is_one_line(tmp_path):
             call()
         assert "\n" not in str(err.value)
     assert (tmp_path / "o.csv").read_text() == "kept"
+
+
+def test_api_arguments_of_the_wrong_kind_get_one_line(tmp_path, source_dir):
+    """What a notebook user passes by mistake: tables as --test, result objects as models, strings for numbers."""
+    import numpy as np
+    from conftest import BAND_GAPS
+
+    from elemnet_tl.errors import InputError
+    from elemnet_tl.predict import predict_fractions
+
+    frame = pd.read_csv(BAND_GAPS)
+    calls = {
+        "test must be a file path": lambda: elemnet_tl.finetune(BAND_GAPS, tmp_path / "a", test=frame),
+        "test must be a file path or a named dataset, got a DataFrame: write it":
+            lambda: elemnet_tl.compare_scratch(BAND_GAPS, tmp_path / "b", test=frame),
+        "--seeds must be a whole number, got '2'": lambda: elemnet_tl.compare_scratch(BAND_GAPS, tmp_path / "c",
+                                                                                       seeds="2"),
+        "--train-sizes must be fractions": lambda: elemnet_tl.compare_scratch(BAND_GAPS, tmp_path / "d",
+                                                                              train_sizes="half"),
+        "name the same fraction": lambda: elemnet_tl.compare_scratch(BAND_GAPS, tmp_path / "e",
+                                                                     train_sizes=[0.1, 0.1000001]),
+        "model must be a run directory": lambda: elemnet_tl.predict(BAND_GAPS, model=type("R", (), {"run_dir": 1})()),
+        "sum to 1 per row (row 0 sums to 5": lambda: predict_fractions(
+            "bundled", np.eye(86)[[0]] * 5),
+    }
+    for expected, call in calls.items():
+        with pytest.raises(InputError) as error:
+            call()
+        assert expected in str(error.value) and "\n" not in str(error.value), (expected, str(error.value))
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+    # numbers and strings where lists are expected are read as --train-sizes and --layers read them
+    from elemnet_tl.compare import _sizes_argument
+    from elemnet_tl.features import parse_layers
+    from elemnet_tl.model import ElemNet
+
+    assert _sizes_argument("0.5,1") == [0.5, 1.0] and _sizes_argument(0.5) == [0.5]
+    net = ElemNet()
+    assert parse_layers(4, net) == ["fc4"] and parse_layers("7,4", net) == ["fc4", "fc7"]
+    assert parse_layers(["fc7", 16], net) == ["fc7", "fc16"]
+    with pytest.raises(InputError, match="'auto' chooses one layer"):
+        parse_layers("auto,fc3", net)
