@@ -428,6 +428,9 @@ def compare_scratch(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a comparison already in OUTPUT."),
     formula_col: Optional[str] = FormulaCol,
     target_col: Optional[str] = CompareTargetCol,
+    duplicates: str = typer.Option("auto", "--duplicates", help="auto | most-stable | mean | keep (as finetune's)."),
+    stability_col: Optional[str] = typer.Option(None, "--stability-col", help="Column marking the most stable "
+                                                "polymorph."),
     quiet: bool = Quiet,
 ) -> None:
     """Transfer vs from-scratch on one split, several seeds: a table, plots and report.md.
@@ -456,8 +459,8 @@ def compare_scratch(
     results = run(data, output, test=test, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                   seeds=seeds, train_sizes=sizes, test_fraction=test_fraction, source=source, strategy=strategy,
                   members=ensemble, config=config, device=device, resume=resume, overwrite=overwrite,
-                  formula_col=formula_col, target_col=target_col, show_progress=not quiet,
-                  on_note=lambda line: _echo_summary([line]))
+                  formula_col=formula_col, target_col=target_col, duplicates=duplicates, stability_col=stability_col,
+                  show_progress=not quiet, on_note=lambda line: _echo_summary([line]))
     covered = results["setup"]["seeds"]  # a --resume keeps the saved comparison's seeds too
     table = RichTable(title=f"test MAE, {plural(covered, 'seed')}")
     for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):

@@ -471,6 +471,7 @@ def compare_scratch(
     formula_col: str | None = None,
     target_col: str | None = None,
     duplicates: str = "auto",
+    stability_col: str | None = None,
     show_progress: bool = True,
     on_result: Callable[[MethodOutcome], None] | None = None,
     on_note: Callable[[str], None] | None = None,
@@ -499,7 +500,7 @@ def compare_scratch(
     config = config or FINETUNE_DEFAULTS
     out_dir = Path(out_dir)
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
-    full = load_and_prepare(data, formula_col, target_col, duplicates)
+    full = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
     test_f = load_and_prepare(test, formula_col, target_col, "keep", like=full) if test else None
     record = comparison_record(full, test_f, test_fraction, source=source, strategy=strategy, members=members,
                                config=config, methods=methods, seeds=seeds, sizes=sizes)

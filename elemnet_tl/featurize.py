@@ -251,10 +251,14 @@ def target_warning(data: Featurized) -> str | None:
     if len(values) == 1:
         return (f"warning: {where} is {values[0]:g} on every kept row: there is nothing to learn, and every "
                 "model will predict that value")
-    if len(values) == 2:
-        return (f"warning: {where} takes only two values ({values[0]:g}, {values[1]:g}): if it is a class "
+    read = np.unique(data.table.frame["target"].dropna().to_numpy(dtype=np.float64))  # before duplicates merged
+    if len(values) == 2 or (len(read) == 2 and len(values) > 2):
+        merged = ("" if len(values) == 2 else f"; averaging conflicting duplicates ({data.rule}) made "
+                  f"{plural(len(values) - 2, 'value')} in between: --duplicates keep keeps the labels")
+        two = values if len(values) == 2 else read
+        return (f"warning: {where} takes only two values ({two[0]:g}, {two[1]:g}): if it is a class "
                 "label, note that elemtl fits a regression (predictions are scores between the two; MAE "
-                "measures them)")
+                f"measures them){merged}")
     return outlier_warning(data)
 
 

@@ -922,3 +922,20 @@ def test_resume_refuses_sc_pa_results_scaled_by_an_earlier_version(tmp_path):
     assert resumed_record(tmp_path, {**record, "methods": ["pa-rf"]})["methods"] == ["pa-rf"]
     (tmp_path / RECORD_FILE).write_text(json.dumps(record))
     assert resumed_record(tmp_path, record)["methods"] == ["sc-pa", "pa-rf"]
+
+
+def test_cli_duplicates_rule_is_an_option(tmp_path):
+    """compare-scratch compares on the rows finetune would train on: --duplicates as there (a formation-energy
+    column otherwise keeps the most stable polymorph)."""
+    frame = binary_table(40, seed=8).rename(columns={"target": "formation_energy"})
+    frame = pd.concat([frame, frame.head(5).assign(formation_energy=frame.head(5)["formation_energy"] + 1.0)])
+    path = tmp_path / "dups.csv"
+    frame.to_csv(path, index=False)
+    for rule in ("mean", "most-stable"):
+        out = tmp_path / rule
+        result = runner.invoke(app, ["compare-scratch", str(path), "-o", str(out), "--methods", "mean",
+                                     "--seeds", "1", "--duplicates", rule, "-q"])
+        assert result.exit_code == 0, result.output
+        data = json.loads((out / "results.json").read_text())["data"]
+        assert data["duplicates"] == rule and data["merged"] >= 5
+        assert f"({rule})" in (out / "report.md").read_text()

@@ -426,6 +426,11 @@ def test_featurize_warns_about_the_target_as_training_commands_do(tmp_path):
     labels.write_text("formula,target\nNaCl,1\nMgO,0\nLiF,1\nKBr,0\n")
     result = runner.invoke(app, ["featurize", str(labels), "-o", str(tmp_path / "l.csv")])
     assert result.exit_code == 0 and "takes only two values" in result.output
+    # 0/1 labels with a conflicting duplicate, averaged to 0.5: still said (it was hidden by the merge)
+    labels.write_text("formula,target\nNaCl,1\nMgO,0\nLiF,1\nKBr,0\nNaCl,0\n")
+    result = runner.invoke(app, ["featurize", str(labels), "-o", str(tmp_path / "l2.csv"), "--duplicates", "mean"])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0 and "takes only two values (0, 1)" in out and "1 value in between" in out
 
 
 def _train_and_test(tmp_path, test_header: str, test_rows: list[str]) -> tuple:
