@@ -165,12 +165,13 @@ def featurize(
 ) -> None:
     """Parse formulas, write ElemNet's 86 element fractions, one row per composition.
 
-    Rejected rows go to OUTPUT's stem + '.rejected.csv' (line, formula, reason).
+    Rejected rows go to OUTPUT's stem + '.rejected.csv' (line, formula, reason); rows merged as duplicates
+    are listed in its stem + '.merged.csv' (line, formula, target, kept_line, kept_target).
 
     Example: elemtl featurize expt-formation-enthalpy -o features.csv --pa
     """
     from .featurize import featurize as run
-    from .featurize import input_warnings, rejected_path
+    from .featurize import input_warnings, merged_note, merged_path, rejected_path
 
     frame, result = run(data, output, duplicates=duplicates, stability_col=stability_col, pa=pa,
                         formula_col=formula_col, target_col=target_col)
@@ -178,6 +179,8 @@ def featurize(
              *input_warnings(result)]
     if result.n_rejected:
         lines.append(f"rejected rows: {rejected_path(output)}")
+    if result.merged_rows is not None:
+        lines.append(merged_note(result, merged_path(rejected_path(output))))
     _echo_summary(lines)
 
 

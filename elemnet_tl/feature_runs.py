@@ -407,11 +407,14 @@ def _prepare_out_dir(target_dir: Path, candidates: list[PretrainedFeatures], ove
 
 def _report_inputs(out: Path, train: Featurized, test_f: Featurized | None, say) -> None:
     """Rejected-row files, the data summaries and the warnings about the inputs."""
-    from .featurize import input_warnings, write_rejected
+    from .featurize import input_warnings, merged_note, write_merged, write_rejected
 
     for name, f in (("train", train), ("test", test_f)):
         if f is not None and write_rejected(f, out / f"{name}.rejected.csv") is not None:
             say(f"{plural(f.n_rejected, 'rejected row')} of {f.table.source} listed in {out / f'{name}.rejected.csv'}")
+        merged = write_merged(f, out / f"{name}.rejected.csv") if f is not None else None
+        if merged is not None:
+            say(merged_note(f, merged))
     say(train.summary())
     for warning in input_warnings(train):
         say(warning)

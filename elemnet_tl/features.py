@@ -54,7 +54,7 @@ NETWORK_FILE = "source_network.safetensors"
 NETWORK_FORMAT = "elemnet_tl/feature-network/1"
 """safetensors metadata ``format`` of :data:`NETWORK_FILE` (not a full model: ``load_model`` refuses it)."""
 OUTPUT_FILES = (CARD_FILE, FEATURES_FILE, TEST_FEATURES_FILE, TEST_PREDICTIONS_FILE, REGRESSOR_JSON, REGRESSOR_NPZ,
-                NETWORK_FILE, "train.rejected.csv", "test.rejected.csv")
+                NETWORK_FILE, "train.rejected.csv", "test.rejected.csv", "train.merged.csv", "test.merged.csv")
 FROM_VALUES = ("auto, bundled (= bundled:formation-energy), bundled:NAME ("
                + ", ".join(BUNDLED_MODELS) + "), a run directory or a .safetensors file")
 """What ``--from`` accepts (error messages)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compositions import DUPLICATE_RULES, KEY_DECIMALS, dedup, parse_formulas
+from .compositions import DUPLICATE_RULES, KEY_DECIMALS, composition_keys, dedup, parse_formulas
 from .datasets import Table, load_table, numeric_like
 from .elements import ELEMENTS
 from .errors import InputError, plural
@@ -34,6 +34,8 @@ class Featurized:
     rule: str
     rule_reason: str
     extra: dict = field(default_factory=dict)
+    merged_rows: pd.DataFrame | None = None
+    """``line, formula, target, kept_line, kept_target`` of every row in a group of duplicates (None: none)."""
 
     @property
     def n_rejected(self) -> int:
@@ -185,10 +187,27 @@ def prepare(
         stability = pd.to_numeric(kept_frame[col], errors="coerce").to_numpy(dtype=np.float64) if col else None
         result = dedup(fractions, kept_frame["target"].to_numpy(), rule, stability)
         n_merged = len(result.merged)
+        merged_rows = _merged_rows(kept_frame, fractions, result) if n_merged else None
         kept_frame = kept_frame.iloc[result.keep].reset_index(drop=True)
         kept_frame["target"] = result.target
         fractions = fractions[result.keep]
-    return Featurized(table, kept_frame, fractions.astype(np.float32), rejected, len(frame), n_merged, rule, why)
+    else:
+        merged_rows = None
+    return Featurized(table, kept_frame, fractions.astype(np.float32), rejected, len(frame), n_merged, rule, why,
+                      merged_rows=merged_rows)
+
+
+def _merged_rows(frame: pd.DataFrame, fractions: np.ndarray, result) -> pd.DataFrame:
+    """Every row of a group of duplicates, with the row kept for its composition and the target kept."""
+    groups = composition_keys(fractions)
+    rows = np.flatnonzero(np.bincount(groups)[groups] > 1)
+    kept_of = {int(groups[k]): j for j, k in enumerate(result.keep)}  # group -> position among the kept rows
+    kept = np.array([kept_of[int(groups[i])] for i in rows], dtype=int)
+    lines = frame["line"].to_numpy()
+    out = pd.DataFrame({"line": lines[rows], "formula": frame["formula"].to_numpy()[rows],
+                        "target": frame["target"].to_numpy(dtype=np.float64)[rows],
+                        "kept_line": lines[np.asarray(result.keep)[kept]], "kept_target": result.target[kept]})
+    return out.sort_values(["kept_line", "line"], kind="stable").reset_index(drop=True)
 
 
 def load_and_prepare(
@@ -303,11 +322,12 @@ def check_outputs(output: str | Path, source: str | Path) -> None:
     """:func:`~elemnet_tl.io.check_output`, and the rejection report written beside ``output`` must not be
     the input file either (a report fixed by hand and read again would be overwritten or removed)."""
     check_output(output, source)
-    report = rejected_path(output)
-    if report.exists() and isinstance(source, (str, Path)) and Path(source).exists() and \
-            report.resolve() == Path(source).resolve():
-        raise InputError(f"{output}: the rejected-rows report {report} beside it is the input file and would be "
-                         "overwritten; choose another output name")
+    for what, report in (("rejected-rows report", rejected_path(output)),
+                         ("merged-rows list", merged_path(rejected_path(output)))):
+        if report.exists() and isinstance(source, (str, Path)) and Path(source).exists() and \
+                report.resolve() == Path(source).resolve():
+            raise InputError(f"{output}: the {what} {report} beside it is the input file and would be "
+                             "overwritten; choose another output name")
 
 
 def write_rejected(featurized: Featurized, path: str | Path) -> Path | None:
@@ -320,6 +340,31 @@ def write_rejected(featurized: Featurized, path: str | Path) -> Path | None:
         return None
     write_table(featurized.rejected, path)
     return Path(path)
+
+
+def merged_path(rejected_report: str | Path) -> Path:
+    """``x.rejected.csv`` -> ``x.merged.csv``: where the rows merged as duplicates are listed."""
+    path = Path(rejected_report)
+    return path.with_name(path.name.removesuffix(".rejected.csv") + ".merged.csv")
+
+
+def write_merged(featurized: Featurized, rejected_report: str | Path) -> Path | None:
+    """List the rows merged as duplicates beside the rejection report (:func:`merged_path`); returns its path,
+    or None (and a stale list removed) when nothing was merged."""
+    path = merged_path(rejected_report)
+    if featurized.merged_rows is None or not len(featurized.merged_rows):
+        path.unlink(missing_ok=True)
+        return None
+    write_table(featurized.merged_rows, path)
+    return path
+
+
+def merged_note(featurized: Featurized, path: Path) -> str:
+    """The console line naming the merged-rows list."""
+    rows = featurized.merged_rows
+    groups = rows["kept_line"].nunique() if rows is not None else 0
+    return (f"{plural(len(rows) if rows is not None else 0, 'row')} of {featurized.table.source} in "
+            f"{plural(groups, 'group')} of duplicates ({featurized.rule}) listed in {path}")
 
 
 def feature_frame(featurized: Featurized, pa: bool = False) -> pd.DataFrame:
@@ -359,4 +404,5 @@ def featurize(
     if output is not None:
         write_table(frame, output)
         write_rejected(featurized, rejected_path(output))
+        write_merged(featurized, rejected_path(output))
     return frame, featurized

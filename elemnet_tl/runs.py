@@ -127,7 +127,7 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     if overwrite and not resume:
         for f in (MODEL_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, CURVE_FILE, RUN_FILE, "test_predictions.csv"):
             (run_dir / f).unlink(missing_ok=True)
-        for f in run_dir.glob("*.rejected.csv"):
+        for f in [*run_dir.glob("*.rejected.csv"), *run_dir.glob("*.merged.csv")]:
             f.unlink()
         shutil.rmtree(run_dir / "candidates", ignore_errors=True)
         shutil.rmtree(run_dir / "members", ignore_errors=True)

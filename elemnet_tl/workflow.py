@@ -14,7 +14,7 @@ from .checkpoint import STATE_FILE, ModelInfo, input_kind
 from .datasets import check_source
 from .elements import element_rows
 from .errors import InputError, plural
-from .featurize import Featurized, input_warnings, load_and_prepare, write_rejected
+from .featurize import Featurized, input_warnings, load_and_prepare, merged_note, write_merged, write_rejected
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
@@ -149,6 +149,9 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{plural(f.n_rejected, 'rejected row')} of {f.table.source} listed in {path}")
+        merged = None if carved else write_merged(f, run_dir / f"{name}.rejected.csv")
+        if merged is not None:
+            notes.append(merged_note(f, merged))
         if not carved:
             notes.extend(input_warnings(f, None if name == "train" else inputs.train,
                                         "validation" if name == "val" else "test"))

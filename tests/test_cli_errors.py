@@ -195,7 +195,7 @@ def test_overwrite_keeps_old_output_on_failure(tmp_path):
     bad.write_text("formula,target\nHeF2,1.0\n")
     one_line_error(["featurize", str(bad), "-o", str(out)], "no usable rows")
     assert out.read_bytes() == before
-    only_files(tmp_path, "features.csv", "bad.csv")
+    only_files(tmp_path, "features.csv", "features.merged.csv", "bad.csv")  # the first run merged 2 rows
 
 
 def test_error_message_keeps_square_brackets(tmp_path):

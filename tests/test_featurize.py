@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BAND_GAPS, MESSY
+from conftest import BAND_GAPS, MESSY, binary_table
 from typer.testing import CliRunner
 
 from elemnet_tl.cli import app
@@ -82,7 +82,8 @@ def test_messy_table_api(tmp_path):
     assert rejected_path(out) == tmp_path / "features.rejected.csv"
     check_features(pd.read_csv(out))
     check_rejected(pd.read_csv(tmp_path / "features.rejected.csv"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.csv", "features.rejected.csv"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["features.csv", "features.merged.csv", "features.rejected.csv"]
 
 
 def test_messy_table_cli(tmp_path):
@@ -484,3 +485,35 @@ def test_a_test_file_beside_a_named_dataset_uses_the_dataset_name_of_its_target(
     other.write_text("formula,dH\nNaCl,-2.1\n")
     note = load_and_prepare(other, duplicates="keep", like=train).table.target_note()
     assert note is not None and "no column 'formation_enthalpy'" in note
+
+
+def test_rows_merged_as_duplicates_are_listed(tmp_path):
+    """'6 merged' said which rows went into which kept value nowhere: they are listed beside the output."""
+    path = tmp_path / "dups.csv"
+    path.write_text("formula,target\nFe2O3,1\nFe4O6,3\nFe0.4O0.6,5\nNaCl,2\nFe2O3,100\nMgO,1\n")
+    out = tmp_path / "d.csv"
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(out), "--duplicates", "mean"])
+    assert result.exit_code == 0, result.output
+    assert "4 rows of" in result.output and "1 group of duplicates (mean) listed in" in " ".join(result.output.split())
+    merged = pd.read_csv(tmp_path / "d.merged.csv")
+    assert merged["line"].tolist() == [2, 3, 4, 6] and set(merged["kept_line"]) == {2}
+    assert merged["target"].tolist() == [1, 3, 5, 100] and np.allclose(merged["kept_target"], 27.25)
+    runner.invoke(app, ["featurize", str(path), "-o", str(out), "--duplicates", "keep"])
+    assert not (tmp_path / "d.merged.csv").exists()  # a stale list is removed
+    # a list fixed by hand and read again is not overwritten by the new one
+    (tmp_path / "x.merged.csv").write_text("formula,target\nNaCl,1\nNaCl,2\n")
+    result = runner.invoke(app, ["featurize", str(tmp_path / "x.merged.csv"), "-o", str(tmp_path / "x.csv")])
+    assert result.exit_code == 2 and "merged-rows list" in result.output
+
+
+def test_a_run_lists_its_merged_rows(tmp_path):
+    from elemnet_tl.pretrain import pretrain
+    from elemnet_tl.training import FitConfig
+
+    frame = binary_table(40, seed=9)
+    pd.concat([frame, frame.head(3).assign(target=frame.head(3)["target"] + 1)]).to_csv(tmp_path / "t.csv", index=False)
+    pretrain(tmp_path / "t.csv", tmp_path / "run", arch="8x1", duplicates="mean",
+             config=FitConfig(epochs=1, batch_size=16),
+             show_progress=False, notices=False)
+    merged = pd.read_csv(tmp_path / "run" / "train.merged.csv")
+    assert len(merged) >= 6 and (merged["kept_line"] <= merged["line"]).all()

@@ -818,7 +818,8 @@ def test_from_auto_picks_the_source_whose_features_predict_the_target(monkeypatc
                       show_progress=False, notices=True)
     lines = printed.export_text().splitlines()
     summary = next(i for i, line in enumerate(lines) if "rows read" in line)
-    assert lines[summary + 1].startswith(f"--from auto: {source_dir} — ")  # the choice, after the data summary
+    after = [line for line in lines[summary + 1:] if "groups of duplicates" not in line]  # the merged rows' list
+    assert after[0].startswith(f"--from auto: {source_dir} — ")  # the choice, after the data summary
     choice = json.loads((tmp_path / "run" / "card.json").read_text())["source_choice"]
     assert set(choice["probe"]) == set(candidates)
     assert choice["name"] == str(source_dir) == result.card["source_model"]["source"]
