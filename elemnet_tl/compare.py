@@ -247,7 +247,7 @@ RECORD_FILE = "comparison.json"
 (written before the first method runs; ``--resume`` checks it)."""
 
 OUTPUT_FILES = ("report.md", "results.json", "results.csv", "parity.png", "mae_bars.png", "learning_curve.png",
-                "train.rejected.csv", "test.rejected.csv", RECORD_FILE)
+                "train.rejected.csv", "test.rejected.csv", "train.merged.csv", "test.merged.csv", RECORD_FILE)
 """What a comparison writes at the top of its output directory (besides ``runs/<method>/``)."""
 
 NEEDS_MODEL = ("tl-finetune", "tl-features", "sc-ef", "sc-pa")
@@ -263,6 +263,15 @@ def _sizes_argument(value: object) -> list[float] | None:
         return [float(v) for v in items]
     except (TypeError, ValueError):
         raise InputError(f"--train-sizes must be fractions such as 0.25,0.5,1, got {value!r}") from None
+
+
+def check_sizes_distinct(sizes: list[float]) -> None:
+    """:class:`InputError` when two training sizes print alike (the report, results.json and the run folders
+    name them by ``f"{size:g}"``), also when a --resume adds one to the saved sizes."""
+    shown = [f"{s:g}" for s in sizes]
+    if len(set(shown)) < len(shown):
+        raise InputError("--train-sizes: " + ", ".join(f"{s!r}" for s in sizes) + " name the same fraction at 6 "
+                         "digits; give distinct fractions")
 
 
 def check_options(methods: tuple[str, ...], seeds: int, train_sizes: list[float] | None, test_fraction: float,
@@ -290,10 +299,7 @@ def check_options(methods: tuple[str, ...], seeds: int, train_sizes: list[float]
         raise InputError("--train-sizes must be fractions in (0, 1], got " + ",".join(f"{s:g}" for s in sizes))
     if 1.0 not in sizes:
         sizes.append(1.0)
-    shown = [f"{s:g}" for s in sizes]  # how the report, results.json and run folders name each
-    if len(set(shown)) < len(shown):
-        raise InputError("--train-sizes: " + ", ".join(f"{s!r}" for s in sizes) + " name the same fraction at 6 "
-                         "digits; give distinct fractions")
+    check_sizes_distinct(sizes)
     if not has_test and not 0 < test_fraction < 1:
         raise InputError(f"--test-fraction must be between 0 and 1 (both excluded), got {test_fraction:g}")
     resolve_device(device)
@@ -325,12 +331,15 @@ def check_output_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
                          "continue it")
 
 
-def clear_output_dir(out_dir: Path) -> None:
-    """``--overwrite``: remove an earlier comparison's files and method runs (nothing else in the folder)."""
+def clear_output_dir(out_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    """``--overwrite``: remove an earlier comparison's files and method runs (nothing else in the folder, and
+    none of ``keep``, the files it reads)."""
     import shutil
 
+    kept = {Path(p).resolve() for p in keep if p}
     for f in OUTPUT_FILES:
-        (out_dir / f).unlink(missing_ok=True)
+        if (out_dir / f).resolve() not in kept:
+            (out_dir / f).unlink(missing_ok=True)
     for m in METHODS:
         shutil.rmtree(out_dir / "runs" / m, ignore_errors=True)
 
@@ -338,13 +347,14 @@ def clear_output_dir(out_dir: Path) -> None:
 RESULT_OPTIONS = {"data_sha256": "the data", "columns": "--formula-col/--target-col",
                   "duplicates": "the duplicate rule", "test": "--test/--test-fraction", "source": "--from",
                   "strategy": "--strategy", "members": "--ensemble", "config": "--epochs",
-                  "attribute_scaling": "the scaling of physical attributes (an earlier elemtl's)"}
+                  "attribute_scaling": "the scaling of physical attributes (an earlier elemtl's)",
+                  "stability_col": "--stability-col"}
 """Record entries that change a method's result (they must match to ``--resume``), with their option names."""
 
 ATTRIBUTE_SCALING = "z-scores within the training range widened by itself"
 """How sc-pa's inputs are scaled (:func:`~elemnet_tl.attributes.standardized_attributes`); a record without the
 entry was made with unbounded z-scores."""
-RECORD_DEFAULTS = {"attribute_scaling": "unbounded z-scores"}
+RECORD_DEFAULTS = {"attribute_scaling": "unbounded z-scores", "stability_col": None}
 """What a saved record that lacks an entry (an earlier elemtl's) had."""
 
 NETWORKS = ("tl-finetune", "sc-ef", "sc-pa")
@@ -355,7 +365,7 @@ OPTION_METHODS = {"source": NEEDS_MODEL, "strategy": ("tl-finetune",), "members"
 
 def comparison_record(full: Featurized, test_f: Featurized | None, test_fraction: float, *, source: str,
                       strategy: str, members: int, config: FitConfig, methods: tuple[str, ...], seeds: int,
-                      sizes: list[float]) -> dict:
+                      sizes: list[float], stability_col: str | None = None) -> dict:
     """The comparison's :data:`RECORD_FILE`: its :data:`RESULT_OPTIONS` and what it covers."""
     from dataclasses import asdict
 
@@ -364,7 +374,7 @@ def comparison_record(full: Featurized, test_f: Featurized | None, test_fraction
               "columns": [full.table.formula_col, full.table.target_col], "duplicates": full.rule,
               "test": held_out, "source": source, "strategy": strategy, "members": members,
               "config": asdict(config), "methods": list(methods), "seeds": seeds, "train_sizes": sizes,
-              "attribute_scaling": ATTRIBUTE_SCALING}
+              "attribute_scaling": ATTRIBUTE_SCALING, "stability_col": stability_col}
     return jsonable(record)
 
 
@@ -394,7 +404,7 @@ def resumed_record(out_dir: Path, record: dict) -> dict:
 
     saved = {**{k: v for k, v in RECORD_DEFAULTS.items() if k in RESULT_OPTIONS}, **saved}
     differ = [name for key, name in RESULT_OPTIONS.items()
-              if key in saved and saved[key] != record[key] and matters(key)]
+              if key in saved and saved[key] != record.get(key, RECORD_DEFAULTS.get(key)) and matters(key)]
     if differ:
         verb = "differs" if len(differ) == 1 else "differ"
         raise InputError(f"{out_dir}: --resume with different data or options than the saved comparison "
@@ -503,9 +513,10 @@ def compare_scratch(
     full = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
     test_f = load_and_prepare(test, formula_col, target_col, "keep", like=full) if test else None
     record = comparison_record(full, test_f, test_fraction, source=source, strategy=strategy, members=members,
-                               config=config, methods=methods, seeds=seeds, sizes=sizes)
+                               config=config, methods=methods, seeds=seeds, sizes=sizes, stability_col=stability_col)
     if resume:
         record = resumed_record(out_dir, record)
+        check_sizes_distinct(record["train_sizes"])
     all_methods = record["methods"]
     splits = make_splits(full, test_f, record["seeds"], record["train_sizes"], test_fraction)
     smallest = min(s.train.n_kept for s in splits)
@@ -523,9 +534,10 @@ def compare_scratch(
                          f"{MIN_TRAINING_ROWS} (each network holds out rows to validate on): give more data, or "
                          "leave them out with --methods")
     saved_outcomes = _saved_outcomes(out_dir, splits, all_methods) if resume else {}
+    read = tuple(str(f.table.provenance.get("path", "")) for f in (full, test_f) if f is not None)
     if overwrite and not resume:
-        clear_output_dir(out_dir)
-    prepare_run_dir(out_dir, resume, overwrite)  # creates it (one-line error when it cannot)
+        clear_output_dir(out_dir, keep=read)
+    prepare_run_dir(out_dir, resume, overwrite, inputs=read)  # creates it (one-line error when it cannot)
     write_json(out_dir / RECORD_FILE, record)
     notes, rejected_files = _rejection_notes(out_dir, full, test_f)
     for note in notes:

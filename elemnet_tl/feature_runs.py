@@ -277,7 +277,8 @@ def extract_features(
     x = train.fractions
     y = train.target if has_target else None
     folds = cv_folds(len(x), seed) if need_target else None  # fails early on too few rows
-    out = _prepare_out_dir(Path(out_dir), candidates, overwrite)
+    read = tuple(str(f.table.provenance.get("path", "")) for f in (train, test_f) if f is not None)
+    out = _prepare_out_dir(Path(out_dir), candidates, overwrite, inputs=read)
     _report_inputs(out, train, test_f, note)
 
     source_choice = None
@@ -388,9 +389,10 @@ def _sayer(show: bool):
     return say
 
 
-def _prepare_out_dir(target_dir: Path, candidates: list[PretrainedFeatures], overwrite: bool) -> Path:
+def _prepare_out_dir(target_dir: Path, candidates: list[PretrainedFeatures], overwrite: bool,
+                     inputs: tuple[str, ...] = ()) -> Path:
     """The output directory, refused when it is a source's own directory or already holds a run (unless
-    ``overwrite``, which removes the files of a previous extraction)."""
+    ``overwrite``, which removes the files of a previous extraction, never one of ``inputs``)."""
     from .runs import prepare_run_dir
 
     if any(target_dir.resolve() == Path(c.source_path_).resolve().parent for c in candidates):
@@ -398,10 +400,12 @@ def _prepare_out_dir(target_dir: Path, candidates: list[PretrainedFeatures], ove
     if not overwrite and target_dir.is_dir() and any(
             (target_dir / f).exists() for f in (CARD_FILE, FEATURES_FILE, MODEL_FILE, STATE_FILE)):
         raise InputError(f"{target_dir}: already holds an extraction or a run; pass --overwrite to replace it")
-    out = prepare_run_dir(target_dir, resume=False, overwrite=overwrite)
+    out = prepare_run_dir(target_dir, resume=False, overwrite=overwrite, inputs=inputs)
     if overwrite:
+        kept = {Path(p).resolve() for p in inputs if p}
         for name in OUTPUT_FILES:
-            (out / name).unlink(missing_ok=True)
+            if (out / name).resolve() not in kept:
+                (out / name).unlink(missing_ok=True)
     return out
 
 

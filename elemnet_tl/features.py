@@ -90,11 +90,13 @@ def parse_layers(spec: str | int | list[str | int] | tuple[str | int, ...], mode
         names = [str(spec)]
     elif isinstance(spec, (list, tuple)):
         names = [str(s).strip() for s in spec]
+        if [n.lower() for n in names] == ["auto"]:
+            return None
     else:
         raise InputError(f"--layers: give 'auto', layer numbers such as 4 or 4,7, or names such as fc4; got {spec!r}")
     if any(n.lower() == "auto" for n in names) and len(names) > 1:
         raise InputError(f"--layers {','.join(names)}: 'auto' chooses one layer by validation; give it alone")
-    names = [f"fc{int(n)}" if n.isdigit() else n for n in names]  # 4 -> fc4, as the layers are counted
+    names = [f"fc{int(n)}" if n.isdecimal() and n.isascii() else n for n in names]  # 4 -> fc4
     if not names:
         raise InputError("--layers: give 'auto', layer numbers such as 4 or 4,7, or names such as fc4")
     unknown = [n for n in names if n not in model.layer_names]
@@ -205,6 +207,10 @@ def load_feature_network(path: str | Path) -> tuple[ElemNet, dict]:
 # --------------------------------------------------------------------------------------------- transformer
 
 
+FRACTION_SUM_TOLERANCE = 5e-3
+"""How far a row of fractions may sum from 1 (fractions rounded to 3 decimals: 0.333 x 3 = 0.999)."""
+
+
 def check_fractions(x: Any) -> np.ndarray:
     """``x`` as a finite float64 (n, 86) fraction matrix, else :class:`InputError`."""
     try:
@@ -216,12 +222,16 @@ def check_fractions(x: Any) -> np.ndarray:
         raise InputError(f"fractions must have shape (n, {N_ELEMENTS}), got {arr.shape}")
     if not np.isfinite(arr).all():
         raise InputError("fractions contain NaN or infinite values")
+    negative = np.argwhere(arr < 0)
+    if len(negative):
+        row, col = negative[0]
+        raise InputError(f"fractions must be non-negative: row {row} has {arr[row, col]:g} for {ELEMENTS[col]}")
     sums = arr.sum(axis=1)
-    off = np.flatnonzero((np.abs(sums - 1) > 1e-4) | (arr < 0).any(axis=1))
+    off = np.flatnonzero(np.abs(sums - 1) > FRACTION_SUM_TOLERANCE)
     if len(off):
-        raise InputError(f"fractions must be non-negative and sum to 1 per row (row {off[0]} sums to "
-                         f"{sums[off[0]]:.6g}): divide amounts by their sum (Fe2O3: Fe 0.4, O 0.6), or use "
-                         "elemnet_tl.compositions.parse_formulas(...).fractions")
+        raise InputError(f"fractions must sum to 1 per row (row {off[0]} sums to {sums[off[0]]:.6g}): divide amounts "
+                         "by their sum (Fe2O3: Fe 0.4, O 0.6), or use elemnet_tl.compositions.parse_formulas(...): "
+                         "its .fractions rows where .ok is True")
     return arr
 
 

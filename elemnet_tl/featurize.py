@@ -260,6 +260,17 @@ OUTLIER_RANGES = 1000
 development sets the farthest is 40 ranges away: piezoelectric coefficients; scripts/target_ranges.py)."""
 
 
+def _targets_before_merging(data: Featurized) -> np.ndarray:
+    """The distinct finite targets of the kept rows before ``mean`` averaged duplicates (rejected rows left out)."""
+    values = np.asarray(data.target, dtype=np.float64)
+    rows = data.merged_rows
+    if rows is None or data.rule != "mean":
+        return np.unique(values[np.isfinite(values)])
+    singles = values[~data.frame["line"].isin(rows["kept_line"]).to_numpy()]
+    read = np.concatenate([singles, rows["target"].to_numpy(dtype=np.float64)])
+    return np.unique(read[np.isfinite(read)])
+
+
 def target_warning(data: Featurized) -> str | None:
     """A warning when the kept target has one value (nothing to learn), two (a class label, which a
     regression fits as a score between the two) or values absurdly far from the rest (a typo or unit)."""
@@ -270,7 +281,7 @@ def target_warning(data: Featurized) -> str | None:
     if len(values) == 1:
         return (f"warning: {where} is {values[0]:g} on every kept row: there is nothing to learn, and every "
                 "model will predict that value")
-    read = np.unique(data.table.frame["target"].dropna().to_numpy(dtype=np.float64))  # before duplicates merged
+    read = _targets_before_merging(data)
     if len(values) == 2 or (len(read) == 2 and len(values) > 2):
         merged = ("" if len(values) == 2 else f"; averaging conflicting duplicates ({data.rule}) made "
                   f"{plural(len(values) - 2, 'value')} in between: --duplicates keep keeps the labels")
@@ -318,12 +329,15 @@ def rejected_path(output: str | Path) -> Path:
     return stem.with_name(stem.name + ".rejected.csv")
 
 
-def check_outputs(output: str | Path, source: str | Path) -> None:
-    """:func:`~elemnet_tl.io.check_output`, and the rejection report written beside ``output`` must not be
-    the input file either (a report fixed by hand and read again would be overwritten or removed)."""
+def check_outputs(output: str | Path, source: str | Path, merged: bool = True) -> None:
+    """:func:`~elemnet_tl.io.check_output`, and the rejection report (and, with ``merged``, the merged-rows
+    list) written beside ``output`` must not be the input file either (a report fixed by hand and read again
+    would be overwritten or removed)."""
     check_output(output, source)
-    for what, report in (("rejected-rows report", rejected_path(output)),
-                         ("merged-rows list", merged_path(rejected_path(output)))):
+    lists = [("rejected-rows report", rejected_path(output))]
+    if merged:
+        lists.append(("merged-rows list", merged_path(rejected_path(output))))
+    for what, report in lists:
         if report.exists() and isinstance(source, (str, Path)) and Path(source).exists() and \
                 report.resolve() == Path(source).resolve():
             raise InputError(f"{output}: the {what} {report} beside it is the input file and would be "
@@ -335,11 +349,21 @@ def write_rejected(featurized: Featurized, path: str | Path) -> Path | None:
 
     With no rejected row, a report left at ``path`` by an earlier run is removed (it would be stale).
     """
-    if featurized.n_rejected == 0:
-        Path(path).unlink(missing_ok=True)
+    return _write_list(featurized, featurized.rejected if featurized.n_rejected else None, Path(path))
+
+
+def _write_list(featurized: Featurized, rows: pd.DataFrame | None, path: Path) -> Path | None:
+    """Write ``rows`` to ``path`` (None: remove a stale list there), never over the input file itself."""
+    source = featurized.table.provenance.get("path")
+    if source and path.exists() and path.resolve() == Path(source).resolve():
+        if rows is None:
+            return None  # the input: not stale, the user's
+        raise InputError(f"{path}: is the input file; choose another output folder or name")
+    if rows is None or not len(rows):
+        path.unlink(missing_ok=True)
         return None
-    write_table(featurized.rejected, path)
-    return Path(path)
+    write_table(rows, path)
+    return path
 
 
 def merged_path(rejected_report: str | Path) -> Path:
@@ -351,12 +375,7 @@ def merged_path(rejected_report: str | Path) -> Path:
 def write_merged(featurized: Featurized, rejected_report: str | Path) -> Path | None:
     """List the rows merged as duplicates beside the rejection report (:func:`merged_path`); returns its path,
     or None (and a stale list removed) when nothing was merged."""
-    path = merged_path(rejected_report)
-    if featurized.merged_rows is None or not len(featurized.merged_rows):
-        path.unlink(missing_ok=True)
-        return None
-    write_table(featurized.merged_rows, path)
-    return path
+    return _write_list(featurized, featurized.merged_rows, merged_path(rejected_report))
 
 
 def merged_note(featurized: Featurized, path: Path) -> str:

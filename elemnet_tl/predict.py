@@ -115,7 +115,7 @@ def predict(
     """
     check_source(model, "model", "a run directory, 'bundled' or 'bundled:NAME'")
     if output is not None:
-        check_outputs(output, data)
+        check_outputs(output, data, merged=False)  # predict keeps every row: it lists no merged rows
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)
     predictor = load_predictor(model, device)
     if predictor.with_spread is not None:

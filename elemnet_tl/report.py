@@ -172,7 +172,7 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
             if len(paired) == 1 < out["seeds"]:
                 caveats.append("compared on one seed only: the seed-to-seed spread is unknown")
                 conclusive = False
-            elif len(paired) == 1 and abs(s_mae - t_mae) < ONE_SEED_GAP * max(s_mae, t_mae):
+            elif len(paired) == 1 and abs(s_mae - t_mae) < ONE_SEED_GAP * s_mae:  # the headline's base
                 caveats.append(f"one seed: the seed-to-seed spread is unknown, and a gap under "
                                f"{ONE_SEED_GAP:.0%} is within what it often is on small sets (--seeds 3 measures it)")
                 conclusive = False
@@ -195,13 +195,16 @@ def headline(v: dict) -> str | None:
         return f"Caveats: {caveats}." if caveats else None
     word = "beats" if v["transfer_wins"] else "does NOT beat"
     gain = v.get("transfer_gain_percent")
+    if gain == 0:
+        word = "ties with"
     if gain is None:  # the best from-scratch test MAE is 0: a relative gain is undefined
         tl = v.get("transfer_mae") or 0.0
         word = "ties with" if tl == 0 else word
         by = "both predict the test rows exactly (test MAE 0)" if tl == 0 else f"test MAE {tl:.4g} vs 0"
     else:
-        size = f"{abs(gain):.1f}" if abs(gain) >= 0.1 else f"{abs(gain):.2g}"  # not "0.0 % lower"
-        by = f"{size} % {'lower' if v['transfer_wins'] else 'higher'} test MAE"
+        size = f"{abs(gain):.1f}" if abs(gain) >= 0.1 else f"{abs(gain):.2f}"  # not "0.0 % lower"
+        by = ("the same test MAE" if gain == 0 else
+              f"{size} % {'lower' if v['transfer_wins'] else 'higher'} test MAE")
     paired, seeds = v.get("paired_seeds"), v.get("seeds")
     if paired is not None and seeds is not None and paired < seeds:
         by += f", on the {paired} of {plural(seeds, 'seed')} both have results for"

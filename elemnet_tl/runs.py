@@ -121,14 +121,20 @@ def check_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
-def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
-    """Create ``run_dir``; refuse to clobber a finished or running run unless told."""
+INPUT_LISTS = tuple(f"{name}.{kind}.csv" for name in ("train", "val", "test") for kind in ("rejected", "merged"))
+"""The rejected-row and merged-row lists a run writes about its inputs."""
+
+
+def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool, inputs: tuple[str, ...] = ()) -> Path:
+    """Create ``run_dir``; refuse to clobber a finished or running run unless told. ``--overwrite`` removes
+    the earlier run's files, never one of ``inputs`` (the paths of the files this run reads)."""
     run_dir = check_run_dir(run_dir, resume, overwrite)
     if overwrite and not resume:
-        for f in (MODEL_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, CURVE_FILE, RUN_FILE, "test_predictions.csv"):
-            (run_dir / f).unlink(missing_ok=True)
-        for f in [*run_dir.glob("*.rejected.csv"), *run_dir.glob("*.merged.csv")]:
-            f.unlink()
+        kept = {Path(p).resolve() for p in inputs if p}
+        for f in (MODEL_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, CURVE_FILE, RUN_FILE, "test_predictions.csv",
+                  *INPUT_LISTS):
+            if (run_dir / f).resolve() not in kept:
+                (run_dir / f).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "candidates", ignore_errors=True)
         shutil.rmtree(run_dir / "members", ignore_errors=True)
     if run_dir.is_dir():

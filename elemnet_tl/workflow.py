@@ -348,7 +348,8 @@ def run_training(
         groups = layers_groups(model.layer_names)
         plan = [Phase(command, plan, groups if model.attributes is None else plus_attributes(groups))]
     candidates = plan if isinstance(plan, dict) else {"": lambda m, phases=plan: phases}
-    run_dir = prepare_run_dir(run_dir, resume, overwrite)
+    read = tuple(str(f.table.provenance.get("path", "")) for f in (inputs.train, inputs.val, inputs.test) if f)
+    run_dir = prepare_run_dir(run_dir, resume, overwrite, inputs=read)
     notices = show_progress if notices is None else notices
     if resume and notices:
         saved = (run_dir / STATE_FILE).is_file()

@@ -86,3 +86,11 @@ def test_api_arguments_of_the_wrong_kind_get_one_line(tmp_path, source_dir):
     assert parse_layers(["fc7", 16], net) == ["fc7", "fc16"]
     with pytest.raises(InputError, match="'auto' chooses one layer"):
         parse_layers("auto,fc3", net)
+    assert parse_layers(["auto"], net) is None
+    with pytest.raises(InputError, match="no such layer"):
+        parse_layers("²", net)  # a digit to str.isdigit, not a layer number
+    from elemnet_tl.features import check_fractions
+
+    with pytest.raises(InputError, match="non-negative: row 0 has -0.5 for Li"):
+        check_fractions(np.eye(86)[[0]] * 1.5 - 0.5 * np.eye(86)[[1]])
+    assert check_fractions(np.round(np.eye(86)[[0, 1, 2]].sum(0, keepdims=True) / 3, 3)).shape == (1, 86)

@@ -946,6 +946,10 @@ def test_one_seed_and_uneven_seeds_are_said():
     that added seeds for some methods only says which ran on fewer (nothing failed)."""
     from elemnet_tl.report import headline, summarize, verdict
 
+    edge = verdict(summarize(outcomes_of({"tl-finetune": [0.1105], "sc-pa": [0.100]})), n_test=100)
+    assert edge["conclusive"] is True and "10.5 % higher" in headline(edge)  # the headline's base: from scratch
+    tie = verdict(summarize(outcomes_of({"tl-finetune": [0.1], "sc-pa": [0.1]})), n_test=100)
+    assert "ties with the best from-scratch method (sc-pa): the same test MAE" in headline(tie)
     close = verdict(summarize(outcomes_of({"tl-finetune": [0.101], "sc-pa": [0.100]})), n_test=100)
     assert close["conclusive"] is False and "a gap under 10%" in headline(close)
     far = verdict(summarize(outcomes_of({"tl-finetune": [0.059], "sc-pa": [0.100]})), n_test=100)
@@ -956,3 +960,18 @@ def test_one_seed_and_uneven_seeds_are_said():
     assert "on the 2 of 3 seeds both have results for" in said
     tiny = verdict(summarize(outcomes_of({"tl-finetune": [0.1], "sc-pa": [0.10009]})), n_test=100)
     assert "0.09 % lower" in headline(tiny)  # not "0.0 % lower"
+
+
+def test_resume_with_another_stability_column_is_refused(tmp_path):
+    """The same data kept by another --stability-col are other rows: seeds of both are not mixed."""
+    frame = binary_table(40, seed=10)
+    frame = pd.concat([frame.assign(e_hull=1.0), frame.assign(target=frame["target"] - 5, e_hull=0.0)])
+    path = tmp_path / "two.csv"
+    frame.to_csv(path, index=False)
+    args = ["compare-scratch", str(path), "-o", str(tmp_path / "out"), "--methods", "mean", "-q",
+            "--duplicates", "most-stable"]
+    first = runner.invoke(app, args + ["--seeds", "1", "--stability-col", "e_hull", "--train-sizes", "0.5"])
+    assert first.exit_code == 0, first.output
+    one_line_error(args + ["--seeds", "2", "--stability-col", "target", "--resume"], "--stability-col differs")
+    one_line_error(args + ["--seeds", "1", "--stability-col", "e_hull", "--train-sizes", "0.5000001", "--resume"],
+                   "name the same fraction")

@@ -517,3 +517,13 @@ def test_a_run_lists_its_merged_rows(tmp_path):
              show_progress=False, notices=False)
     merged = pd.read_csv(tmp_path / "run" / "train.merged.csv")
     assert len(merged) >= 6 and (merged["kept_line"] <= merged["line"]).all()
+    means = merged.groupby("kept_line")["target"].mean()
+    np.testing.assert_allclose(merged["kept_target"], means[merged["kept_line"]].to_numpy())  # the mean rule
+    # an input that is itself such a list, in the run folder, is neither removed as stale nor overwritten
+    listed = tmp_path / "run2" / "train.merged.csv"
+    listed.parent.mkdir()
+    frame.to_csv(listed, index=False)  # no duplicates: nothing to list
+    for overwrite in (False, True):
+        pretrain(listed, listed.parent, arch="8x1", duplicates="mean", config=FitConfig(epochs=1, batch_size=16),
+                 show_progress=False, notices=False, overwrite=overwrite)
+        assert listed.is_file() and len(pd.read_csv(listed)) == len(frame)
