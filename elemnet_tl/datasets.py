@@ -356,7 +356,7 @@ def numeric_like(column: pd.Series) -> bool:
     if pd.api.types.is_bool_dtype(column):
         return False
     if pd.api.types.is_numeric_dtype(column):
-        return True
+        return bool(column.notna().any())  # an empty column (pandas reads it as float) holds no target
     if not pd.api.types.is_object_dtype(column) and not pd.api.types.is_string_dtype(column):
         return False
     filled = column[column.notna() & (column.astype(str).str.strip() != "")]
@@ -365,10 +365,21 @@ def numeric_like(column: pd.Series) -> bool:
     return bool(pd.to_numeric(filled, errors="coerce").notna().mean() > 0.5)
 
 
-_NOT_TARGETS = ("line", "id", "index", "error", "uncertainty", "prediction", "ensemble_std")
+_NOT_TARGETS = ("line", "id", "index", "error", "uncertainty", "prediction", "ensemble_std", "unseen_elements")
 """Numeric columns never guessed as the target: row numbers, ids, and errors/predictions (predict's own output
 read back)."""
 _INDEX_RE = re.compile(r"^(Unnamed: \d+|)$")
+_INPUT_SUFFIX = re.compile(r" \(input(?: \d+)?\)$")
+"""The suffix an output gives an input column whose name it uses itself (``line (input)``)."""
+
+
+def input_name(name: str, taken: set[str]) -> str:
+    """``name (input)``, else ``name (input 2)``, ...: the first that is not in ``taken`` (an output's name for an
+    input column whose name the output uses itself; a file read back twice keeps every column)."""
+    candidate, k = f"{name} (input)", 2
+    while candidate in taken:
+        candidate, k = f"{name} (input {k})", k + 1
+    return candidate
 """A column without a header name (pandas' ``to_csv`` index): row numbers, never the target."""
 
 
@@ -399,7 +410,7 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
         return named[0]
     numeric = [
         c for c in columns
-        if c not in exclude and c.lower() not in _NOT_TARGETS and not _INDEX_RE.match(c)
+        if c not in exclude and _INPUT_SUFFIX.sub("", c).lower() not in _NOT_TARGETS and not _INDEX_RE.match(c)
         and numeric_like(frame[c])
     ]
     if len(numeric) == 1:
@@ -501,7 +512,13 @@ def load_table(
         out["target"] = pd.to_numeric(raw_target, errors="coerce").astype(np.float64)
     # the chosen columns become line/formula/target; other input columns of those names ride along renamed
     rest = frame[[c for c in frame.columns if c not in (fcol, tcol)]]
-    rest = rest.rename(columns={c: f"{c} (input)" for c in rest.columns if c in ("line", "formula", "target")})
+    taken = {*map(str, frame.columns), "line", "formula", "target"}
+    renamed = {}
+    for c in rest.columns:
+        if c in ("line", "formula", "target"):
+            renamed[c] = input_name(c, taken)
+            taken.add(renamed[c])
+    rest = rest.rename(columns=renamed)
     out = pd.concat([out, rest], axis=1)
     provenance["rows"] = int(len(out))
     return Table(out, text, fcol, tcol, provenance, raw_target)

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import BUNDLED_MODELS, load_model
-from .datasets import cells_as_written, check_source
+from .datasets import cells_as_written, check_source, input_name
 from .elements import unseen_elements
 from .errors import InputError, plural
 from .featurize import Featurized, check_outputs, load_and_prepare, rejected_path, target_reasons, write_rejected
@@ -126,12 +126,16 @@ def predict(
     out = pd.DataFrame({"line": table["line"], "formula": table["formula"]})
     added = {"prediction", *(["ensemble_std"] if spread is not None else []),
              *(["unseen_elements"] if predictor.seen is not None else []),
-             *(["error"] if featurized.table.has_target else [])}
+             *(["error", "target (as written)"] if featurized.table.has_target else [])}
     others = [c for c in table.columns if c not in ("line", "formula", "target")]
     written = cells_as_written(featurized.table, others)  # ids as in the file: 007 stays 007
+    taken = {*table.columns, *added}
+    riding = {}
     for col in others:  # the input's other columns (ids, ...) ride along, so results join back
-        values = written[col].to_numpy() if col in written else table[col]
-        out[f"{col} (input)" if col in added else col] = values  # renamed where predict adds that name
+        name = input_name(col, taken) if col in added else col  # renamed where predict adds that name
+        taken.add(name)
+        riding[name] = written[col].to_numpy() if col in written else table[col].to_numpy()
+    out = pd.concat([out, pd.DataFrame(riding, index=out.index)], axis=1)  # at once: wide inputs stay fast
     out["prediction"] = np.nan
     position = pd.Series(np.arange(len(table)), index=table["line"].to_numpy())
     rows = position[featurized.frame["line"].to_numpy()].to_numpy()

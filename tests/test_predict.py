@@ -333,3 +333,22 @@ def test_named_datasets_are_not_read_again_as_text(tmp_path):
     table = load_table(data, require_target=False)
     assert cells_as_written(table, ["id"])["id"].tolist() == ["007", "012"]
     assert cells_as_written(with_(table, source="mp-transport"), ["id"]) == {}
+
+
+def test_predict_output_read_back_keeps_every_column_and_finds_no_false_target(tmp_path, run_dir):
+    """predict on its own output, twice: 'line (input)' existed already (a pandas error, exit 2), an input
+    'prediction' was lost to a second 'prediction (input)', and the empty unseen_elements column or a renamed
+    prediction was taken as the target."""
+    first = tmp_path / "p1.csv"
+    (tmp_path / "f.csv").write_text("formula\nNaCl\nMgO\n")
+    assert invoke(str(tmp_path / "f.csv"), "--model", str(run_dir), "-o", str(first), "--device", "cpu").exit_code == 0
+    second, third = tmp_path / "p2.csv", tmp_path / "p3.csv"
+    for source, out in ((first, second), (second, third)):
+        result = invoke(str(source), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert "target taken from" not in result.output and "target" not in pd.read_csv(out).columns
+    columns = list(pd.read_csv(third).columns)
+    assert columns.count("prediction") == 1 and "prediction (input)" in columns and "prediction (input 2)" in columns
+    assert "line (input)" in columns and "line (input 2)" in columns and len(columns) == len(set(columns))
+    kept = pd.read_csv(third)
+    np.testing.assert_allclose(kept["prediction (input)"], pd.read_csv(first)["prediction"])  # the first run's, kept
