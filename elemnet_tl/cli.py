@@ -165,6 +165,8 @@ def featurize(
 ) -> None:
     """Parse formulas, write ElemNet's 86 element fractions, one row per composition.
 
+    A table of formulas alone (no numeric column) gets fractions for every parsed row, no target.
+
     Rejected rows go to OUTPUT's stem + '.rejected.csv' (line, formula, reason); rows merged as duplicates
     are listed in its stem + '.merged.csv' (line, formula, target, kept_line, kept_target).
 

@@ -401,7 +401,9 @@ def _companion_column(frame: pd.DataFrame, names: tuple[str, ...], find: Callabl
 
 
 def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, source: str,
-                 required: bool, exclude: tuple[str, ...] = ()) -> str | None:
+                 required: bool, exclude: tuple[str, ...] = (), optional: bool = False) -> str | None:
+    """The target column's name. Not ``required``: None where none is found; ``optional`` (with
+    ``required=False``): None only where the table has no numeric column, several are still an error."""
     if wanted is not None:
         return _find_column(frame, wanted, (), "target", source)
     columns = [str(c) for c in frame.columns if str(c) != formula_col]
@@ -415,11 +417,12 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
     ]
     if len(numeric) == 1:
         return numeric[0]
-    if not required:
+    formula_holds_numbers = not numeric and numeric_like(frame[formula_col])
+    if not required and not (optional and (numeric or formula_holds_numbers)):
         return None
     if not numeric:
         swapped = (f"; the formula column {formula_col!r} holds numbers: check --formula-col"
-                   if numeric_like(frame[formula_col]) else "")
+                   if formula_holds_numbers else "")
         raise InputError(f"{source}: no numeric target column; columns are {', '.join(map(str, frame.columns))}; "
                          f"name it with --target-col{swapped}")
     raise InputError(f"{source}: ambiguous target column ({', '.join(numeric)}); choose one with --target-col")
@@ -448,13 +451,15 @@ def load_table(
     require_target: bool = True,
     exclude_from_target: tuple[str, ...] = (),
     like: Table | None = None,
+    optional_target: bool = False,
 ) -> Table:
     """Read a file (CSV, TSV, JSON, also .gz/.bz2/.xz/.zip; parquet) or a named dataset into a :class:`Table`.
 
     The formula column is found by name (``formula``, ``composition``, ``formula_pretty``,
     ``pretty_formula``, ``compound``; case-insensitive) unless ``formula_col`` names it. The target is
     ``target_col``, else a column named ``target``, else the only other numeric column.
-    With ``require_target=False`` a table without a target loads (for prediction). ``like``: the training
+    With ``require_target=False`` a table without a target loads (for prediction); with
+    ``optional_target=True`` too, but a table with several numeric columns must name one. ``like``: the training
     table, when this is a validation or test file: its formula and target columns are those of the given
     names (``formula_col``/``target_col``, else the training table's), and where the file has no such
     column, the one found in it as above (the target's summary line says so).
@@ -490,13 +495,15 @@ def load_table(
         names = (target_col,) if target_col else tuple(
             str(n) for n in (like.provenance.get("target"), like.target_col) if n)
         tcol = None if not names else _companion_column(
-            frame, names, lambda w: _find_target(frame, fcol, w, text, require_target, exclude_from_target),
+            frame, names, lambda w: _find_target(frame, fcol, w, text, require_target, exclude_from_target,
+                                                   optional_target),
             "target", text)
         if tcol is not None and names and tcol.lower() not in {n.strip().lower() for n in names}:
             provenance["target_column_of_training"] = names[0].strip()
     else:
         fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
-        tcol = _find_target(frame, fcol, target_col, text, require_target, exclude_from_target)
+        tcol = _find_target(frame, fcol, target_col, text, require_target and not optional_target,
+                            exclude_from_target, optional_target)
     if tcol is not None and tcol == fcol:
         raise InputError(f"{text}: the target column {tcol!r} is the formula column; "
                          "name a numeric column with --target-col")

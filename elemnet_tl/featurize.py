@@ -180,7 +180,8 @@ def prepare(
     good = np.flatnonzero(~bad)
     kept_frame = frame.iloc[good].reset_index(drop=True)
     fractions = parsed.fractions[good]
-    rule, col, why = resolve_rule(table, duplicates, stability_col) if table.has_target else ("keep", None, "no target")
+    rule, col, why = (resolve_rule(table, duplicates, stability_col) if table.has_target
+                      else ("keep", None, "no target column: every row kept"))
     n_merged = 0
     if rule != "keep" and len(good):
         # a text cell in the stability column counts as unknown stability (NaN sorts last)
@@ -218,13 +219,21 @@ def load_and_prepare(
     stability_col: str | None = None,
     require_target: bool = True,
     like: Featurized | None = None,
+    optional_target: bool = False,
 ) -> Featurized:
     """:func:`load_table` then :func:`prepare`: the path every command's input takes. ``like``: the training
-    data, when this is a validation or test file (its columns are looked up by the training data's names)."""
+    data, when this is a validation or test file (its columns are looked up by the training data's names).
+    ``optional_target``: a table with no numeric column loads without a target (every row kept); one that
+    has a target is checked as a required one is."""
     exclude = (stability_col,) if stability_col else ()
     table = load_table(source, formula_col, target_col, require_target=require_target, exclude_from_target=exclude,
-                       like=like.table if like is not None else None)
-    featurized = prepare(table, duplicates, stability_col, require_target=require_target)
+                       like=like.table if like is not None else None, optional_target=optional_target)
+    if optional_target and not table.has_target and (duplicates not in ("auto", "keep") or stability_col):
+        option = f"--duplicates {duplicates}" if duplicates not in ("auto", "keep") else "--stability-col"
+        raise InputError(f"{source}: {option} needs a target column, and this table has none (columns: "
+                         f"{', '.join(map(str, table.frame.columns[1:]))}); name one with --target-col")
+    featurized = prepare(table, duplicates, stability_col,
+                         require_target=table.has_target if optional_target else require_target)
     if featurized.n_kept == 0:
         first = featurized.rejected.iloc[0] if featurized.n_rejected else None
         where = (f"first: line {first['line']}, formula {first['formula']!r}: {first['reason']}"
@@ -391,14 +400,22 @@ def feature_frame(featurized: Featurized, pa: bool = False) -> pd.DataFrame:
     cols = {"formula": featurized.frame["formula"].to_numpy()}
     if "target" in featurized.frame:
         cols["target"] = featurized.frame["target"].to_numpy()
-    out = pd.concat(
-        [pd.DataFrame(cols), pd.DataFrame(featurized.fractions.astype(np.float64), columns=list(ELEMENTS))],
-        axis=1,
-    )
+    fractions = decimal_fractions(featurized.fractions)
+    out = pd.concat([pd.DataFrame(cols), pd.DataFrame(fractions, columns=list(ELEMENTS))], axis=1)
     if pa:
         from .physical import physical_attributes_frame
 
-        out = pd.concat([out, physical_attributes_frame(featurized.fractions.astype(np.float64))], axis=1)
+        out = pd.concat([out, physical_attributes_frame(fractions)], axis=1)
+    return out
+
+
+def decimal_fractions(fractions: np.ndarray) -> np.ndarray:
+    """float32 fractions as the float64 of their shortest decimal (Fe2O3's O: 0.6, not 0.6000000238)."""
+    fractions = np.asarray(fractions)
+    out = fractions.astype(np.float64)
+    if fractions.dtype == np.float32:
+        nonzero = fractions != 0
+        out[nonzero] = fractions[nonzero].astype(str).astype(np.float64)
     return out
 
 
@@ -414,11 +431,12 @@ def featurize(
     """Featurize a table: element fractions (and physical attributes), one row per composition.
 
     With ``output`` the features are written there (csv, csv.gz or parquet) and rejected rows to
-    ``<output stem>.rejected.csv``. Returns the feature frame and the :class:`Featurized` record.
+    ``<output stem>.rejected.csv``. A table with no numeric column (formulas only) gives features without
+    a target, one row per parsed input row. Returns the feature frame and the :class:`Featurized` record.
     """
     if output is not None:
         check_outputs(output, source)
-    featurized = load_and_prepare(source, formula_col, target_col, duplicates, stability_col)
+    featurized = load_and_prepare(source, formula_col, target_col, duplicates, stability_col, optional_target=True)
     frame = feature_frame(featurized, pa=pa)
     if output is not None:
         write_table(frame, output)

@@ -112,7 +112,7 @@ def test_a_guessed_target_column_is_named(tmp_path):
 def test_no_numeric_target_column(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("formula,notes\nNaCl,rock salt\n")
-    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, "no numeric target column")
+    one_line_error(["pretrain", str(path), "-o", str(tmp_path / "run")], path, "no numeric target column")
 
 
 def test_target_col_not_present(tmp_path, good_csv):

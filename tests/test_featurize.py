@@ -527,3 +527,23 @@ def test_a_run_lists_its_merged_rows(tmp_path):
         pretrain(listed, listed.parent, arch="8x1", duplicates="mean", config=FitConfig(epochs=1, batch_size=16),
                  show_progress=False, notices=False, overwrite=overwrite)
         assert listed.is_file() and len(pd.read_csv(listed)) == len(frame)
+
+
+def test_formulas_without_a_target_are_featurized_row_by_row(tmp_path):
+    path = tmp_path / "candidates.csv"
+    path.write_text("formula,notes\nFe2O3,hematite\nNaCl,\nXx2,typo\nNaCl,again\n")
+    out = tmp_path / "f.csv"
+    result = runner.invoke(app, ["featurize", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "4 rows read, 1 rejected, 0 merged, 3 kept" in result.output and "no target column" in result.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["formula", *ELEMENTS] and list(frame["formula"]) == ["Fe2O3", "NaCl", "NaCl"]
+    assert frame.loc[0, "O"] == 0.6 and frame.loc[0, "Fe"] == 0.4  # shortest decimals, not float32 noise
+    assert pd.read_csv(tmp_path / "f.rejected.csv")["line"].tolist() == [4]
+    for option in (["--duplicates", "mean"], ["--stability-col", "notes"]):
+        refused = runner.invoke(app, ["featurize", str(path), "-o", str(tmp_path / "g.csv"), *option])
+        assert refused.exit_code == 2 and "needs a target column" in refused.output, refused.output
+    two = tmp_path / "two.csv"
+    two.write_text("formula,a,b\nNaCl,1,2\n")
+    ambiguous = runner.invoke(app, ["featurize", str(two), "-o", str(tmp_path / "h.csv")])
+    assert ambiguous.exit_code == 2 and "ambiguous target column" in ambiguous.output
