@@ -86,12 +86,35 @@ def describe_cv(n: int) -> str:
     return f"{N_FOLDS}-fold cross-validation on the training data"
 
 
-def _standardize(x_tr: np.ndarray, x_va: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both scaled with the training mean and std, by the ``StandardScaler`` the final model uses (its rule
-    for constant columns, scale 1, included: a column varying by rounding only is scaled alike in both)."""
+def bounded_scaler() -> Any:
+    """scikit-learn's ``StandardScaler`` whose output is kept within the training rows' z-score range widened
+    by that range on each side (a constant column stays at 0), as the networks' attribute inputs are: a
+    column that barely varies in training (Magpie's 1e-5 moments of Ti and Sc) would otherwise turn a new
+    row's ordinary value into a z-score of 1e5, and ridge into a wild prediction."""
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(x_tr)
+    class BoundedScaler(StandardScaler):
+        def fit(self, X, y=None, sample_weight=None):  # noqa: N803 (scikit-learn's names)
+            super().fit(X, y, sample_weight)
+            z = super().transform(X)
+            self.lo_, self.hi_ = (z.min(axis=0), z.max(axis=0)) if len(z) else (np.zeros(z.shape[1]),) * 2
+            return self
+
+        def transform(self, X, copy=None):  # noqa: N803
+            z = super().transform(X, copy=copy)
+            width = self.hi_ - self.lo_
+            return np.clip(z, self.lo_ - width, self.hi_ + width)
+
+        def fit_transform(self, X, y=None, **params):  # noqa: N803
+            return self.fit(X, y, **params).transform(X)
+
+    return BoundedScaler()
+
+
+def _standardize(x_tr: np.ndarray, x_va: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both scaled with the training statistics by the scaler the final model uses (:func:`bounded_scaler`;
+    ``StandardScaler``'s rule for constant columns, scale 1, included)."""
+    scaler = bounded_scaler().fit(x_tr)
     return scaler.transform(x_tr), scaler.transform(x_va)
 
 
@@ -153,17 +176,16 @@ def make_regressor(kind: str, params: dict, seed: int = 0) -> Any:
     from sklearn.linear_model import Ridge
     from sklearn.neighbors import KNeighborsRegressor
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVR
 
     if kind == "ridge":
-        return Pipeline([("scale", StandardScaler()), ("model", Ridge(alpha=params["alpha"]))])
+        return Pipeline([("scale", bounded_scaler()), ("model", Ridge(alpha=params["alpha"]))])
     if kind == "knn":
-        return Pipeline([("scale", StandardScaler()), ("model", KNeighborsRegressor(
+        return Pipeline([("scale", bounded_scaler()), ("model", KNeighborsRegressor(
             n_neighbors=params["n_neighbors"], weights=params["weights"], algorithm="brute"))])
     if kind == "svr":
         svr = SVR(kernel="rbf", C=params["C"], gamma=params["gamma"], epsilon=params["epsilon"], cache_size=500)
-        return scaled_target(Pipeline([("scale", StandardScaler()), ("model", svr)]))
+        return scaled_target(Pipeline([("scale", bounded_scaler()), ("model", svr)]))
     if kind == "rf":
         return scaled_target(RandomForestRegressor(
             n_estimators=params["n_estimators"], max_features=params["max_features"],
@@ -289,6 +311,8 @@ def export_regressor(kind: str, estimator: Any, x_train: np.ndarray | None = Non
     def scaler(s: Any) -> None:
         arrays["x_mean"] = np.asarray(s.mean_, dtype=np.float64)
         arrays["x_scale"] = np.asarray(s.scale_, dtype=np.float64)
+        if hasattr(s, "lo_"):
+            arrays["x_lo"], arrays["x_hi"] = np.asarray(s.lo_, dtype=np.float64), np.asarray(s.hi_, dtype=np.float64)
 
     if kind == "ridge":
         scaler(estimator.named_steps["scale"])
@@ -422,6 +446,9 @@ class ExportedRegressor:
             if x.shape[1] != len(a["x_mean"]):
                 raise ValueError(f"{x.shape[1]} features given, the regressor was fitted on {len(a['x_mean'])}")
             xs = (x - a["x_mean"]) / a["x_scale"]
+            if "x_lo" in a:  # saved before the bound: unbounded, as fitted
+                width = a["x_hi"] - a["x_lo"]
+                xs = np.clip(xs, a["x_lo"] - width, a["x_hi"] + width)
         if self.kind == "ridge":
             return xs @ a["coef"] + s["intercept"]
         if self.kind == "knn":

@@ -645,3 +645,27 @@ def test_formulas_or_nan_targets_given_to_the_transformer_are_one_line(source, t
     y[3] = np.nan
     with pytest.raises(InputError, match=f"1 of {len(y)} targets are NaN"):
         F.PretrainedFeatures(source=source, layers="auto").fit(x, y)
+
+
+@pytest.mark.parametrize("kind", ["ridge", "knn", "svr"])
+def test_scaled_regressors_keep_a_new_row_near_the_training_range(kind):
+    """A column that barely varies in training (Magpie's 1e-5 moments of Ti and Sc) and an ordinary value
+    of it in a new row (Fe's 2.1): a z-score of 1e6, which ridge turned into a wild prediction."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    x = np.column_stack([1e-5 + 1e-6 * rng.random(60), rng.normal(size=60)])
+    y = x[:, 1] + 2e5 * (x[:, 0] - 1e-5)
+    x_new = np.array([[2.1, 0.3], [1e-5, 0.3]])
+    params = dict(ROUNDTRIP)[kind]
+    est = R.make_regressor(kind, params).fit(x, y)
+    pred = est.predict(x_new)
+    span = y.max() - y.min()
+    assert np.all(np.abs(pred - y.mean()) < 3 * span), pred
+    rebuilt = R.ExportedRegressor(*R.export_regressor(kind, est, x, y))
+    np.testing.assert_allclose(rebuilt.predict(x_new), pred, rtol=1e-6, atol=1e-6)
+    if kind == "ridge":
+        unbounded = Pipeline([("scale", StandardScaler()), ("model", Ridge(alpha=0.3))]).fit(x, y)
+        assert abs(unbounded.predict(x_new)[0] - y.mean()) > 1e3 * span  # what the bound prevents
