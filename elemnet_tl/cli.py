@@ -374,6 +374,11 @@ def predict(
              f"{featurized.n_kept} predicted: {result.predictor.describes()} ({model}); wrote {output}"]
     if featurized.table.target_note():
         lines.append(featurized.table.target_note())
+    unused = featurized.table.provenance.get("target_not_taken")
+    if unused is not None:
+        lines.append(f"{data}: column {unused!r} not taken as a target (no column is named 'target' or as the "
+                     f"model's target, {result.predictor.target!r}); --target-col {unused!r} scores the "
+                     "predictions against it")
     lines += reliability_notes(result)
     if outlier_warning(featurized):
         lines.append(outlier_warning(featurized))

@@ -428,6 +428,15 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
     raise InputError(f"{source}: ambiguous target column ({', '.join(numeric)}); choose one with --target-col")
 
 
+def _named_target(frame: pd.DataFrame, formula_col: str, names: tuple[str, ...]) -> str | None:
+    """The column named ``target``, else the first of ``names`` the table has (case and spaces aside)."""
+    columns = {str(c).strip().lower(): str(c) for c in frame.columns if str(c) != formula_col}
+    for name in ("target", *names):
+        if name.strip().lower() in columns:
+            return columns[name.strip().lower()]
+    return None
+
+
 def _is_named(name: str) -> bool:
     from . import named
 
@@ -452,6 +461,7 @@ def load_table(
     exclude_from_target: tuple[str, ...] = (),
     like: Table | None = None,
     optional_target: bool = False,
+    target_names: tuple[str, ...] | None = None,
 ) -> Table:
     """Read a file (CSV, TSV, JSON, also .gz/.bz2/.xz/.zip; parquet) or a named dataset into a :class:`Table`.
 
@@ -459,10 +469,12 @@ def load_table(
     ``pretty_formula``, ``compound``; case-insensitive) unless ``formula_col`` names it. The target is
     ``target_col``, else a column named ``target``, else the only other numeric column.
     With ``require_target=False`` a table without a target loads (for prediction); with
-    ``optional_target=True`` too, but a table with several numeric columns must name one. ``like``: the training
-    table, when this is a validation or test file: its formula and target columns are those of the given
-    names (``formula_col``/``target_col``, else the training table's), and where the file has no such
-    column, the one found in it as above (the target's summary line says so).
+    ``optional_target=True`` too, but a table with several numeric columns must name one; with
+    ``target_names`` (a model's target, for prediction) the target is only a column named ``target`` or
+    one of those names, and a column that would have been guessed is kept in ``target_not_taken``.
+    ``like``: the training table, when this is a validation or test file: its formula and target columns
+    are those of the given names (``formula_col``/``target_col``, else the training table's), and where the
+    file has no such column, the one found in it as above (the target's summary line says so).
     Raises :class:`InputError` with a one-line reason on a missing file, column or an empty table.
     """
     check_source(source, "data")
@@ -500,6 +512,12 @@ def load_table(
             "target", text)
         if tcol is not None and names and tcol.lower() not in {n.strip().lower() for n in names}:
             provenance["target_column_of_training"] = names[0].strip()
+    elif target_names is not None and target_col is None:  # a model's target: by its names only
+        fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
+        tcol = _named_target(frame, fcol, target_names)
+        unused = None if tcol else _find_target(frame, fcol, None, text, False, exclude_from_target)
+        if unused is not None:
+            provenance["target_not_taken"] = unused
     else:
         fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
         tcol = _find_target(frame, fcol, target_col, text, require_target and not optional_target,
@@ -509,7 +527,8 @@ def load_table(
                          "name a numeric column with --target-col")
     if tcol is not None:
         provenance["target_column"] = tcol
-        provenance["target_guessed"] = target_col is None and like is None and tcol.lower() != "target"
+        provenance["target_guessed"] = (target_col is None and like is None and target_names is None
+                                        and tcol.lower() != "target")
     frame = frame.reset_index(drop=True)
     formulas = frame[fcol].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
     out = pd.DataFrame({"line": lines, "formula": formulas})

@@ -33,6 +33,13 @@ class Predictor:
     members: int = 1
     seen: dict[str, int] | None = None
     """Training rows containing each element, from the card (None when the card does not record them)."""
+    column: str | None = None
+    """The training data's target column as it was named (None: unknown or ``target``)."""
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """Names a table's column may have to be taken as this model's target by ``predict``."""
+        return tuple(n for n in (self.target, self.column) if n and n != "target")
 
     def describes(self) -> str:
         """``formation energy (eV/atom)``: what the model predicts."""
@@ -52,7 +59,8 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
         fm = feature_runs.load_feature_model(model_source, str(resolve_device(device)))
         target = fm.card.get("target") or {}
         return Predictor(lambda x: fm.predict(np.asarray(x, dtype=np.float64)), str(target.get("name") or "target"),
-                         str(target.get("unit") or ""), str(fm.path), seen=_seen_elements(fm.card))
+                         str(target.get("unit") or ""), str(fm.path), seen=_seen_elements(fm.card),
+                         column=_target_column(fm.card))
     loaded = load_model(model_source, resolve_device(device))
     dev = next(loaded.model.parameters()).device
 
@@ -68,7 +76,7 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
     members = loaded.info.members
     return Predictor(run, loaded.info.target or "target", loaded.info.unit, str(loaded.path),
                      with_spread=with_spread if members > 1 else None, members=members,
-                     seen=_seen_elements(loaded.card))
+                     seen=_seen_elements(loaded.card), column=_target_column(loaded.card))
 
 
 def _seen_elements(card: dict) -> dict[str, int] | None:
@@ -77,11 +85,21 @@ def _seen_elements(card: dict) -> dict[str, int] | None:
     return seen if isinstance(seen, dict) else None
 
 
+def _target_column(card: dict) -> str | None:
+    """The training data's target column name from the card (None when not recorded)."""
+    column = ((card.get("data") or {}).get("train") or {}).get("target_column")
+    return str(column) if column else None
+
+
 def predict_fractions(model_source: str | Path, fractions: np.ndarray, device: str = "auto") -> np.ndarray:
     """Predictions (target units) of a run directory / bundled model for an (n, 86) fraction matrix."""
     from .features import check_fractions
 
     return load_predictor(model_source, device).predict(check_fractions(fractions))
+
+
+PREDICT_COLUMNS = ("prediction", "ensemble_std", "unseen_elements", "error", "target (as written)")
+"""Columns ``predict`` adds (besides ``line``, ``formula``, ``target``)."""
 
 
 @dataclass
@@ -116,17 +134,18 @@ def predict(
     check_source(model, "model", "a run directory, 'bundled' or 'bundled:NAME'")
     if output is not None:
         check_outputs(output, data, merged=False)  # predict keeps every row: it lists no merged rows
-    featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False)
     predictor = load_predictor(model, device)
+    featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False,
+                                  target_names=predictor.target_names)
     if predictor.with_spread is not None:
         pred, spread = predictor.with_spread(featurized.fractions)
     else:
         pred, spread = predictor.predict(featurized.fractions), None
     table = featurized.table.frame
     out = pd.DataFrame({"line": table["line"], "formula": table["formula"]})
-    added = {"prediction", *(["ensemble_std"] if spread is not None else []),
-             *(["unseen_elements"] if predictor.seen is not None else []),
-             *(["error", "target (as written)"] if featurized.table.has_target else [])}
+    # an input's prediction, ensemble_std or unseen_elements is renamed whether this model writes one or not:
+    # beside this prediction it would read as this model's
+    added = {*PREDICT_COLUMNS[:3], *(PREDICT_COLUMNS[3:] if featurized.table.has_target else ())}
     others = [c for c in table.columns if c not in ("line", "formula", "target")]
     written = cells_as_written(featurized.table, others)  # ids as in the file: 007 stays 007
     taken = {*table.columns, *added}

@@ -56,7 +56,7 @@ def test_predict_cli_rows_in_input_order(tmp_path, run_dir):
     data = tmp_path / "in.csv"
     INPUT.to_csv(data, index=False)
     out = tmp_path / "pred.csv"
-    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu")
+    result = invoke(str(data), "--model", str(run_dir), "-o", str(out), "--device", "cpu", "--target-col", "band_gap")
     assert result.exit_code == 0, result.output
     assert "8 rows read, 3 rejected, 5 predicted" in result.output
     frame = pd.read_csv(out)
@@ -216,8 +216,10 @@ def test_single_network_and_old_cards_add_no_reliability_columns(tmp_path, run_d
     data = tmp_path / "in.csv"
     data.write_text("formula,ensemble_std,unseen_elements\nNaCl,a,b\nPuO2,c,d\n")
     frame = predict(data, old, device="cpu").table
-    # input columns keep their names where predict adds no column of that name, and say nothing
-    assert list(frame.columns) == ["line", "formula", "ensemble_std", "unseen_elements", "prediction"]
+    # an input's spread or unseen elements are renamed even where this model writes none: beside this
+    # prediction they would read as its own
+    assert list(frame.columns) == ["line", "formula", "ensemble_std (input)", "unseen_elements (input)",
+                                   "prediction"]
     result = invoke(str(data), "--model", str(old), "-o", str(tmp_path / "p.csv"), "--device", "cpu")
     assert result.exit_code == 0 and "ensemble_std" not in result.output and "unseen" not in result.output
     data.write_text("formula\nNaCl\nPuO2\n")
@@ -352,3 +354,28 @@ def test_predict_output_read_back_keeps_every_column_and_finds_no_false_target(t
     assert "line (input)" in columns and "line (input 2)" in columns and len(columns) == len(set(columns))
     kept = pd.read_csv(third)
     np.testing.assert_allclose(kept["prediction (input)"], pd.read_csv(first)["prediction"])  # the first run's, kept
+
+
+def test_predict_takes_only_the_model_target_as_a_target(tmp_path, run_dir, ensemble_dir):
+    """A numeric id column of a candidates file was taken as measured values (an MAE of 5023 against ids,
+    the id column lost); a column named as the model's training target was not scored. predict takes a
+    column named 'target' or as the model's target (or --target-col), and says which column it did not take."""
+    result, data, out = predict_ok(tmp_path, run_dir, "cand_id,formula\n5001,NaCl\n5002,MgO\n")
+    frame = pd.read_csv(out)
+    assert frame["cand_id"].tolist() == [5001, 5002] and "target" not in frame.columns and "MAE" not in result.output
+    assert "column 'cand_id' not taken as a target" in result.output and "--target-col 'cand_id'" in result.output
+    scored = invoke(str(data), "--model", str(run_dir), "-o", str(tmp_path / "s.csv"), "--device", "cpu",
+                    "--target-col", "cand_id")
+    assert scored.exit_code == 0 and "MAE against the input's target" in scored.output
+    named = tmp_path / "named.csv"  # the ensemble was trained on a column named 'target'; this run on 'Eg (eV)'
+    pd.DataFrame({"formula": ["NaCl", "MgO"], "Eg (eV)": [8.5, 7.8], "no": [1, 2]}).to_csv(named, index=False)
+    from elemnet_tl.finetune import FINETUNE_DEFAULTS, finetune
+
+    train = tmp_path / "train.csv"
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"formula": [f"Na{a}Cl{b}" for a, b in rng.integers(1, 6, (30, 2))],
+                  "Eg (eV)": rng.normal(size=30)}).to_csv(train, index=False)
+    finetune(train, tmp_path / "eg", source=ensemble_dir, strategy="head", members=1, device="cpu",
+             config=replace(FINETUNE_DEFAULTS, epochs=1, batch_size=16), show_progress=False)
+    frame = predict(named, tmp_path / "eg", device="cpu").table
+    assert frame["target"].tolist() == [8.5, 7.8] and frame["no"].tolist() == [1, 2]
