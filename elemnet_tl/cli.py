@@ -198,27 +198,6 @@ def _fit_config(defaults, epochs, batch_size, lr, patience, seed):
                                                        patience=patience, seed=seed).items() if v is not None})
 
 
-def _print_run(result, extra: list[str] | None = None) -> None:
-    m = result.metrics
-    parts = [f"best validation MAE {m['val_mae']:.4g} {result.info.unit}".rstrip()]
-    ensemble = result.card.get("ensemble") or {}
-    others = ensemble.get("other_members_val_mae")
-    if others:  # members validate on their own splits (or one --val file): no one validation MAE of the ensemble
-        listed = ", ".join(f"{v:.4g}" for v in others)
-        own = "each on its own validation split" if "own" in str(ensemble.get("validation", "own")) \
-            else "on the validation file"
-        parts[0] += f" (first of {len(others) + 1} networks; the other{'s' if len(others) > 1 else ''} {listed}, {own})"
-    if m.get("test_mae") is not None:
-        parts.append(f"test MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g}, R² {m['test_r2']:.3f}")
-    lines = [*(extra or []), "; ".join(parts)]
-    baseline = (result.card.get("split") or {}).get("val_mae_of_training_mean")
-    if baseline is not None and not m["val_mae"] < baseline:
-        lines.append(f"warning: the best validation MAE ({m['val_mae']:.4g}) is no better than predicting the "
-                     f"training mean ({baseline:.4g}): the network did not learn this target (a learning rate "
-                     "too large? see --lr)")
-    _echo_summary([*lines, f"run directory: {result.run_dir}"])
-
-
 @app.command()
 @handles_errors
 def pretrain(
@@ -269,12 +248,11 @@ def pretrain(
     if weight_decay is not None:
         config = replace(config, weight_decay=weight_decay)
     config = replace(config, ema_epochs=ema)  # FitConfig rejects a bad value in one line
-    result = run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
+    run(data, output, val=val, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
                  arch=arch, dropout=dropout, config=config, device=device, resume=resume, overwrite=overwrite,
                  duplicates=duplicates, init=init, attributes=pa,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
-                 show_progress=not quiet, notices=True)
-    _print_run(result)
+                 show_progress=not quiet, notices=True)  # notices: the run's summary lines too
 
 
 @app.command()
@@ -336,15 +314,11 @@ def finetune(
     if lr is not None and lr <= 0:  # the API's 0 means "from the output layer's start"
         raise InputError(f"--lr must be > 0, got {lr}")
     config = _fit_config(FINETUNE_DEFAULTS, epochs, batch_size, lr, patience, seed)
-    result = run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
+    run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
                  keep_head=keep_head, members=ensemble, config=config, device=device, overwrite=overwrite,
                  duplicates=duplicates,
                  formula_col=formula_col, target_col=target_col, stability_col=stability_col,
-                 show_progress=not quiet, notices=True)
-    chosen = result.card["strategy"]
-    _print_run(result, [f"strategy {chosen['name']} — {chosen['reason']}",
-                        f"output layer {result.card['head']['reason']}; peak learning rate "
-                        f"{result.card['training']['lr']:g} ({result.card['learning_rate']['reason']})"])
+                 show_progress=not quiet, notices=True)  # notices: the run's summary lines too
 
 
 @app.command()
@@ -472,7 +446,11 @@ def compare_scratch(
                   formula_col=formula_col, target_col=target_col, duplicates=duplicates, stability_col=stability_col,
                   show_progress=not quiet, on_note=lambda line: _echo_summary([line]))
     covered = results["setup"]["seeds"]  # a --resume keeps the saved comparison's seeds too
-    table = RichTable(title=f"test MAE, {plural(covered, 'seed')}")
+    what = results.get("target") or {}
+    unit = f" ({what['unit']})" if what.get("unit") else ""
+    name = what.get("name") or "target"
+    of = "" if name == "target" else f" of {name}"
+    table = RichTable(title=f"test MAE{of}{unit}, {plural(covered, 'seed')}")
     for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):
         table.add_column(col)
     for name, e in results["methods"].items():

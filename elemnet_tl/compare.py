@@ -106,14 +106,33 @@ def _pa(train: Featurized, test: Featurized) -> tuple[np.ndarray, np.ndarray]:
     return train_pa, test_pa
 
 
+def target_name(data: Featurized) -> str:
+    """The target's name as the user knows it: the column's (or a named dataset's name for it)."""
+    name = str(data.table.provenance.get("target") or data.table.target_col or "target").strip()
+    return name if name and name.lower() not in ("formula", "line") else "target"
+
+
 def _write_split(split: Split, where: Path) -> tuple[Path, Path]:
+    """``train.csv``, ``test.csv`` (formula and the target under its own name) for the transfer methods."""
     where.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, f in (("train", split.train), ("test", split.test)):
         path = where / f"{name}.csv"
-        write_table(pd.DataFrame({"formula": f.frame["formula"], "target": f.target}), path)
+        write_table(pd.DataFrame({"formula": f.frame["formula"], target_name(split.train): f.target}), path)
         paths.append(path)
     return paths[0], paths[1]
+
+
+def record_test_score(where: Path, metrics: dict, n_test: int) -> None:
+    """Write compare-scratch's score of a transfer run on its test rows into that run's card."""
+    card_path = where / "card.json"
+    if not card_path.is_file():
+        return
+    card = json.loads(card_path.read_text())
+    card.setdefault("metrics", {}).update(test_mae=metrics["mae"], test_rmse=metrics["rmse"], test_r2=metrics["r2"])
+    card.setdefault("split", {})["n_test"] = int(n_test)
+    card["test_scored_by"] = "compare-scratch, on this seed's test rows (results.json)"
+    write_json(card_path, card)
 
 
 def run_method(method: str, split: Split, where: Path, *, source: str, strategy: str, device: str,
@@ -150,6 +169,7 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
         from .predict import predict_fractions
 
         result = finetune(train_csv, where, source=source, strategy=strategy, duplicates="keep", members=members,
+                          target_col=target_name(split.train),
                           config=replace(config, seed=split.seed), device=device, overwrite=True,
                           show_progress=show_progress)
         return predict_fractions(result.run_dir, split.test.fractions, device)
@@ -161,7 +181,8 @@ def run_method(method: str, split: Split, where: Path, *, source: str, strategy:
             raise InputError(f"too few training rows for cross-validation ({split.train.n_kept}; "
                              f"needs {MIN_CV_ROWS})")
         extract_features(train_csv, where, source=source, regressor="auto", seed=split.seed,
-                         duplicates="keep", device=device, show_progress=show_progress, overwrite=True)
+                         duplicates="keep", target_col=target_name(split.train), device=device,
+                         show_progress=show_progress, overwrite=True)
         return load_feature_model(where).predict(split.test.fractions)
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
@@ -564,6 +585,8 @@ def compare_scratch(
                     bad = int(np.size(pred) - np.isfinite(pred).sum())
                     raise InputError(f"{NON_FINITE} ({bad} of {np.size(pred)} test rows NaN or infinite)")
                 metrics = regression_metrics(split.test.target, pred)
+                if method in ("tl-finetune", "tl-features"):
+                    record_test_score(where, metrics, split.test.n_kept)
                 outcome = MethodOutcome(method, split.seed, split.size, metrics, time.perf_counter() - t0,
                                         predictions=pred)
             except Exception as exc:  # one failing method must not lose the others
@@ -607,6 +630,7 @@ def compare_scratch(
         "members": members,
         "n_train": splits[-1].train.n_kept if splits else 0,
         "unit": str(full.table.provenance.get("unit", "")),
+        "target": target_name(full),
         "provenance": provenance(None, str(resolve_device(device))),
     }
     study = study_key(full.table.source, test)

@@ -443,14 +443,26 @@ def _is_named(name: str) -> bool:
     return named.is_named_dataset(name)
 
 
+def run_folder(value: object) -> object:
+    """A run's result object (``finetune``'s ``run_dir``, ``extract_features``' ``out_dir``) as its folder,
+    so the API takes a run where it takes a run directory; any other value as given."""
+    for attr in ("run_dir", "out_dir"):
+        folder = getattr(value, attr, None)
+        if isinstance(folder, (str, Path)):
+            return folder
+    return value
+
+
 def check_source(value: object, name: str, what: str = "a file path or a named dataset") -> None:
     """:class:`InputError` (one line) unless ``value`` is None, a string or a path: the API takes files, not
     tables (a DataFrame's str is the whole table, over many lines) nor result objects."""
     if value is None or isinstance(value, (str, Path)):
         return
     hint = (": write it with df.to_csv('data.csv', index=False) and pass the path" if isinstance(value, pd.DataFrame)
-            else ": pass its run_dir" if hasattr(value, "run_dir") else "")
-    raise InputError(f"{name} must be {what}, got a {type(value).__name__}{hint}")
+            else f": pass its {'run_dir' if hasattr(value, 'run_dir') else 'out_dir'} as model (or source)"
+            if run_folder(value) is not value else "")
+    kind = type(value).__name__
+    raise InputError(f"{name} must be {what}, got {'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}{hint}")
 
 
 def load_table(

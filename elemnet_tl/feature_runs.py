@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from .checkpoint import BUNDLED_DIR, CARD_FILE, MODEL_FILE, STATE_FILE
-from .datasets import check_source, sha256_of
+from .datasets import check_source, run_folder, sha256_of
 from .elements import element_rows
 from .errors import InputError, plural
 from .features import (
@@ -249,6 +249,8 @@ def extract_features(
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    source = run_folder(source)  # a finetune/pretrain result: its run directory
+    check_source(source, "source", "'auto', 'bundled', 'bundled:NAME' or a run directory")
     regressor = str(regressor).strip().lower()
     if regressor not in ("auto", "none", *REGRESSORS):
         raise InputError(f"--regressor {regressor!r}: choose from auto, {', '.join(REGRESSORS)}, none")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CARD_FILE, load_start_network
+from .datasets import check_source, run_folder
 from .errors import InputError
 from .io import write_json
 from .runs import check_run_dir
@@ -200,10 +201,12 @@ def finetune(
     ``source="auto"`` (default) starts from the bundled model whose activations a ridge probe finds most
     predictive of the target on the training rows, formation energy unless another is clearly better
     (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why).
-    ``notices``: print the data summary, rejected-row files, warnings and the source choice (default:
+    ``notices``: print the data summary, rejected-row files, warnings, the source choice and the result (default:
     ``show_progress``).
     """
     config = config or FINETUNE_DEFAULTS
+    source = run_folder(source)  # a finetune/pretrain result: its run directory
+    check_source(source, "source", "'auto', 'bundled', 'bundled:NAME' or a run directory")
     resolve_device(device)  # a bad --device fails before anything is read or written
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise ValueError(f"--ensemble must be a whole number of at least 1, got {members!r}")
@@ -224,8 +227,11 @@ def finetune(
                            notes=(f"--from auto: {chosen} — {choice['reason']}",))
         result.card["source_choice"] = choice
         write_json(result.run_dir / CARD_FILE, result.card)
-        return result
-    return _finetune(data, run_dir, source, options)
+    else:
+        result = _finetune(data, run_dir, source, options)
+    if options.notices:
+        result.print_summary()
+    return result
 
 
 @dataclass(frozen=True)

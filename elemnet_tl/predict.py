@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import BUNDLED_MODELS, load_model
-from .datasets import cells_as_written, check_source, input_name
+from .datasets import cells_as_written, check_source, input_name, run_folder
 from .elements import unseen_elements
 from .errors import InputError, plural
 from .featurize import Featurized, check_outputs, load_and_prepare, rejected_path, target_reasons, write_rejected
@@ -51,6 +51,7 @@ def load_predictor(model_source: str | Path, device: str = "auto", option: str =
     ``option`` names the command-line option in error messages."""
     from . import feature_runs
 
+    model_source = run_folder(model_source)
     text = str(model_source)
     if text.startswith("bundled:") and text.partition(":")[2] not in ("", *BUNDLED_MODELS):
         raise InputError(f"{option} {text}: no bundled model {text.partition(':')[2]!r}; bundled: "
@@ -131,6 +132,7 @@ def predict(
     ``target, error`` when the input has a target.
     With ``output`` the table is written there and rejected rows to ``<stem>.rejected.csv``.
     """
+    model = run_folder(model)  # a finetune/pretrain/extract_features result: its directory
     check_source(model, "model", "a run directory, 'bundled' or 'bundled:NAME'")
     if output is not None:
         check_outputs(output, data, merged=False)  # predict keeps every row: it lists no merged rows

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .datasets import check_source, run_folder
 from .errors import InputError
 from .model import DEFAULT_ARCH, ElemNet, check_network_options, check_trainable
 from .runs import check_run_dir
@@ -56,11 +57,13 @@ def pretrain(
     instead of fresh ones, e.g. to continue a model pretrained on one DFT set on another (its output
     layer is rescaled to the new target's standardization). ``attributes``: Magpie physical attributes
     (computed from the fractions) also feed the first layer, as in a ``+pa`` fine-tune; a model that
-    reads them (``init``'s too) trains that input with the rest. ``notices``: print the data summary,
+    reads them (``init``'s too) trains that input with the rest. ``notices``: print the data summary, the result,
     rejected-row files and warnings (default: ``show_progress``). Returns the :class:`RunResult`.
     """
     config = config or PRETRAIN_DEFAULTS
     config.check_resolved()
+    init = run_folder(init)  # a pretrain/finetune result: its run directory
+    check_source(init, "init", "'bundled', 'bundled:NAME' or a run directory")
     resolve_device(device)  # a bad --device fails before anything is read or written
     if init is None:
         check_network_options(arch, dropout)  # so does a bad --arch or --dropout
@@ -81,9 +84,11 @@ def pretrain(
         model, extra = _initial_model(init, inputs.arrays()[1])
     if attributes and model.attributes is None:
         model.add_attributes(inputs.arrays()[0])
-    return run_training(run_dir, model, inputs, config, command="pretrain", device=device, resume=resume,
-                        overwrite=overwrite, extra_card=extra, show_progress=show_progress,
-                        notices=notices)
+    result = run_training(run_dir, model, inputs, config, command="pretrain", device=device, resume=resume,
+                          overwrite=overwrite, extra_card=extra, show_progress=show_progress, notices=notices)
+    if show_progress if notices is None else notices:
+        result.print_summary()
+    return result
 
 
 def _initial_model(init: str | Path, y_train) -> tuple[ElemNet, dict]:

@@ -306,10 +306,12 @@ def _strategy_words(setup: dict) -> str:
     return f"auto (chose {_picks(chosen)}{note})"
 
 
-def _members_words(members: int) -> str:
+def _members_words(members: int, networks: list[str]) -> str:
     what = ("trains one network, holding out 10 %" if members == 1
             else f"averages {members} networks, each holding out its own 10 %")
-    return (f"- Every network method (tl-finetune, sc-ef, sc-pa) {what} of the training rows for early stopping; "
+    which = (f"Every network method ({', '.join(networks)})" if len(networks) > 1
+             else f"The network method {networks[0]}")
+    return (f"- {which} {what} of the training rows for early stopping; "
             "the test rows are used once, for the scores above.")
 
 
@@ -416,6 +418,7 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     summary = summarize(outcomes, 1.0)
     curve = {f"{s:g}": summarize(outcomes, s) for s in sizes} if len(sizes) > 1 else None
     results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test")), "split": setup["split"],
+               "target": {"name": setup.get("target") or "target", "unit": setup.get("unit", "")},
                "data": setup["data"], "setup": setup, "failed": failed_methods(summary, curve)}
     curve_rows = {f"{s.size:g}": s.train.n_kept for s in splits}  # a fraction's rows (at least 10)
     if curve:
@@ -440,17 +443,21 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     said = headline(v)
     if said:
         lines += [f"**{said}**" + (f" Winner overall: {v['winner']}." if v.get("winner") else ""), ""]
-    lines += [markdown_table(summary), "", *([f"Test MAE in {unit}.", ""] if unit else []), "## Setup", "",
+    target = setup.get("target") if setup.get("target") not in (None, "", "target") else "the target"
+    networks = [m for m in ("tl-finetune", "sc-ef", "sc-pa") if m in summary]
+    lines += [markdown_table(summary), "", f"Test MAE of {target}" + (f" in {unit}." if unit else " (in its unit)."),
+              "", "## Setup", "",
               f"- Data: {setup['data'].get('source')} — {plural(setup['data'].get('read') or 0, 'row')} read, "
               f"{setup['data'].get('rejected')} rejected, {setup['data'].get('merged')} merged as duplicates "
               f"({setup['data'].get('duplicates')}), {setup['data'].get('kept')} compositions"
               + _rejected_words(setup, "train") + ".",
               *_test_data_lines(setup),
               f"- Split: {setup['split']}; {setup['n_train']} training rows. Every method sees the same rows.",
-              f"- Seeds: {setup['seeds']} (each method repeated; mean ± sample std).",
+              f"- Seeds: {setup['seeds']} " + ("(each method repeated; mean ± sample std)." if setup["seeds"] > 1
+                                                else "(each method run once: no spread to judge noise by)."),
               f"- Pretrained source: {_source_words(setup)}.",
-              f"- Fine-tuning strategy: {_strategy_words(setup)}.",
-              _members_words(setup.get("members", 1))]
+              *([f"- Fine-tuning strategy: {_strategy_words(setup)}."] if "tl-finetune" in summary else []),
+              *([_members_words(setup.get("members", 1), networks)] if networks else [])]
     if study:
         s = results["study"]
         lines += ["", "## The study's numbers (Gupta et al., Nat. Commun. 12, 6595, 2021)", "",

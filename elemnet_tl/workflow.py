@@ -174,6 +174,44 @@ class RunResult:
     def metrics(self) -> dict:
         return self.card["metrics"]
 
+    def summary_lines(self) -> list[str]:
+        """What a finished run says: a fine-tune's strategy, output layer and learning rate, the validation
+        (and test) MAE, a warning when it learned nothing, and the run directory."""
+        card, m = self.card, self.metrics
+        lines = []
+        chosen = card.get("strategy")
+        if isinstance(chosen, dict) and "head" in card and "learning_rate" in card:
+            lines += [f"strategy {chosen['name']} — {chosen['reason']}",
+                      f"output layer {card['head']['reason']}; peak learning rate {card['training']['lr']:g} "
+                      f"({card['learning_rate']['reason']})"]
+        part = f"best validation MAE {m['val_mae']:.4g} {self.info.unit}".rstrip()
+        ensemble = card.get("ensemble") or {}
+        others = ensemble.get("other_members_val_mae")
+        if others:  # members validate on their own splits (or one --val file): no one validation MAE of the ensemble
+            listed = ", ".join(f"{v:.4g}" for v in others)
+            own = "each on its own validation split" if "own" in str(ensemble.get("validation", "own")) \
+                else "on the validation file"
+            part += f" (first of {len(others) + 1} networks; the other{'s' if len(others) > 1 else ''} {listed}, {own})"
+        n_candidates = len(chosen.get("candidates") or []) if isinstance(chosen, dict) else 0
+        if n_candidates > 1:
+            part += (f"; the first network's validation rows also chose among {n_candidates} candidates, so its "
+                     "figure is optimistic")
+        parts = [part]
+        if m.get("test_mae") is not None:
+            parts.append(f"test MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g}, R² {m['test_r2']:.3f}")
+        lines.append("; ".join(parts))
+        baseline = (card.get("split") or {}).get("val_mae_of_training_mean")
+        if baseline is not None and not m["val_mae"] < baseline:
+            lines.append(f"warning: the best validation MAE ({m['val_mae']:.4g}) is no better than predicting the "
+                         f"training mean ({baseline:.4g}): the network did not learn this target (a learning rate "
+                         "too large? see --lr)")
+        return [*lines, f"run directory: {self.run_dir}"]
+
+    def print_summary(self) -> None:
+        """Print :meth:`summary_lines`."""
+        for line in self.summary_lines():
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+
 
 def run_phases(
     run_dir: Path,

@@ -94,3 +94,34 @@ def test_api_arguments_of_the_wrong_kind_get_one_line(tmp_path, source_dir):
     with pytest.raises(InputError, match="non-negative: row 0 has -0.5 for Li"):
         check_fractions(np.eye(86)[[0]] * 1.5 - 0.5 * np.eye(86)[[1]])
     assert check_fractions(np.round(np.eye(86)[[0, 1, 2]].sum(0, keepdims=True) / 3, 3)).shape == (1, 86)
+
+
+def test_a_run_result_is_taken_where_a_run_directory_is(tmp_path):
+    """finetune(..., source=run) and extract_features(..., source=run) failed with an OS error (the object's
+    printout taken as a file name); pretrain(init=run) printed 2,500 characters; predict(model=features) said
+    only the class name."""
+    from dataclasses import replace
+
+    from conftest import BAND_GAPS
+
+    from elemnet_tl.checkpoint import load_model
+    from elemnet_tl.finetune import FINETUNE_DEFAULTS
+    from elemnet_tl.pretrain import PRETRAIN_DEFAULTS
+
+    quick = dict(device="cpu", show_progress=False)
+    source = elemnet_tl.pretrain(BAND_GAPS, tmp_path / "pre", arch="16x2-8x1",
+                                 config=replace(PRETRAIN_DEFAULTS, epochs=1, batch_size=16), **quick)
+    again = elemnet_tl.pretrain(BAND_GAPS, tmp_path / "pre2", init=source,
+                                config=replace(PRETRAIN_DEFAULTS, epochs=1, batch_size=16), **quick)
+    run = elemnet_tl.finetune(BAND_GAPS, tmp_path / "ft", source=again, strategy="full", members=1,
+                              config=replace(FINETUNE_DEFAULTS, epochs=1, batch_size=16), **quick)
+    assert run.card["source_model"]["path"] == str(load_model(tmp_path / "pre2").path)
+    features = elemnet_tl.extract_features(BAND_GAPS, tmp_path / "fx", source=run, layers="fc1", regressor="ridge",
+                                           **quick)
+    table = elemnet_tl.predict(BAND_GAPS, model=features, device="cpu").table
+    assert table["prediction"].notna().all()
+    from elemnet_tl.errors import InputError
+
+    with pytest.raises(InputError, match=r"^source must be 'auto', 'bundled', 'bundled:NAME' or a run directory, "
+                                         r"got an int$"):
+        elemnet_tl.finetune(BAND_GAPS, tmp_path / "x", source=3)

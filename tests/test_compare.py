@@ -975,3 +975,30 @@ def test_resume_with_another_stability_column_is_refused(tmp_path):
     one_line_error(args + ["--seeds", "2", "--stability-col", "target", "--resume"], "--stability-col differs")
     one_line_error(args + ["--seeds", "1", "--stability-col", "e_hull", "--train-sizes", "0.5000001", "--resume"],
                    "name the same fraction")
+
+
+def test_the_target_name_reaches_the_report_the_results_and_each_run_card(tmp_path, source_dir, data_csv):
+    """A user's column 'Eg (eV)' was called 'target' in every run card and nowhere named in the report; the
+    transfer runs' cards said test_mae null though compare-scratch had scored them; a one-seed report said
+    'each method repeated', and one without sc-ef/sc-pa called them network methods that ran."""
+    named = tmp_path / "eg.csv"
+    pd.read_csv(data_csv).rename(columns={"target": "Eg (eV)"}).to_csv(named, index=False)
+    out = tmp_path / "out"
+    results = compare_scratch(named, out, methods=("tl-finetune", "tl-features", "mean"), seeds=1,
+                              source=str(source_dir), config=replace(CONFIG, epochs=2), members=1,
+                              show_progress=False)
+    assert results["target"] == {"name": "Eg (eV)", "unit": ""}
+    report = (out / "report.md").read_text()
+    assert "Test MAE of Eg (eV) (in its unit)." in report
+    assert "Seeds: 1 (each method run once: no spread to judge noise by)." in report
+    assert "The network method tl-finetune trains one network" in report and "sc-ef" not in report
+    for method in ("tl-finetune", "tl-features"):
+        card = json.loads((run_dir(out, method, 0) / "card.json").read_text())
+        assert card["target"]["name"] == "Eg (eV)", method
+        assert card["metrics"]["test_mae"] == pytest.approx(results["methods"][method]["test_mae_mean"])
+        assert card["split"]["n_test"] == results["setup"]["n_test"] > 0
+    cli = runner.invoke(app, ["compare-scratch", str(named), "-o", str(tmp_path / "cli"), "--from", str(source_dir),
+                              "--seeds", "1", "--methods", "mean,pa-rf"])
+    assert cli.exit_code == 0, cli.output
+    assert "test MAE of Eg (eV), 1 seed" in cli.output
+    assert "Fine-tuning strategy" not in (tmp_path / "cli" / "report.md").read_text()

@@ -820,6 +820,11 @@ def test_from_auto_picks_the_source_whose_features_predict_the_target(monkeypatc
     summary = next(i for i, line in enumerate(lines) if "rows read" in line)
     after = [line for line in lines[summary + 1:] if "groups of duplicates" not in line]  # the merged rows' list
     assert after[0].startswith(f"--from auto: {source_dir} — ")  # the choice, after the data summary
+    # from Python as from the command line: the strategy, output layer and result (only the CLI printed them)
+    assert any(line.startswith("strategy full — ") for line in lines)
+    assert any(line.startswith("output layer ") and "peak learning rate" in line for line in lines)
+    assert any(line.startswith("best validation MAE ") for line in lines)
+    assert lines[-1] == f"run directory: {tmp_path / 'run'}"
     choice = json.loads((tmp_path / "run" / "card.json").read_text())["source_choice"]
     assert set(choice["probe"]) == set(candidates)
     assert choice["name"] == str(source_dir) == result.card["source_model"]["source"]
