@@ -165,6 +165,8 @@ def featurize(
 ) -> None:
     """Parse formulas, write ElemNet's 86 element fractions, one row per composition.
 
+    Columns: line (in the input file), formula, target, the input's other columns (ids), H ... Pu (+ pa_*).
+
     A table of formulas alone (no numeric column) gets fractions for every parsed row, no target.
 
     Rejected rows go to OUTPUT's stem + '.rejected.csv' (line, formula, reason); rows merged as duplicates

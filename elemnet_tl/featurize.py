@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .compositions import DUPLICATE_RULES, KEY_DECIMALS, composition_keys, dedup, parse_formulas
-from .datasets import Table, load_table, numeric_like
+from .datasets import Table, cells_as_written, load_table, numeric_like
 from .elements import ELEMENTS
 from .errors import InputError, plural
 from .io import check_output, table_stem, write_table
@@ -398,10 +398,19 @@ def merged_note(featurized: Featurized, path: Path) -> str:
 
 
 def feature_frame(featurized: Featurized, pa: bool = False) -> pd.DataFrame:
-    """``formula, target, H ... Pu`` (+ ``pa_*``) for the kept rows."""
-    cols = {"formula": featurized.frame["formula"].to_numpy()}
-    if "target" in featurized.frame:
-        cols["target"] = featurized.frame["target"].to_numpy()
+    """``line, formula, target``, the input's other columns (ids, notes: as the file writes them), ``H ... Pu``
+    (+ ``pa_*``) for the kept rows; ``line`` is the row's line in the input file (a named dataset's row)."""
+    kept = featurized.frame
+    cols = {"line": kept["line"].to_numpy(), "formula": kept["formula"].to_numpy()}
+    if "target" in kept:
+        cols["target"] = kept["target"].to_numpy()
+    others = [c for c in kept.columns if c not in cols]
+    if others:  # ride along, so the features join back to the user's table
+        table = featurized.table.frame
+        written = cells_as_written(featurized.table, others)
+        rows = pd.Series(np.arange(len(table)), index=table["line"].to_numpy())[kept["line"].to_numpy()].to_numpy()
+        for c in others:
+            cols[c] = written[c].to_numpy()[rows] if c in written else kept[c].to_numpy()
     fractions = decimal_fractions(featurized.fractions)
     out = pd.concat([pd.DataFrame(cols), pd.DataFrame(fractions, columns=list(ELEMENTS))], axis=1)
     if pa:

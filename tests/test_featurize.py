@@ -52,8 +52,8 @@ def check_rejected(rejected: pd.DataFrame) -> None:
 
 
 def check_features(frame: pd.DataFrame) -> None:
-    assert list(frame.columns) == ["formula", "target", *ELEMENTS]
-    assert list(frame.columns[2:4]) == ["H", "Li"] and frame.columns[-1] == "Pu"
+    assert list(frame.columns) == ["line", "formula", "target", "notes", *ELEMENTS]  # line: to join back
+    assert frame.columns[-1] == "Pu" and frame["line"].tolist() == KEPT_LINES
     assert frame["formula"].tolist() == KEPT
     np.testing.assert_allclose(frame["target"], KEPT_TARGETS)
     fractions = frame[list(ELEMENTS)].to_numpy()
@@ -116,8 +116,8 @@ def test_pa_adds_physical_attributes(tmp_path):
     result = runner.invoke(app, ["featurize", str(MESSY), "-o", str(out), "--pa"])
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
-    assert list(frame.columns[:88]) == ["formula", "target", *ELEMENTS]
-    pa_cols = list(frame.columns[88:])
+    assert list(frame.columns[:90]) == ["line", "formula", "target", "notes", *ELEMENTS]
+    pa_cols = list(frame.columns[90:])
     assert pa_cols and all(c.startswith("pa_") for c in pa_cols)
     assert frame["formula"].tolist() == KEPT
     assert np.isfinite(frame[pa_cols].to_numpy(dtype=float)).mean() > 0.9
@@ -537,7 +537,9 @@ def test_formulas_without_a_target_are_featurized_row_by_row(tmp_path):
     assert result.exit_code == 0, result.output
     assert "4 rows read, 1 rejected, 0 merged, 3 kept" in result.output and "no target column" in result.output
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["formula", *ELEMENTS] and list(frame["formula"]) == ["Fe2O3", "NaCl", "NaCl"]
+    assert list(frame.columns) == ["line", "formula", "notes", *ELEMENTS]
+    assert list(frame["formula"]) == ["Fe2O3", "NaCl", "NaCl"] and frame["notes"].fillna("").tolist() == [
+        "hematite", "", "again"]
     assert frame.loc[0, "O"] == 0.6 and frame.loc[0, "Fe"] == 0.4  # shortest decimals, not float32 noise
     assert pd.read_csv(tmp_path / "f.rejected.csv")["line"].tolist() == [4]
     for option in (["--duplicates", "mean"], ["--stability-col", "notes"]):
