@@ -139,11 +139,33 @@ def resolve_model_path(source: str | Path) -> Path:
                              "from): give a pretrain or finetune run directory, or 'bundled'")
         path = path / MODEL_FILE
     if not path.is_file():
-        raise InputError(f"{text}: no model here (expected a run directory with {MODEL_FILE}, or 'bundled')")
+        inside = _models_below(Path(text)) if Path(text).is_dir() else []
+        hint = (f"; runs below it: {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''}" if inside else "")
+        raise InputError(f"{text}: no model here (expected a run directory with {MODEL_FILE}, or 'bundled'){hint}")
     if not path.name.lower().endswith(".safetensors"):  # a card, a regressor.json...: the folder was meant
         raise InputError(f"{text}: not a model file (expected a run directory, 'bundled', or a .safetensors file; "
                          f"for a file inside a run, give its folder {path.parent})")
     return path
+
+
+def _models_below(folder: Path, depth: int = 4, most: int = 2000) -> list[str]:
+    """Run directories (holding a model or a card) up to ``depth`` levels below ``folder`` (a compare-scratch
+    folder's runs are four down), looking into at most ``most`` folders; sorted."""
+    found: list[str] = []
+    level, seen = [folder], 0
+    for _ in range(depth):
+        below = []
+        for d in level:
+            try:
+                below += sorted(p for p in d.iterdir() if p.is_dir())
+            except OSError:
+                continue
+        seen += len(below)
+        if seen > most:
+            break
+        found += [str(p) for p in below if (p / MODEL_FILE).is_file() or (p / CARD_FILE).is_file()]
+        level = below
+    return sorted(found)
 
 
 def load_start_network(source: str | Path) -> tuple[ElemNet, LoadedModel, dict]:

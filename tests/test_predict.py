@@ -244,6 +244,20 @@ def test_predict_wrong_model_dir(tmp_path):
     assert not out.exists()
 
 
+def test_a_folder_above_runs_names_them(tmp_path, run_dir):
+    """compare-scratch keeps its runs four folders down (runs/METHOD/full/seedN): the folder above says where."""
+    import shutil
+
+    nested = tmp_path / "cmp" / "runs" / "tl-finetune" / "full" / "seed0"
+    shutil.copytree(run_dir, nested)
+    data = tmp_path / "in.csv"
+    data.write_text("formula\nNaCl\n")
+    for above in (tmp_path / "cmp", tmp_path / "cmp" / "runs" / "tl-finetune"):
+        result = invoke(str(data), "--model", str(above), "-o", str(tmp_path / "p.csv"))
+        assert result.exit_code == 2 and f"runs below it: {nested}" in " ".join(result.output.split()), result.output
+    assert invoke(str(data), "--model", str(nested), "-o", str(tmp_path / "p.csv"), "--device", "cpu").exit_code == 0
+
+
 def test_predict_all_rows_rejected(tmp_path, run_dir):
     data = tmp_path / "in.csv"
     pd.DataFrame({"formula": ["HeF2", "Xx2O3"]}).to_csv(data, index=False)
