@@ -51,8 +51,12 @@ def scale(attributes: np.ndarray, fill: np.ndarray, mean: np.ndarray, std: np.nd
     from .physical import impute
 
     z = (impute(attributes, fill) - mean) / std
-    if lo is None or hi is None:
-        return z
+    return z if lo is None or hi is None else near_range(z, lo, hi)
+
+
+def near_range(z: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``z`` kept within ``lo - (hi - lo)``..``hi + (hi - lo)`` per column (the training range widened by
+    itself on each side; a constant column stays at its value): the bound of every scaled input."""
     width = hi - lo
     return np.clip(z, lo - width, hi + width)
 

@@ -107,9 +107,9 @@ def _pa(train: Featurized, test: Featurized) -> tuple[np.ndarray, np.ndarray]:
 
 
 def target_name(data: Featurized) -> str:
-    """The target's name as the user knows it: the column's (or a named dataset's name for it)."""
-    name = str(data.table.provenance.get("target") or data.table.target_col or "target").strip()
-    return name if name and name.lower() not in ("formula", "line") else "target"
+    """The target's column name in the split files the transfer methods read (:attr:`Table.target_name`)."""
+    name = data.table.target_name
+    return name if name.lower() not in ("formula", "line") else "target"  # as a split file's column
 
 
 def _write_split(split: Split, where: Path) -> tuple[Path, Path]:

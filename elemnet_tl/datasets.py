@@ -53,6 +53,11 @@ class Table:
     def has_target(self) -> bool:
         return self.target_col is not None
 
+    @property
+    def target_name(self) -> str:
+        """The target's name as the user knows it: a named dataset's name for it, else the column's."""
+        return str(self.provenance.get("target") or self.target_col or "target").strip() or "target"
+
     def target_note(self) -> str | None:
         """A line naming the target column when it was guessed (not given, not named ``target``), or when a
         validation/test file names it otherwise than the training data."""

@@ -337,7 +337,7 @@ def extract_features(
     data_records = {"train": {**train.record(), "element_rows": element_rows(train.fractions)}}
     if test_f is not None:
         data_records["test"] = test_f.record()
-    target_name = str(train.table.provenance.get("target") or train.table.target_col or "target")
+    target_name = train.table.target_name
     card = {
         **provenance(seed, str(dev)),
         "command_kind": COMMAND_KIND,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .attributes import near_range
 from .datasets import sha256_of
 from .errors import InputError
 from .io import atomic_path, write_json
@@ -101,9 +102,7 @@ def bounded_scaler() -> Any:
             return self
 
         def transform(self, X, copy=None):  # noqa: N803
-            z = super().transform(X, copy=copy)
-            width = self.hi_ - self.lo_
-            return np.clip(z, self.lo_ - width, self.hi_ + width)
+            return near_range(super().transform(X, copy=copy), self.lo_, self.hi_)
 
         def fit_transform(self, X, y=None, **params):  # noqa: N803
             return self.fit(X, y, **params).transform(X)
@@ -447,8 +446,7 @@ class ExportedRegressor:
                 raise ValueError(f"{x.shape[1]} features given, the regressor was fitted on {len(a['x_mean'])}")
             xs = (x - a["x_mean"]) / a["x_scale"]
             if "x_lo" in a:  # saved before the bound: unbounded, as fitted
-                width = a["x_hi"] - a["x_lo"]
-                xs = np.clip(xs, a["x_lo"] - width, a["x_hi"] + width)
+                xs = near_range(xs, a["x_lo"], a["x_hi"])
         if self.kind == "ridge":
             return xs @ a["coef"] + s["intercept"]
         if self.kind == "knn":

@@ -121,7 +121,7 @@ def load_training_inputs(
                                "kept": test_f.n_kept, "seed": seed + 1}
         records["train"]["kept_for_training"] = train.n_kept
     return TrainingInputs(train, val_f, test_f, train_idx, val_idx,
-                          target_name=str(prov.get("target") or train.table.target_col or "target"),
+                          target_name=train.table.target_name,
                           unit=str(prov.get("unit", "")), records=records)
 
 
