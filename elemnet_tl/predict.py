@@ -99,8 +99,10 @@ def predict_fractions(model_source: str | Path, fractions: np.ndarray, device: s
     return load_predictor(model_source, device).predict(check_fractions(fractions))
 
 
-PREDICT_COLUMNS = ("prediction", "ensemble_std", "unseen_elements", "error", "target (as written)")
-"""Columns ``predict`` adds (besides ``line``, ``formula``, ``target``)."""
+PREDICTION_COLUMNS = ("prediction", "ensemble_std", "unseen_elements")
+"""Columns ``predict`` may add to every input (an input's own column of that name is renamed "(input)")."""
+SCORED_COLUMNS = ("error", "target (as written)")
+"""Columns ``predict`` may add to an input with a target."""
 
 
 @dataclass
@@ -147,7 +149,7 @@ def predict(
     out = pd.DataFrame({"line": table["line"], "formula": table["formula"]})
     # an input's prediction, ensemble_std or unseen_elements is renamed whether this model writes one or not:
     # beside this prediction it would read as this model's
-    added = {*PREDICT_COLUMNS[:3], *(PREDICT_COLUMNS[3:] if featurized.table.has_target else ())}
+    added = {*PREDICTION_COLUMNS, *(SCORED_COLUMNS if featurized.table.has_target else ())}
     others = [c for c in table.columns if c not in ("line", "formula", "target")]
     written = cells_as_written(featurized.table, others)  # ids as in the file: 007 stays 007
     taken = {*table.columns, *added}

@@ -669,3 +669,19 @@ def test_scaled_regressors_keep_a_new_row_near_the_training_range(kind):
     if kind == "ridge":
         unbounded = Pipeline([("scale", StandardScaler()), ("model", Ridge(alpha=0.3))]).fit(x, y)
         assert abs(unbounded.predict(x_new)[0] - y.mean()) > 1e3 * span  # what the bound prevents
+
+
+def test_scaled_regressors_clone_and_pickle_like_any_scikit_learn_estimator():
+    """The bounded scaler is a module-level class: scikit-learn's clone (grid searches) and pickling (joblib
+    workers) of a pipeline that holds it work, and the copy bounds as the original does."""
+    import pickle
+
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(4)
+    x = np.column_stack([1e-5 + 1e-6 * rng.random(40), rng.normal(size=40)])
+    y = x[:, 1] + 2e5 * (x[:, 0] - 1e-5)
+    est = R.make_regressor("ridge", {"alpha": 0.3}).fit(x, y)
+    x_new = np.array([[2.1, 0.3]])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).predict(x_new), est.predict(x_new))
+    np.testing.assert_allclose(clone(est).fit(x, y).predict(x_new), est.predict(x_new))
