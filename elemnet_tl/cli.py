@@ -453,7 +453,7 @@ def compare_scratch(
     name = what.get("name") or "target"
     of = "" if name == "target" else f" of {name}"
     table = RichTable(title=f"test MAE{of}{unit}, {plural(covered, 'seed')}")
-    for col in ("method", "test MAE", "± std", "RMSE", "R²", "seconds"):
+    for col in ("method", "test MAE", "± sample std", "RMSE", "R²", "seconds"):
         table.add_column(col)
     for name, e in results["methods"].items():
         if e["test_mae_mean"] is None:

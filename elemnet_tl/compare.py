@@ -24,12 +24,12 @@ import torch
 
 from .datasets import check_source
 from .errors import InputError, plural
-from .featurize import Featurized, load_and_prepare
+from .featurize import Featurized, held_out_record, load_and_prepare
 from .io import jsonable, write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
 from .report import NON_FINITE
-from .runs import prepare_run_dir, provenance, refuse_both, refuse_non_directory, regression_metrics
+from .runs import NO_TEST_METRICS, prepare_run_dir, provenance, refuse_both, refuse_non_directory, regression_metrics
 from .training import FitConfig, fit, member_seed, predict_tensor, resolve_device, standardize
 from .transfer import fresh_network_config
 from .workflow import split_indices, subset
@@ -132,6 +132,9 @@ def record_test_score(where: Path, metrics: dict, n_test: int) -> None:
     card.setdefault("metrics", {}).update(test_mae=metrics["mae"], test_rmse=metrics["rmse"], test_r2=metrics["r2"])
     card.setdefault("split", {})["n_test"] = int(n_test)
     card["test_scored_by"] = "compare-scratch, on this seed's test rows (results.json)"
+    if isinstance(card.get("metrics_note"), str):  # it said there were no test metrics
+        card["metrics_note"] = card["metrics_note"].replace(
+            NO_TEST_METRICS, "test metrics from compare-scratch, on this seed's test rows (results.json)")
     write_json(card_path, card)
 
 
@@ -618,7 +621,7 @@ def compare_scratch(
     setup = {
         "data": {**{k: v for k, v in full.table.provenance.items() if k in ("source", "sha256", "name", "unit")},
                  **full.counts()},
-        "test_data": None if test_f is None else {"source": str(test), **test_f.counts()},
+        "test_data": None if test_f is None else {**held_out_record(test_f, full), "source": str(test)},
         "rejected_files": rejected_files,
         "split": split_words,
         "n_test": splits[0].test.n_kept,

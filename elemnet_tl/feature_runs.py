@@ -55,6 +55,7 @@ from .regressors import (
     format_params,
     load_regressor_files,
     make_regressor,
+    mean_cv_mae,
     save_regressor,
 )
 
@@ -242,8 +243,8 @@ def extract_features(
     ``show_progress``: print the steps and cross-validation rows; ``notices``: print the data summary,
     rejected-row files, warnings and the source choice (default: ``show_progress``).
     """
-    from .featurize import load_and_prepare
-    from .runs import provenance
+    from .featurize import held_out_record, load_and_prepare
+    from .runs import NO_TEST_METRICS, provenance
     from .sources import bundled_sources, choose_source, is_auto
     from .training import MAX_SEED, SEED_RULE, resolve_device
 
@@ -319,12 +320,17 @@ def extract_features(
     layer_reason = (choice_reason(layer_rows, best_row(layer_rows), "ridge probe") if auto_layers
                     else "given (--layers)")
 
-    fitted = None
+    fitted, baseline = None, None
     metrics = {"val_mae": None, "test_mae": None, "test_rmse": None, "test_r2": None}
     if regressor != "none":
         fitted = _fit_regressor(regressor, feats, y, folds, seed, say, timings)
         _save_regressor(out, fitted, transformer, given, source_record, with_pa)
         metrics["val_mae"] = fitted.row["cv_mae"]
+        baseline = mean_cv_mae(y, folds)
+        if not fitted.row["cv_mae"] < baseline:
+            say(f"warning: the CV MAE of {fitted.kind} ({fitted.row['cv_mae']:.4g}) is no better than predicting the "
+                f"training mean ({baseline:.4g} on the same folds): these features did not learn this target; "
+                "try other --layers or finetune")
         if test_f is not None:
             t0 = time.perf_counter()
             metrics.update(_score_test(out, fitted, transformer, test_f))
@@ -336,7 +342,7 @@ def extract_features(
     cv_text = describe_cv(len(x)) + f" (seed {seed})" if need_target else None
     data_records = {"train": {**train.record(), "element_rows": element_rows(train.fractions)}}
     if test_f is not None:
-        data_records["test"] = test_f.record()
+        data_records["test"] = held_out_record(test_f, train)
     target_name = train.table.target_name
     card = {
         **provenance(seed, str(dev)),
@@ -362,14 +368,16 @@ def extract_features(
                           "candidates": [r["candidate"] for r in reg_rows],
                           "reason": fitted.record["reason"] if fitted else None},
             "cv_table": cv_rows,
+            "cv_mae_of_training_mean": baseline,
             "note": "the layer, regressor and hyper-parameters were chosen on the same folds that give val_mae, "
-                    "so val_mae is slightly optimistic; test_mae (with --test) is not",
+                    "so val_mae is slightly optimistic; test_mae (with --test) is not; cv_mae_std is the "
+                    "population standard deviation (ddof 0) of the fold MAEs",
         },
         "regressor": fitted.record if fitted else None,
         "metrics": metrics,
         "metrics_note": ("val_mae is the cross-validated MAE on the training data (" + describe_cv(len(x))
                          + "), not a hold-out; " + ("test metrics from the --test file" if test_f is not None
-                                                    else "no --test file: test metrics are null"))
+                                                    else NO_TEST_METRICS))
         if regressor != "none" else "no regressor (--regressor none): features only",
         "timing": timings,
     }
@@ -507,8 +515,10 @@ def _fit_regressor(regressor: str, feats: np.ndarray, y: np.ndarray, folds: Any,
     scalars, arrays = export_regressor(kind, est, feats, y)
     exported = ExportedRegressor(scalars, arrays)
     roundtrip = check_export(kind, est, exported, feats, y)
+    settings = (f"hyper-parameters chosen among {row['n_configs']} settings" if row["n_configs"] > 1
+                else "its one setting")
     reason = (choice_reason(rows, row, "") if regressor == "auto"
-              else f"given (--regressor); hyper-parameters by CV MAE {row['cv_mae']:.4g}")
+              else f"given (--regressor); {settings}: CV MAE {row['cv_mae']:.4g}")
     record = {"name": kind, "params": row["params"], "reason": reason,
               "files": [REGRESSOR_JSON, REGRESSOR_NPZ], "format": FORMAT,
               "serialization": "JSON scalars + npz arrays (allow_pickle=False); numpy predictions",

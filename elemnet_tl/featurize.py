@@ -256,6 +256,12 @@ def shared_compositions(rows: np.ndarray, reference: np.ndarray) -> int:
     return int(np.isin(keys(rows), keys(reference)).sum())
 
 
+def held_out_record(data: Featurized, train: Featurized) -> dict:
+    """A validation or test file's card record: :meth:`Featurized.record` plus how many of its rows are
+    compositions of the training data (their score flatters; 0 when none)."""
+    return {**data.record(), "rows_in_training_data": shared_compositions(data.fractions, train.fractions)}
+
+
 def overlap_warning(test: Featurized, train: Featurized, role: str = "test") -> str | None:
     """A warning when test (``role``: or validation) compositions also occur in the training data (the
     score flatters)."""

@@ -133,6 +133,11 @@ def cv_row(stage: str, candidate: str, params: dict, maes: np.ndarray, seconds: 
             "cv_mae_std": float(np.std(maes)), "n_configs": int(n_configs), "seconds": round(seconds, 2)}
 
 
+def mean_cv_mae(y: np.ndarray, folds: Folds) -> float:
+    """The CV MAE of predicting each fold's training mean: the yardstick of "did the regressor learn"."""
+    return float(np.mean([np.abs(y[va] - y[tr].mean()).mean() for tr, va in folds]))
+
+
 def best_row(table: list[dict]) -> dict:
     """The first row with the lowest CV MAE."""
     return min(table, key=lambda r: r["cv_mae"])

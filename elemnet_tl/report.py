@@ -117,7 +117,7 @@ ONE_SEED_GAP = 0.10
 hundred rows is often about this large (docs/benchmarks.md)."""
 
 
-def verdict(summary: dict, n_test: int | None = None) -> dict:
+def verdict(summary: dict, n_test: int | None = None, in_training: int = 0) -> dict:
     """Best transfer vs best from-scratch method, the margin, and why it may not be conclusive
     (methods that failed on every seed or on some, a small test set, a gap within the seed-to-seed spread).
 
@@ -125,7 +125,8 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
     MAE over the seeds every one of them that worked at all succeeded on (each one's own seeds when there
     is none), so a method that failed on its hard seeds does not look better for it, and a failure of a
     method outside the side does not change the side's ranking. The best transfer and best from-scratch
-    methods are then compared paired, on the seeds both succeeded on (``paired_seeds`` of ``seeds``)."""
+    methods are then compared paired, on the seeds both succeeded on (``paired_seeds`` of ``seeds``).
+    ``in_training``: test rows whose composition is in the training data (a test file that overlaps it)."""
     maes = {m: seed_maes(e) for m, e in summary.items()}
     worked = [m for m in summary if maes[m]]
 
@@ -151,6 +152,9 @@ def verdict(summary: dict, n_test: int | None = None) -> dict:
     caveats += [f"{m} failed on {runs[m] - len(maes[m])} of {plural(runs[m], 'seed')}" for m in partly]
     most = max(runs.values(), default=1)  # a --resume that added seeds for some methods only
     caveats += [f"{m} ran on {runs[m]} of {plural(most, 'seed')}" for m in summary if runs[m] < most]
+    if in_training:
+        caveats.append(f"{in_training} of the {plural(n_test or in_training, 'test row')} are compositions of the "
+                       "training data: every test MAE flatters, most of all for methods that memorize rows (pa-rf)")
     conclusive = True
     if n_test is not None and n_test < MIN_TEST_ROWS:
         caveats.append(f"only {plural(n_test, 'test row')}: too small to be conclusive "
@@ -231,11 +235,12 @@ def _plots(out_dir: Path, outcomes: list, splits: list, summary: dict, sizes: li
         rows = (n + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
         y = split0.test.target
+        which = " (seed 0)" if any(o.seed != 0 for o in outcomes) else ""  # the table shows the mean over seeds
         lo, hi = float(np.min(y)), float(np.max(y))
         for ax, o in zip(axes.flat, first):
             ax.scatter(y, o.predictions, s=6, alpha=0.5)
             ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
-            ax.set_title(f"{o.method}: MAE {o.metrics['mae']:.3g}", fontsize=9)
+            ax.set_title(f"{o.method}: MAE {o.metrics['mae']:.3g}{which}", fontsize=9)
             ax.set_xlabel(f"true {unit}".strip(), fontsize=8)
             ax.set_ylabel("predicted", fontsize=8)
         for ax in list(axes.flat)[n:]:
@@ -253,7 +258,7 @@ def _plots(out_dir: Path, outcomes: list, splits: list, summary: dict, sizes: li
                   for m in methods]
         ax.bar(methods, means, yerr=stds, capsize=4, color=colors)
         ax.set_ylabel(f"test MAE {unit}".strip())
-        ax.set_title("test MAE (mean ± std over seeds)")
+        ax.set_title("test MAE (mean ± sample std over seeds)")
         plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
         fig.tight_layout()
         with atomic_path(out_dir / "mae_bars.png") as tmp:
@@ -342,7 +347,7 @@ def _test_data_lines(setup: dict) -> list[str]:
 def markdown_table(summary: dict) -> str:
     """One row per method; with a single seed the MAE column has no (meaningless) ± 0."""
     one_seed = all(len(e["per_seed"]) <= 1 for e in summary.values())
-    title = "test MAE (one seed)" if one_seed else "test MAE (mean ± std)"
+    title = "test MAE (one seed)" if one_seed else "test MAE (mean ± sample std)"
     lines = [f"| method | what it is | {title} | RMSE | R² | seconds |", "|---|---|---|---|---|---|"]
     for m, e in summary.items():
         if e["test_mae_mean"] is None:
@@ -417,9 +422,11 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     sizes = sorted({o.size for o in outcomes})
     summary = summarize(outcomes, 1.0)
     curve = {f"{s:g}": summarize(outcomes, s) for s in sizes} if len(sizes) > 1 else None
-    results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test")), "split": setup["split"],
+    seen = (setup.get("test_data") or {}).get("rows_in_training_data", 0)
+    results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test"), seen), "split": setup["split"],
                "target": {"name": setup.get("target") or "target", "unit": setup.get("unit", "")},
-               "data": setup["data"], "setup": setup, "failed": failed_methods(summary, curve)}
+               "data": setup["data"], "setup": setup, "failed": failed_methods(summary, curve),
+               "std": "test_mae_std: the sample standard deviation (ddof 1) over the seeds that worked"}
     curve_rows = {f"{s.size:g}": s.train.n_kept for s in splits}  # a fraction's rows (at least 10)
     if curve:
         results["learning_curve"] = {k: {m: {"test_mae_mean": v["test_mae_mean"], "test_mae_std": v["test_mae_std"],

@@ -31,6 +31,8 @@ from .training import EpochLog, FitConfig, FitResult, TrainState, fit
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
 RUN_FILE = "run.json"
+NO_TEST_METRICS = "no --test file: test metrics are null"
+"""How a card's ``metrics_note`` ends without a test file (compare-scratch rewrites it when it scores the run)."""
 PACKAGES = ("elemnet_tl", "torch", "numpy", "pandas", "pymatgen", "matminer", "scikit-learn", "safetensors")
 
 

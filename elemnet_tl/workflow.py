@@ -14,11 +14,19 @@ from .checkpoint import STATE_FILE, ModelInfo, input_kind
 from .datasets import check_source
 from .elements import element_rows
 from .errors import InputError, plural
-from .featurize import Featurized, input_warnings, load_and_prepare, merged_note, write_merged, write_rejected
+from .featurize import (
+    Featurized,
+    held_out_record,
+    input_warnings,
+    load_and_prepare,
+    merged_note,
+    write_merged,
+    write_rejected,
+)
 from .io import write_table
 from .model import ElemNet, ElemNetEnsemble
 from .progress import console, epoch_bar
-from .runs import finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
+from .runs import NO_TEST_METRICS, finish_run, prepare_run_dir, provenance, regression_metrics, train_in_run_dir
 from .training import FitConfig, FitResult, member_seed, predict_tensor, resolve_device, standardize
 
 
@@ -113,9 +121,9 @@ def load_training_inputs(
     prov = train.table.provenance
     records = {"train": train_record}
     if val_f is not None:
-        records["val"] = val_f.record()
+        records["val"] = held_out_record(val_f, train)
     if test_f is not None:
-        records["test"] = test_f.record()
+        records["test"] = held_out_record(test_f, train)
         if test_fraction:
             records["test"] = {"source": f"seeded {test_fraction:g} hold-out of {train.table.source}",
                                "kept": test_f.n_kept, "seed": seed + 1}
@@ -211,6 +219,29 @@ class RunResult:
         """Print :meth:`summary_lines`."""
         for line in self.summary_lines():
             console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def metrics_note(card: dict, unit: str = "") -> str:
+    """What a training card's ``metrics`` are: which network's validation MAE, on which rows, what else those
+    rows chose (so how optimistic it is), where the test metrics come from, and the unit."""
+    split, data = card["split"], card["data"]
+    whose = "the first network's" if (card.get("ensemble") or {}).get("other_members_val_mae") else "the"
+    rows = "the --val file" if split["validation"] == "file" else f"{split['n_val']} training rows held out"
+    strategy = card.get("strategy")
+    n_candidates = len(strategy.get("candidates") or []) if isinstance(strategy, dict) else 0
+    chose = "the best epoch" + (f" and the strategy among {n_candidates} candidates" if n_candidates > 1 else "")
+    test = data.get("test")
+    if test is None:
+        tested = NO_TEST_METRICS
+    elif "rows_in_training_data" in test:
+        tested = "test metrics from the --test file, every kept row scored"
+        if test["rows_in_training_data"]:
+            tested += (f" ({test['rows_in_training_data']} of them are compositions of the training data: "
+                       "the test figure flatters)")
+    else:
+        tested = f"test metrics from the {test['source']}, never trained or validated on"
+    return (f"val_mae is {whose} best MAE on {rows}, which also chose {chose} (so it is optimistic); {tested}; "
+            f"in {unit or 'the target unit'}")
 
 
 def run_phases(
@@ -480,5 +511,6 @@ def run_training(
         "metrics": metrics,
         **(extra_card or {}),
     }
+    card["metrics_note"] = metrics_note(card, inputs.unit)
     finish_run(run_dir, model, info, card, fit_result.history, fit_result.best_epoch)
     return RunResult(run_dir, card, model, info, tried if keep_trained else {})

@@ -1002,3 +1002,34 @@ def test_the_target_name_reaches_the_report_the_results_and_each_run_card(tmp_pa
     assert cli.exit_code == 0, cli.output
     assert "test MAE of Eg (eV), 1 seed" in cli.output
     assert "Fine-tuning strategy" not in (tmp_path / "cli" / "report.md").read_text()
+
+
+def test_transfer_cards_say_where_their_test_scores_come_from(compared):
+    """compare-scratch scores the transfer runs itself: their cards' notes no longer say 'no test metrics'."""
+    out, results = compared
+    from elemnet_tl.runs import NO_TEST_METRICS
+
+    for method in ("tl-finetune", "tl-features"):
+        card = json.loads((out / "runs" / method / "full" / "seed0" / "card.json").read_text())
+        assert card["metrics"]["test_mae"] == pytest.approx(results["methods"][method]["per_seed"][0]["mae"])
+        assert NO_TEST_METRICS not in card["metrics_note"] and "compare-scratch" in card["metrics_note"]
+    assert "sample standard deviation" in results["std"]
+    assert "mean ± sample std" in (out / "report.md").read_text()
+
+
+def test_a_test_file_that_overlaps_the_training_data_is_recorded(tmp_path, source_dir, data_csv):
+    """Test rows whose compositions are in the training data: counted in results.json and named as a caveat
+    in the report (printing a warning alone left no trace of it)."""
+    test_path = tmp_path / "held_out.csv"
+    raw = pd.read_csv(data_csv)
+    pd.concat([raw.head(7), binary_table(20, seed=11)]).to_csv(test_path, index=False)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare-scratch", str(data_csv), "-o", str(out), "--from", str(source_dir),
+                                 "--methods", "mean,pa-rf", "--seeds", "1", "--test", str(test_path), "-q"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    seen = results["setup"]["test_data"]["rows_in_training_data"]
+    assert seen >= 7
+    assert any(c.startswith(f"{seen} of the 27 test rows are compositions of the training data")
+               for c in results["verdict"]["caveats"])
+    assert "compositions of the training data" in (out / "report.md").read_text()

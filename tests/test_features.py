@@ -685,3 +685,34 @@ def test_scaled_regressors_clone_and_pickle_like_any_scikit_learn_estimator():
     x_new = np.array([[2.1, 0.3]])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).predict(x_new), est.predict(x_new))
     np.testing.assert_allclose(clone(est).fit(x, y).predict(x_new), est.predict(x_new))
+
+
+def test_a_regressor_no_better_than_the_mean_is_pointed_out(source, tables, tmp_path, small_grids):
+    """A target the features cannot learn (noise): the CV MAE is no better than predicting each fold's training
+    mean, and the run says so (as finetune does) and records the yardstick."""
+    from typer.testing import CliRunner
+
+    from elemnet_tl.cli import app
+
+    noise = pd.read_csv(tables["train"])
+    noise["target"] = np.random.default_rng(0).normal(size=len(noise))
+    path = tmp_path / "noise.csv"
+    noise.to_csv(path, index=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["extract-features", str(path), "-o", str(tmp_path / "run"), "--from", source,
+                                 "--layers", "fc1", "--regressor", "rf", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    baseline = card["selection"]["cv_mae_of_training_mean"]
+    assert card["metrics"]["val_mae"] >= baseline > 0
+    out = " ".join(result.output.split())
+    assert f"is no better than predicting the training mean ({baseline:.4g} on the same folds)" in out
+    assert card["regressor"]["reason"].startswith("given (--regressor); its one setting: CV MAE")
+    # a learnable target: no warning, and the yardstick is larger than the CV MAE
+    result = runner.invoke(app, ["extract-features", str(tables["train"]), "-o", str(tmp_path / "ok"), "--from",
+                                 source, "--layers", "fc1", "--regressor", "ridge", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "ok" / "card.json").read_text())
+    assert card["metrics"]["val_mae"] < card["selection"]["cv_mae_of_training_mean"]
+    assert "no better than" not in result.output
+    assert "chosen among" in card["regressor"]["reason"]

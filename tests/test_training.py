@@ -435,6 +435,9 @@ def test_quiet_run_still_reports_its_data(tmp_path):
     assert (run / "train.rejected.csv").is_file() and (run / "test.rejected.csv").is_file()
     assert "━" not in result.output  # no bar
     assert "held out" not in out  # a test file is not taken from the training rows
+    card = json.loads((run / "card.json").read_text())  # and the overlap stays on record, not only on screen
+    seen = card["data"]["test"]["rows_in_training_data"]
+    assert seen > 0 and f"{seen} of them are compositions of the training data" in card["metrics_note"]
 
 
 def test_test_fraction_is_counted_as_held_out_of_the_kept_rows(tmp_path):

@@ -884,3 +884,26 @@ def test_api_strategy_and_ensemble_of_the_wrong_type(tmp_path, data_dir):
         with pytest.raises(ValueError, match=message):
             finetune(data_dir / "smooth.csv", tmp_path / "run", show_progress=False, **kwargs)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("card, words", [
+    ({"split": {"validation": "seeded 5-row hold-out of the data", "n_val": 5}, "data": {}},
+     ["val_mae is the best MAE on 5 training rows held out, which also chose the best epoch", "test metrics are null",
+      "in eV"]),
+    ({"split": {"validation": "file", "n_val": 9}, "data": {"test": {"rows_in_training_data": 0}},
+      "strategy": {"name": "full", "candidates": ["full", "freeze:4", "full+pa"]},
+      "ensemble": {"other_members_val_mae": [0.1, 0.2]}},
+     ["val_mae is the first network's best MAE on the --val file", "the strategy among 3 candidates",
+      "from the --test file, every kept row scored; in eV"]),
+    ({"split": {"validation": "file", "n_val": 9}, "data": {"test": {"rows_in_training_data": 4}}},
+     ["4 of them are compositions of the training data"]),
+    ({"split": {"validation": "seeded 5-row hold-out of the data", "n_val": 5},
+      "data": {"test": {"source": "seeded 0.1 hold-out of x.csv"}}},
+     ["test metrics from the seeded 0.1 hold-out of x.csv, never trained or validated on"]),
+])
+def test_a_training_card_says_what_its_metrics_are(card, words):
+    from elemnet_tl.workflow import metrics_note
+
+    note = metrics_note(card, "eV")
+    for w in words:
+        assert w in note, (w, note)
