@@ -360,8 +360,8 @@ def predict(
         lines.append(outlier_warning(featurized))
     if len(result.unscored):
         first = result.unscored.iloc[0]
-        lines.append(f"{plural(len(result.unscored), 'row')} with a target that is not a "
-                     f"finite number: predicted, the cell kept as written, error left empty (first: line "
+        lines.append(f"{plural(len(result.unscored), 'row')} with a target that is not a usable "
+                     f"number: predicted, the cell kept as written, error left empty (first: line "
                      f"{first['line']}, {first['reason']})")
     if featurized.table.has_target:  # an input column named error is renamed, not scored
         import numpy as np

@@ -142,17 +142,36 @@ def _open_text(path: Path) -> IO[str]:
 
 
 def _sniff_separator(path: Path) -> str:
-    """``,`` unless the header line has no comma but semicolons or tabs (spreadsheet exports in some locales)."""
+    """The separator the header line uses most: ``,``, else ``;`` or tab (spreadsheet exports in some locales;
+    ``id;formula;E (eV, per atom)`` is ``;``-separated); a tie goes to ``,``."""
     try:
         with _open_text(path) as fh:
             header = fh.readline()
     except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile):
         return ","  # pandas names what is wrong with the file
-    if "," in header:
-        return ","
-    if ";" in header:
-        return ";"
-    return "\t" if "\t" in header else ","
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])  # the first of equal counts: ","
+    return best if counts[best] else ","
+
+
+_MAGIC = ((b"\x1f\x8b", "gzip-compressed (name it .csv.gz)"),
+          (b"PK\x03\x04", "a zip archive or a spreadsheet (a zipped CSV: name it .csv.zip; a sheet: save it as CSV)"),
+          (b"PAR1", "a parquet file (name it .parquet)"), (b"\x89PNG", "a PNG image, not a table"),
+          (b"%PDF", "a PDF document, not a table"), (b"\xff\xfe", "UTF-16 text (save it as UTF-8)"),
+          (b"\xfe\xff", "UTF-16 text (save it as UTF-8)"),
+          (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or Office file (save the sheet as CSV)"))
+"""First bytes of files that are not UTF-8 text tables, and what to say about them."""
+
+
+def _binary_kind(path: Path) -> str | None:
+    """What a file that does not decode as UTF-8 is, from its first bytes (None: not recognised)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    kind = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+    return None if kind is None else f"the file is {kind}"
 
 
 def _first_bad_line(path: Path) -> int:
@@ -184,6 +203,9 @@ def _read_csv(path: Path, sep: str, decimal: str) -> pd.DataFrame:
     """
     with _open_text(path) as fh:
         header = next(csv.reader(fh, delimiter=sep), [])
+    if header and re.fullmatch(r"sep=.?", header[0].strip()) and all(not h.strip() for h in header[1:]):
+        raise InputError(f"{path}: line 1 ({sep.join(header).strip()!r}) is a spreadsheet's separator hint, not the "
+                         "header; remove that line")
     _check_unique(header, path)
     options = {"sep": sep, "decimal": decimal, "skip_blank_lines": False}
     implicit = None
@@ -270,8 +292,12 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         if name.endswith((".parquet", ".pq")):
             frame = pd.read_parquet(path)
             return frame, np.arange(len(frame)) + 1
+        kind = None if _compression(path) or name.endswith(_SPREADSHEETS) else _binary_kind(path)
+        if kind:  # a text table's name on another kind of file
+            raise InputError(f"{path}: {kind}")
         if base.endswith((".json", ".jsonl")):
-            frame = _pandas_read(pd.read_json, path, lines=base.endswith(".jsonl"))
+            # JSON has types: "007" stays a string, a date-like name stays text
+            frame = _pandas_read(pd.read_json, path, lines=base.endswith(".jsonl"), dtype=False, convert_dates=False)
             return frame, np.arange(len(frame)) + 1
         if name.endswith(_SPREADSHEETS):
             raise InputError(f"{path}: spreadsheet files are not read; save the sheet as CSV (comma-separated, "
@@ -287,7 +313,9 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
     except UnicodeDecodeError:
-        raise InputError(f"{path}: line {_first_bad_line(path)} is not UTF-8 text; save the file as UTF-8") from None
+        kind = _binary_kind(path)
+        raise InputError(f"{path}: {kind}" if kind else
+                         f"{path}: line {_first_bad_line(path)} is not UTF-8 text; save the file as UTF-8") from None
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if base.endswith(".json") and "Trailing data" in reason:
@@ -295,31 +323,56 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         raise InputError(f"{path}: cannot read as a table: {reason}") from None
 
 
-def cells_as_written(table: Table, columns: list[str]) -> dict[str, pd.Series]:
-    """Columns of a CSV/TSV table whose cells pandas changed in a way that breaks a join: a numeric column
-    holding zero-padded ids (``007`` -> 7) as the file writes it, and in a text column the cells read as
-    missing (``NA``, ``None``) with their words back; numbers that are only spelled differently (``1.50``,
-    ``1,5``) stay numbers. Other formats, named datasets, or a file that does not read back row for row:
-    nothing."""
-    path = Path(str(table.source))  # a named dataset's archive (its provenance path) is not the user's CSV
+def _written_text(source: object, n_rows: int) -> pd.DataFrame | None:
+    """Every cell of a CSV/TSV file as the file writes it (text; nothing read as missing), or None for other
+    formats, named datasets, or a file that does not read back as ``n_rows`` rows."""
+    path = Path(str(source))  # a named dataset's archive (its provenance path) is not the user's CSV
     base = path.name.lower().removesuffix(_compression(path))
     if not path.is_file() or base.endswith((".parquet", ".pq", ".json", ".jsonl", *_SPREADSHEETS)):
-        return {}
+        return None
     sep = "\t" if base.endswith(".tsv") else _sniff_separator(path)
     try:
         text = _pandas_read(pd.read_csv, path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except Exception:  # read once already; whatever differs here, the parsed values stay
-        return {}
+        return None
     text.columns = [c.strip() for c in text.columns]
-    if len(text) != len(table.frame) or not isinstance(text.index, pd.RangeIndex):
+    return text if len(text) == n_rows and isinstance(text.index, pd.RangeIndex) else None
+
+
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+EXACT_INTEGERS = 2**53
+"""Integers beyond this lose digits as floats (two ids 90071992547409931 and ...32 would read the same)."""
+
+
+def _numbers_changed(written: pd.Series, parsed: pd.Series) -> bool:
+    """True when reading a numeric column changed what identifies its cells: zero-padded ids (``007`` -> 7),
+    whole numbers made floats by a blank cell (``123456`` -> 123456.0), or integers too long for a float."""
+    filled = written[written.str.strip() != ""]
+    if filled.str.fullmatch(r"\s*[+-]?0\d+\s*").any():
+        return True
+    whole = filled.str.fullmatch(_INTEGER.pattern)
+    if not len(filled) or not whole.all():
+        return False
+    return pd.api.types.is_float_dtype(parsed) or bool(
+        filled.map(lambda v: abs(int(v)) > EXACT_INTEGERS).any())
+
+
+def cells_as_written(table: Table, columns: list[str]) -> dict[str, pd.Series]:
+    """Columns of a CSV/TSV table whose cells pandas changed in a way that breaks a join, as the file writes
+    them: a numeric column of ids (zero-padded, whole numbers with a blank cell, integers beyond 2**53; see
+    :func:`_numbers_changed`), and in a text column the cells read as missing (``NA``, ``None``) with their
+    words back; numbers that are only spelled differently (``1.50``, ``1,5``) stay numbers. Other formats,
+    named datasets, or a file that does not read back row for row: nothing."""
+    text = _written_text(table.source, len(table.frame))
+    if text is None:
         return {}
     out = {}
     for col in columns:
         if col not in text.columns or col not in table.frame.columns:
             continue
         parsed, written = table.frame[col].reset_index(drop=True), text[col]
-        if pd.api.types.is_numeric_dtype(parsed):  # numbers stay numbers, unless they are zero-padded ids
-            if written.str.fullmatch(r"\s*[+-]?0\d+\s*").any():
+        if pd.api.types.is_numeric_dtype(parsed):  # numbers stay numbers, unless they are ids
+            if _numbers_changed(written, parsed):
                 out[col] = written
         else:  # text: only the cells pandas read as missing (NA, None, n/a) get their words back
             lost = (parsed.isna() & (written.str.strip() != "")).to_numpy()
@@ -373,6 +426,16 @@ def numeric_like(column: pd.Series) -> bool:
 _NOT_TARGETS = ("line", "id", "index", "error", "uncertainty", "prediction", "ensemble_std", "unseen_elements")
 """Numeric columns never guessed as the target: row numbers, ids, and errors/predictions (predict's own output
 read back)."""
+_ID_NAME = re.compile(r"^(u?id|ids|idx|index|row|no|nr|num|number|line|sample|entry|#)$"
+                      r"|[\s_.-](u?id|ids|idx|index|no|nr|num|number)$|^(u?id|idx)[\s_.-]")
+"""Names of id and row-number columns (``sample_no``, ``icsd_id``, ``mp-id``, ``uid``, ``#``), never guessed as the
+target either: a table of formulas and sample numbers has no target."""
+
+
+def _never_target(name: str) -> bool:
+    """A column that is never guessed as the target (:data:`_NOT_TARGETS`, :data:`_ID_NAME`, an unnamed index)."""
+    base = _INPUT_SUFFIX.sub("", name).strip().lower()
+    return base in _NOT_TARGETS or bool(_ID_NAME.search(base)) or bool(_INDEX_RE.match(name))
 _INDEX_RE = re.compile(r"^(Unnamed: \d+|)$")
 _INPUT_SUFFIX = re.compile(r" \(input(?: \d+)?\)$")
 """The suffix an output gives an input column whose name it uses itself (``line (input)``)."""
@@ -417,8 +480,7 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
         return named[0]
     numeric = [
         c for c in columns
-        if c not in exclude and _INPUT_SUFFIX.sub("", c).lower() not in _NOT_TARGETS and not _INDEX_RE.match(c)
-        and numeric_like(frame[c])
+        if c not in exclude and not _never_target(c) and numeric_like(frame[c])
     ]
     if len(numeric) == 1:
         return numeric[0]
@@ -548,6 +610,11 @@ def load_table(
                                         and tcol.lower() != "target")
     frame = frame.reset_index(drop=True)
     formulas = frame[fcol].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
+    if formulas.isna().any():  # pandas reads NaN (sodium nitride), NA, None as missing: the file's words back
+        cells = _written_text(path, len(frame))
+        if cells is not None and fcol in cells.columns:
+            written = cells[fcol].where(cells[fcol].str.strip() != "", None)
+            formulas = formulas.where(formulas.notna(), written)
     out = pd.DataFrame({"line": lines, "formula": formulas})
     raw_target = None
     if tcol is not None:

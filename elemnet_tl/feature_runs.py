@@ -551,12 +551,12 @@ def _save_regressor(out: Path, fitted: _Fitted, transformer: PretrainedFeatures,
 def _score_test(out: Path, fitted: _Fitted, transformer: PretrainedFeatures, test_f: Featurized) -> dict:
     """Score the test file once: its features and predictions are written beside the run; returns the
     test metrics (and keeps the predictions in ``fitted.test_pred``)."""
+    from .featurize import test_predictions_frame
     from .runs import regression_metrics
 
     test_raw = transformer.transform_all(test_f.fractions)
     fitted.test_pred = fitted.exported.predict(test_raw[:, transformer.mask_])  # exactly what predict will give
     scores = regression_metrics(test_f.target, fitted.test_pred)
     write_table(_feature_frame(test_f, transformer.feature_names_all_, test_raw), out / TEST_FEATURES_FILE)
-    write_table(pd.DataFrame({"line": test_f.frame["line"], "formula": test_f.frame["formula"],
-                              "target": test_f.target, "prediction": fitted.test_pred}), out / TEST_PREDICTIONS_FILE)
+    write_table(test_predictions_frame(test_f, fitted.test_pred), out / TEST_PREDICTIONS_FILE)
     return {"test_mae": scores["mae"], "test_rmse": scores["rmse"], "test_r2": scores["r2"]}

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .compositions import DUPLICATE_RULES, KEY_DECIMALS, composition_keys, dedup, parse_formulas
-from .datasets import Table, cells_as_written, load_table, numeric_like
+from .datasets import Table, cells_as_written, input_name, load_table, numeric_like
 from .elements import ELEMENTS
 from .errors import InputError, plural
 from .io import check_output, table_stem, write_table
@@ -70,12 +70,22 @@ class Featurized:
                 "duplicates": self.rule, "duplicates_reason": self.rule_reason}
 
 
+TARGET_LIMIT = float(np.finfo(np.float32).max)
+"""Targets beyond this magnitude are rejected: the networks compute in float32 (3.4e38), and their squares
+overflow the float64 statistics of every model."""
+
+
 def target_reasons(table: Table) -> list[str | None]:
+    """Why each row's target is unusable (None: usable): missing, not a number, infinite, beyond
+    :data:`TARGET_LIMIT`."""
     values = table.frame["target"].to_numpy(dtype=np.float64)
     raw = table.raw_target.to_numpy() if table.raw_target is not None else values
     reasons: list[str | None] = []
     for value, cell in zip(values, raw):
-        if math.isfinite(value):
+        if math.isfinite(value) and abs(value) > TARGET_LIMIT:
+            reasons.append(f"target {value:g} is beyond ±{TARGET_LIMIT:.1e}, the range a network computes in "
+                           "(a typo or another unit?)")
+        elif math.isfinite(value):
             reasons.append(None)
         elif math.isinf(value):
             reasons.append("infinite target")
@@ -403,20 +413,40 @@ def merged_note(featurized: Featurized, path: Path) -> str:
             f"{plural(groups, 'group')} of duplicates ({featurized.rule}) listed in {path}")
 
 
-def feature_frame(featurized: Featurized, pa: bool = False) -> pd.DataFrame:
-    """``line, formula, target``, the input's other columns (ids, notes: as the file writes them), ``H ... Pu``
-    (+ ``pa_*``) for the kept rows; ``line`` is the row's line in the input file (a named dataset's row)."""
+def row_columns(featurized: Featurized, added: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """``line, formula, target`` and the input's other columns (ids, notes: as the file writes them) of the kept
+    rows, so that an output joins back to the user's table; an input column named as one of ``added`` (the
+    columns the caller appends) is renamed ``NAME (input)``."""
     kept = featurized.frame
     cols = {"line": kept["line"].to_numpy(), "formula": kept["formula"].to_numpy()}
     if "target" in kept:
         cols["target"] = kept["target"].to_numpy()
     others = [c for c in kept.columns if c not in cols]
-    if others:  # ride along, so the features join back to the user's table
+    if others:
         table = featurized.table.frame
         written = cells_as_written(featurized.table, others)
         rows = pd.Series(np.arange(len(table)), index=table["line"].to_numpy())[kept["line"].to_numpy()].to_numpy()
+        taken = {*kept.columns, *added}
         for c in others:
-            cols[c] = written[c].to_numpy()[rows] if c in written else kept[c].to_numpy()
+            name = input_name(c, taken) if c in added else c
+            taken.add(name)
+            cols[name] = written[c].to_numpy()[rows] if c in written else kept[c].to_numpy()
+    return cols
+
+
+def test_predictions_frame(test: Featurized, prediction: np.ndarray) -> pd.DataFrame:
+    """A run's ``test_predictions.csv``: the test rows' :func:`row_columns` (ids as written) and ``prediction``."""
+    cols = row_columns(test, ("prediction",))
+    cols["prediction"] = np.asarray(prediction)
+    return pd.DataFrame(cols)
+
+
+def feature_frame(featurized: Featurized, pa: bool = False) -> pd.DataFrame:
+    """:func:`row_columns`, then ``H ... Pu`` (+ ``pa_*``) for the kept rows; ``line`` is the row's line in the
+    input file (a named dataset's row)."""
+    if pa:
+        from .physical import feature_labels
+    cols = row_columns(featurized, (*ELEMENTS, *(feature_labels() if pa else ())))
     fractions = decimal_fractions(featurized.fractions)
     out = pd.concat([pd.DataFrame(cols), pd.DataFrame(fractions, columns=list(ELEMENTS))], axis=1)
     if pa:

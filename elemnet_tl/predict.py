@@ -113,7 +113,7 @@ class Prediction:
     featurized: Featurized
     predictor: Predictor
     unscored: pd.DataFrame
-    """Rows with a target cell that is not a finite number (``line, formula, reason``): no error for them."""
+    """Rows with a target cell that is not a usable number (``line, formula, reason``): no error for them."""
 
 
 def predict(
@@ -176,8 +176,8 @@ def predict(
         written = _target_as_written(featurized.table)
         if written is not None:  # cells that are not numbers, as the file wrote them (the target stays numeric)
             out["target (as written)"] = written
-        out["error"] = (out["prediction"] - target).where(np.isfinite(target))
         reasons = np.array(target_reasons(featurized.table), dtype=object)
+        out["error"] = (out["prediction"] - target).where([r is None for r in reasons])
         bad = np.array([r not in (None, "missing target") for r in reasons], dtype=bool)  # a blank: no target
         bad &= out["prediction"].notna().to_numpy()
         unscored = pd.DataFrame({"line": table["line"].to_numpy()[bad], "formula": table["formula"].to_numpy()[bad],

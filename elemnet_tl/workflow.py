@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .checkpoint import STATE_FILE, ModelInfo, input_kind
@@ -20,6 +19,7 @@ from .featurize import (
     input_warnings,
     load_and_prepare,
     merged_note,
+    test_predictions_frame,
     write_merged,
     write_rejected,
 )
@@ -489,9 +489,7 @@ def run_training(
         pred = pred * std + mean  # in float64: a target offset by 1e9 keeps its digits
         scores = regression_metrics(inputs.test.target, pred)
         metrics.update(test_mae=scores["mae"], test_rmse=scores["rmse"], test_r2=scores["r2"])
-        write_table(pd.DataFrame({"line": inputs.test.frame["line"], "formula": inputs.test.frame["formula"],
-                                  "target": inputs.test.target, "prediction": pred}),
-                    run_dir / "test_predictions.csv")
+        write_table(test_predictions_frame(inputs.test, pred), run_dir / "test_predictions.csv")
     model.drop_unused_attributes()
     info = ModelInfo(arch=model.arch, dropout=model.dropout, target_mean=mean, target_std=std,
                      target=inputs.target_name, unit=inputs.unit, members=members, inputs=input_kind(model))

@@ -716,3 +716,19 @@ def test_a_regressor_no_better_than_the_mean_is_pointed_out(source, tables, tmp_
     assert card["metrics"]["val_mae"] < card["selection"]["cv_mae_of_training_mean"]
     assert "no better than" not in result.output
     assert "chosen among" in card["regressor"]["reason"]
+
+
+def test_test_predictions_keep_the_test_files_ids(source, tables, tmp_path):
+    """test_predictions.csv joins back to the test file: its id column as written, and an input column named
+    prediction kept under another name."""
+    test = pd.read_csv(tables["test"])
+    test.insert(0, "id", [f"{i:03d}" for i in range(len(test))])
+    test["prediction"] = 1.0
+    path = tmp_path / "test.csv"
+    test.to_csv(path, index=False)
+    result = FR.extract_features(tables["train"], tmp_path / "run", source=source, layers="fc1", regressor="ridge",
+                                 test=path, device="cpu", show_progress=False)
+    saved = pd.read_csv(tmp_path / "run" / F.TEST_PREDICTIONS_FILE, dtype={"id": str})
+    assert saved.columns.tolist() == ["line", "formula", "target", "id", "prediction (input)", "prediction"]
+    assert saved["id"].tolist() == test["id"].tolist() and (saved["prediction (input)"] == 1.0).all()
+    np.testing.assert_allclose(saved["prediction"], result.test_predictions, rtol=1e-12)

@@ -549,3 +549,79 @@ def test_formulas_without_a_target_are_featurized_row_by_row(tmp_path):
     two.write_text("formula,a,b\nNaCl,1,2\n")
     ambiguous = runner.invoke(app, ["featurize", str(two), "-o", str(tmp_path / "h.csv")])
     assert ambiguous.exit_code == 2 and "ambiguous target column" in ambiguous.output
+
+
+def _featurized(tmp_path, name: str, text: str | bytes) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    """featurize a file written from ``text``: the output (read as text), its rejected rows and the console."""
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["featurize", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rejected = tmp_path / "out.rejected.csv"
+    return (pd.read_csv(out, dtype=str, keep_default_na=False),
+            pd.read_csv(rejected, keep_default_na=False) if rejected.is_file() else None, result.output)
+
+
+def test_id_columns_are_never_taken_as_a_target(tmp_path):
+    """A table of formulas and sample numbers has no target: a blank id does not reject its row, and two
+    formulas of one composition are not merged into an averaged 'target' of their ids."""
+    out, rejected, said = _featurized(tmp_path, "screen.csv", "sample_no,formula\n1,NaCl\n2,KCl\n,MgO\n5,Fe2O3\n"
+                                                              "6,Fe4O6\n")
+    assert rejected is None and "target" not in out.columns and "target taken" not in said
+    assert out["sample_no"].tolist() == ["1", "2", "", "5", "6"]
+    assert out["formula"].tolist() == ["NaCl", "KCl", "MgO", "Fe2O3", "Fe4O6"]
+    for name in ("icsd_id", "mp-id", "uid", "entry", "Sample No"):
+        table = pd.DataFrame({name: [3, 4, 5], "formula": ["NaCl", "KCl", "MgO"], "gap": [1.0, 2.0, 3.0]})
+        table.to_csv(tmp_path / "t.csv", index=False)
+        assert load_table(tmp_path / "t.csv").target_col == "gap", name  # not "ambiguous"
+
+
+def test_ids_come_back_as_the_file_writes_them(tmp_path):
+    """Whole-number ids with a blank cell (pandas reads them as floats: 123456.0), integers too long for a float
+    (two distinct ids would read the same) and JSON strings ("007") are written back as they were."""
+    out, _, _ = _featurized(tmp_path, "ids.csv", "icsd_id,uid,formula,target\n123456,90071992547409931,NaCl,-2.1\n"
+                                                 ",90071992547409932,KCl,-2.2\n654321,,MgO,-3.1\n")
+    assert out["icsd_id"].tolist() == ["123456", "", "654321"]
+    assert out["uid"].tolist() == ["90071992547409931", "90071992547409932", ""]
+    out, _, _ = _featurized(tmp_path, "ids.json", '[{"sample": "007", "formula": "NaCl", "target": -2.1},'
+                                                  ' {"sample": "0100", "formula": "KCl", "target": "-2.25"}]')
+    assert out["sample"].tolist() == ["007", "0100"] and out["target"].tolist() == ["-2.1", "-2.25"]
+
+
+def test_the_formula_nan_is_sodium_nitride_not_a_missing_cell(tmp_path):
+    """pandas reads NaN, NA, None as missing: in the formula column the file's words come back, and the
+    parser decides (NaN is Na + N; NA holds no element A)."""
+    out, rejected, _ = _featurized(tmp_path, "nan.csv", "formula,target\nNaN,-0.5\nNaCl,-2.1\nNA,-1\n,1\n")
+    assert out["formula"].tolist() == ["NaN", "NaCl"]
+    assert rejected["formula"].tolist() == ["NA", ""]
+    assert "A" in rejected["reason"].iloc[0] and rejected["reason"].iloc[1] == "empty formula"
+
+
+def test_a_target_beyond_float32_is_rejected_with_its_value(tmp_path):
+    """1e300 cannot be trained on (the networks compute in float32; its square overflows float64): the row is
+    rejected with the value and the run goes on without it."""
+    out, rejected, _ = _featurized(tmp_path, "huge.csv", "formula,target\nNaCl,-2.1\nKCl,1e300\nMgO,-3.1\n")
+    assert out["formula"].tolist() == ["NaCl", "MgO"]
+    assert rejected["line"].tolist() == [3] and "target 1e+300 is beyond" in rejected["reason"].iloc[0]
+
+
+def test_a_header_with_a_comma_inside_a_semicolon_file(tmp_path):
+    out, _, _ = _featurized(tmp_path, "semi.csv", "id;formula;E_f (eV, per atom)\n1;NaCl;-2,1\n2;KCl;-2,25\n")
+    assert out["target"].tolist() == ["-2.1", "-2.25"] and out["id"].tolist() == ["1", "2"]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", "gzip-compressed (name it .csv.gz)"),
+    (b"PK\x03\x04\x14\x00\x06\x00", "a zip archive or a spreadsheet"),
+    (b"PAR1\x15\x04\x15\x80", "a parquet file (name it .parquet)"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "a PNG image, not a table"),
+    ("formula,target\nNaCl,1\n".encode("utf-16"), "UTF-16 text (save it as UTF-8)"),
+    (b"sep=;\nformula;target\nNaCl;1\n", "line 1 ('sep=;') is a spreadsheet's separator hint"),
+])
+def test_files_that_are_not_csv_text_are_named_for_what_they_are(tmp_path, content, reason):
+    from conftest import one_line_error
+
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, reason)

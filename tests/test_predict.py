@@ -97,7 +97,7 @@ def test_predict_keeps_other_columns_and_names_unscored_targets(tmp_path, run_di
     assert invoke(str(data), "--model", str(run_dir), "-o", str(parquet), "--device", "cpu").exit_code == 0
     assert pd.api.types.is_float_dtype(pd.read_parquet(parquet)["target"])  # numeric, whatever the cells
     assert frame["prediction"].notna().all() and frame["error"].notna().tolist() == [True, False, False, False]
-    assert "2 rows with a target that is not a finite number" in result.output  # the blank one is simply missing
+    assert "2 rows with a target that is not a usable number" in result.output  # the blank one is simply missing
     assert "line 3, target is not a number: 'abc'" in result.output
     assert "predicted: target" in result.output and "a typo or another unit" not in result.output
     infinite = tmp_path / "inf.csv"
@@ -374,12 +374,12 @@ def test_predict_takes_only_the_model_target_as_a_target(tmp_path, run_dir, ense
     """A numeric id column of a candidates file was taken as measured values (an MAE of 5023 against ids,
     the id column lost); a column named as the model's training target was not scored. predict takes a
     column named 'target' or as the model's target (or --target-col), and says which column it did not take."""
-    result, data, out = predict_ok(tmp_path, run_dir, "cand_id,formula\n5001,NaCl\n5002,MgO\n")
+    result, data, out = predict_ok(tmp_path, run_dir, "cand,formula\n5001,NaCl\n5002,MgO\n")
     frame = pd.read_csv(out)
-    assert frame["cand_id"].tolist() == [5001, 5002] and "target" not in frame.columns and "MAE" not in result.output
-    assert "column 'cand_id' not taken as a target" in result.output and "--target-col 'cand_id'" in result.output
+    assert frame["cand"].tolist() == [5001, 5002] and "target" not in frame.columns and "MAE" not in result.output
+    assert "column 'cand' not taken as a target" in result.output and "--target-col 'cand'" in result.output
     scored = invoke(str(data), "--model", str(run_dir), "-o", str(tmp_path / "s.csv"), "--device", "cpu",
-                    "--target-col", "cand_id")
+                    "--target-col", "cand")
     assert scored.exit_code == 0 and "MAE against the input's target" in scored.output
     named = tmp_path / "named.csv"  # the ensemble was trained on a column named 'target'; this run on 'Eg (eV)'
     pd.DataFrame({"formula": ["NaCl", "MgO"], "Eg (eV)": [8.5, 7.8], "no": [1, 2]}).to_csv(named, index=False)
