@@ -177,12 +177,13 @@ def _parse_part(part: str, counted: bool) -> tuple[dict[str, float] | None, str 
         m = _COUNT.match(part)
         count, body = (1.0 if m[1] is None else float(m[1])), m[2]
         if not body:
-            return None, "unparseable formula: empty part in an adduct (A·nB)"
+            what = f"a count with no formula after it ({part.strip()!r})" if part.strip() else "an empty part"
+            return None, f"unparseable formula: {what} in an adduct (write A·nB: the count before its formula)"
         if count < ZERO_AMOUNT:
-            return None, f"zero amount of {body}"
+            return None, f"zero amount (below {ZERO_AMOUNT:g}) of {body}"
     zeros = _zero_amounts(body)
     if zeros:
-        return None, f"zero amount of {', '.join(zeros)}"
+        return None, f"zero amount (below {ZERO_AMOUNT:g}) of {', '.join(zeros)}"
     reason = _misread(body)
     if reason:
         return None, reason

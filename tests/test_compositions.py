@@ -125,16 +125,16 @@ def test_mixed_list_keeps_order():
 # ---------------------------------------------------------------- zero amounts
 
 @pytest.mark.parametrize("formula, reason", [
-    ("Fe0O3", "zero amount of Fe"),  # would be pure O
-    ("Fe2O0.0", "zero amount of O"),  # would be pure Fe
-    ("NaCl0", "zero amount of Cl"),  # would be pure Na
-    ("Fe-0O3", "zero amount of Fe"),
-    ("Al1e-9Fe", "zero amount of Al"),  # below pymatgen's tolerance: absent, so it counts as zero
-    ("Fe0O0Ni", "zero amount of Fe, O"),
-    ("FeO(OH)0", "zero amount of (OH)"),
-    ("Ca[OH]0", "zero amount of [OH]"),
-    ("NaCl·0H2O", "zero amount of H2O"),
-    ("CuSO4·5H2O0", "zero amount of O"),
+    ("Fe0O3", "zero amount (below 1e-08) of Fe"),  # would be pure O
+    ("Fe2O0.0", "zero amount (below 1e-08) of O"),  # would be pure Fe
+    ("NaCl0", "zero amount (below 1e-08) of Cl"),  # would be pure Na
+    ("Fe-0O3", "zero amount (below 1e-08) of Fe"),
+    ("Al1e-9Fe", "zero amount (below 1e-08) of Al"),  # below pymatgen's tolerance: absent, so it counts as zero
+    ("Fe0O0Ni", "zero amount (below 1e-08) of Fe, O"),
+    ("FeO(OH)0", "zero amount (below 1e-08) of (OH)"),
+    ("Ca[OH]0", "zero amount (below 1e-08) of [OH]"),
+    ("NaCl·0H2O", "zero amount (below 1e-08) of H2O"),
+    ("CuSO4·5H2O0", "zero amount (below 1e-08) of O"),
 ])
 def test_zero_amount_is_rejected(formula, reason):
     assert reason_of(formula) == reason
@@ -214,6 +214,13 @@ def test_empty_adduct_part(formula):
     assert reason_of(formula).startswith("unparseable formula")
 
 
+def test_a_count_after_its_formula_is_named():
+    """H2O*0.5: the part after the separator is a count with no formula, not an empty part."""
+    assert reason_of("H2O*0.5") == ("unparseable formula: a count with no formula after it ('0.5') in an adduct "
+                                    "(write A·nB: the count before its formula)")
+    assert "an empty part" in reason_of("NaCl··H2O")
+
+
 def test_adduct_parts_are_checked_like_formulas():
     assert "He" in reason_of("HeF2·H2O")
     assert "Xx" in reason_of("NaCl·Xx")
@@ -236,7 +243,7 @@ def test_zero_amounts_and_hydrates_in_the_rejected_report(tmp_path):
     assert rejected["line"].tolist() == [3, 4, 5, 6]
     assert rejected["formula"].tolist() == ["Fe0O3", "Fe2O0.0", "NaCl0", "CaSO4.2H2O"]
     assert rejected["reason"].tolist() == [
-        "zero amount of Fe", "zero amount of O", "zero amount of Cl",
+        "zero amount (below 1e-08) of Fe", "zero amount (below 1e-08) of O", "zero amount (below 1e-08) of Cl",
         "'CaSO4.2H2O' is ambiguous (hydrate or O4.2?): write a hydrate as CaSO4·2H2O",
     ]
 
