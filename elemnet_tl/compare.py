@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .datasets import check_source
+from .datasets import check_source, sha256_of
 from .errors import InputError, plural
 from .featurize import Featurized, held_out_record, load_and_prepare
 from .io import jsonable, write_json, write_table, write_text
@@ -131,6 +131,9 @@ def record_test_score(where: Path, metrics: dict, n_test: int) -> None:
     card = json.loads(card_path.read_text())
     card.setdefault("metrics", {}).update(test_mae=metrics["mae"], test_rmse=metrics["rmse"], test_r2=metrics["r2"])
     card.setdefault("split", {})["n_test"] = int(n_test)
+    test_csv = where / "data" / "test.csv"  # the rows scored, beside the training rows the run read
+    if test_csv.is_file() and isinstance(card.get("data"), dict):
+        card["data"]["test"] = {"source": str(test_csv), "sha256": sha256_of(test_csv), "kept": int(n_test)}
     card["test_scored_by"] = "compare-scratch, on this seed's test rows (results.json)"
     if isinstance(card.get("metrics_note"), str):  # it said there were no test metrics
         card["metrics_note"] = card["metrics_note"].replace(

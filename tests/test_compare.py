@@ -1013,6 +1013,10 @@ def test_transfer_cards_say_where_their_test_scores_come_from(compared):
         card = json.loads((out / "runs" / method / "full" / "seed0" / "card.json").read_text())
         assert card["metrics"]["test_mae"] == pytest.approx(results["methods"][method]["per_seed"][0]["mae"])
         assert NO_TEST_METRICS not in card["metrics_note"] and "compare-scratch" in card["metrics_note"]
+        test_csv = out / "runs" / method / "full" / "seed0" / "data" / "test.csv"
+        assert card["data"]["test"]["source"] == str(test_csv) and card["data"]["test"]["kept"] == len(
+            pd.read_csv(test_csv))
+        assert len(card["data"]["test"]["sha256"]) == 64
     assert "sample standard deviation" in results["std"]
     assert "mean ± sample std" in (out / "report.md").read_text()
 
