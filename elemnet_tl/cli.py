@@ -351,7 +351,11 @@ def predict(
     if featurized.table.target_note():
         lines.append(featurized.table.target_note())
     unused = featurized.table.provenance.get("target_not_taken")
-    if unused is not None:
+    why = featurized.table.provenance.get("target_not_taken_reason")
+    if why is not None:  # a named dataset of another property
+        lines.append(f"{data}: its target is not scored ({why}); --target-col "
+                     f"{featurized.table.provenance.get('target')!r} scores the predictions against it")
+    elif unused is not None:
         lines.append(f"{data}: column {unused!r} not taken as a target (no column is named 'target' or as the "
                      f"model's target, {result.predictor.target!r}); --target-col {unused!r} scores the "
                      "predictions against it")

@@ -541,6 +541,7 @@ def load_table(
     like: Table | None = None,
     optional_target: bool = False,
     target_names: tuple[str, ...] | None = None,
+    target_unit: str = "",
 ) -> Table:
     """Read a file (CSV, TSV, JSON, also .gz/.bz2/.xz/.zip; parquet) or a named dataset into a :class:`Table`.
 
@@ -550,7 +551,8 @@ def load_table(
     With ``require_target=False`` a table without a target loads (for prediction); with
     ``optional_target=True`` too, but a table with several numeric columns must name one; with
     ``target_names`` (a model's target, for prediction) the target is only a column named ``target`` or
-    one of those names, and a column that would have been guessed is kept in ``target_not_taken``.
+    one of those names, and a column that would have been guessed is kept in ``target_not_taken``; a named
+    dataset whose unit differs from ``target_unit`` (the model's) is not scored either.
     ``like``: the training table, when this is a validation or test file: its formula and target columns
     are those of the given names (``formula_col``/``target_col``, else the training table's), and where the
     file has no such column, the one found in it as above (the target's summary line says so).
@@ -568,7 +570,8 @@ def load_table(
     elif _is_named(text):
         from . import named
 
-        frame, info = named.load_named_dataset(text, target_col=target_col)
+        frame, info = named.load_named_dataset(text, target_col=target_col,
+                                               require_target=target_names is None or target_col is not None)
         provenance.update({k: v for k, v in info.items() if k != "source"}, citation=info.get("source"))
         if target_col is not None and "target" in frame.columns:
             target_col = "target"
@@ -595,6 +598,12 @@ def load_table(
         fcol = _find_column(frame, formula_col, FORMULA_COLUMNS, "formula", text)
         tcol = _named_target(frame, fcol, target_names)
         unused = None if tcol else _find_target(frame, fcol, None, text, False, exclude_from_target)
+        unit = str(provenance.get("unit") or "")
+        if tcol == "target" and provenance.get("name") and unit and target_unit and unit != target_unit:
+            # a named dataset's target is another property than the model's: no score against it
+            unused, tcol = "target", None
+            provenance["target_not_taken_reason"] = (f"the dataset's target, {provenance.get('target')}, is in "
+                                                     f"{unit}; the model predicts {target_unit}")
         if unused is not None:
             provenance["target_not_taken"] = unused
     else:

@@ -231,15 +231,16 @@ def load_and_prepare(
     like: Featurized | None = None,
     optional_target: bool = False,
     target_names: tuple[str, ...] | None = None,
+    target_unit: str = "",
 ) -> Featurized:
     """:func:`load_table` then :func:`prepare`: the path every command's input takes. ``like``: the training
     data, when this is a validation or test file (its columns are looked up by the training data's names).
     ``optional_target``: a table with no numeric column loads without a target (every row kept); one that
-    has a target is checked as a required one is. ``target_names``: see :func:`load_table`."""
+    has a target is checked as a required one is. ``target_names``, ``target_unit``: see :func:`load_table`."""
     exclude = (stability_col,) if stability_col else ()
     table = load_table(source, formula_col, target_col, require_target=require_target, exclude_from_target=exclude,
                        like=like.table if like is not None else None, optional_target=optional_target,
-                       target_names=target_names)
+                       target_names=target_names, target_unit=target_unit)
     if optional_target and not table.has_target and (duplicates not in ("auto", "keep") or stability_col):
         option = f"--duplicates {duplicates}" if duplicates not in ("auto", "keep") else "--stability-col"
         raise InputError(f"{source}: {option} needs a target column, and this table has none (columns: "

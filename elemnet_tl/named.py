@@ -34,6 +34,7 @@ import socket
 import sys
 import tarfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +51,8 @@ FORMULA_COLUMNS = ("formula", "composition", "formula_pretty", "pretty_formula",
 
 CONNECT_TIMEOUT_S = 5.0
 """Seconds to wait for the dataset's server before declaring a download impossible."""
+READ_TIMEOUT_S = 60.0
+"""Seconds of silence in the middle of a download before it is abandoned (one line, exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -293,9 +296,13 @@ def _match_column(wanted: str, columns: list[str]) -> str | None:
     return lower[0] if len(lower) == 1 else None
 
 
-def _load_transport(target_col: str | None) -> tuple[pd.DataFrame, dict]:
+def _load_transport(target_col: str | None, require_target: bool = True) -> tuple[pd.DataFrame, dict]:
     raw, path, sha = _transport_table()
     numeric = _numeric_columns(raw)
+    if target_col is None and not require_target and len(numeric) != 1:  # predict: the properties ride along
+        frame = raw.rename(columns={"pretty_formula": "formula"}).drop(columns=["target", "line"], errors="ignore")
+        return frame.reset_index(drop=True), {"name": TRANSPORT.name, "source": TRANSPORT.source, "target": None,
+                                              "unit": "", "path": path, "sha256": sha}
     if target_col is None:
         if len(numeric) != 1:
             raise InputError(
@@ -460,6 +467,29 @@ def _proxied(url: str) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def download_timeouts(connect_s: float | None = None, read_s: float | None = None) -> Iterator[None]:
+    """Every ``requests`` call made inside gets a timeout unless it sets its own: matminer's download sets
+    none, so a server that accepts the connection and then stays silent would block forever (a captive
+    portal, a stalled proxy). ``read_s``: the longest silence between two received bytes."""
+    import requests
+
+    connect_s = CONNECT_TIMEOUT_S if connect_s is None else connect_s
+    read_s = READ_TIMEOUT_S if read_s is None else read_s
+    original = requests.Session.request
+
+    def request(self, method, url, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = (connect_s, read_s)
+        return original(self, method, url, **kwargs)
+
+    requests.Session.request = request
+    try:
+        yield
+    finally:
+        requests.Session.request = original
+
+
 def _check_reachable(name: str, url: str, home: Path) -> None:
     """Fail within CONNECT_TIMEOUT_S when the download server cannot be reached (requests has no
     timeout in matminer). Skipped when a proxy is configured: requests will go through it."""
@@ -531,7 +561,7 @@ def _load_matminer(name: str, target_col: str | None) -> tuple[pd.DataFrame, dic
         _check_reachable(name, url, home)
     try:
         # matminer prints progress to stdout: keep stdout clean for the CLI's own output
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), download_timeouts():
             warnings.simplefilter("ignore")
             raw = mmd.load_dataset(name, data_home=str(home), pbar=False)
     except Exception as exc:  # noqa: BLE001 - requests/urllib3/OSError/hash UserWarning/json errors
@@ -653,18 +683,20 @@ def list_datasets() -> list[dict]:
     return out
 
 
-def load_named_dataset(name: str, target_col: str | None = None) -> tuple[pd.DataFrame, dict]:
+def load_named_dataset(name: str, target_col: str | None = None, require_target: bool = True
+                       ) -> tuple[pd.DataFrame, dict]:
     """Load a named dataset as (frame, provenance).
 
     The frame has ``formula`` (str), ``target`` (float64) and other useful source columns. The
     provenance dict has ``name``, ``source``, ``target`` (the source column used), ``unit``, ``path``
     (the file read) and ``sha256`` (of that file). Raises :class:`InputError` (one line) for an
     unknown name, a ``target_col`` that is not a valid target, or a download that is needed but fails.
+    ``require_target=False`` (predict): a dataset of several properties loads without a target.
     """
     if name == EXPT.name:
         return _load_expt(target_col)
     if name == TRANSPORT.name:
-        return _load_transport(target_col)
+        return _load_transport(target_col, require_target)
     if name in _matminer_names():
         return _load_matminer(name, target_col)
     raise InputError(f"unknown dataset {name!r}; known: {', '.join(_known_names())}")

@@ -140,7 +140,7 @@ def predict(
         check_outputs(output, data, merged=False)  # predict keeps every row: it lists no merged rows
     predictor = load_predictor(model, device)
     featurized = load_and_prepare(data, formula_col, target_col, "keep", require_target=False,
-                                  target_names=predictor.target_names)
+                                  target_names=predictor.target_names, target_unit=predictor.unit)
     if predictor.with_spread is not None:
         pred, spread = predictor.with_spread(featurized.fractions)
     else:

@@ -331,3 +331,49 @@ def test_unit_from_plain_descriptions():
     assert named._unit_from("x [eV]", "in the x direction") == "eV"
     assert named._unit_from("x [a.u.]", "band gap, in eV") == "eV"  # a column bracket that is no unit
     assert named._unit_from("x", "") == ""
+
+
+def test_a_download_that_goes_silent_gives_up(monkeypatch):
+    """matminer's download sets no timeout: a server that accepts and never answers blocked forever. Inside
+    download_timeouts every requests call without its own timeout gets one."""
+    import socket
+    import threading
+    import time
+
+    import requests
+
+    from elemnet_tl.named import download_timeouts
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    held = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/data.json.gz"
+    original, t0 = requests.Session.request, time.perf_counter()
+    with download_timeouts(connect_s=2, read_s=0.5), pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(url)
+    assert time.perf_counter() - t0 < 10
+    assert requests.Session.request is original  # restored
+    server.close()
+
+
+def test_predict_does_not_score_a_named_dataset_of_another_property(tmp_path):
+    """The band-gap model on the experimental formation enthalpies: eV against eV/atom is no score (it printed
+    an MAE of 2.0); the dataset's own column name scores it on request."""
+    from elemnet_tl.predict import predict
+
+    other = predict("expt-formation-enthalpy", "bundled:band-gap", device="cpu")
+    assert "error" not in other.table.columns and "target (input)" in other.table.columns
+    assert "eV/atom" in other.featurized.table.provenance["target_not_taken_reason"]
+    same = predict("expt-formation-enthalpy", "bundled", device="cpu")
+    assert same.table["error"].notna().all()
+
+
+def test_a_dataset_of_several_properties_predicts_without_choosing_one():
+    from elemnet_tl.datasets import load_table
+
+    table = load_table("mp-transport", require_target=False, target_names=("formation energy",))
+    assert not table.has_target and {"S_p", "kappa_n"} <= set(table.frame.columns)
+    with pytest.raises(InputError, match="--target-col"):
+        load_table("mp-transport")  # training needs one
