@@ -105,6 +105,8 @@ RunDir = typer.Option(..., "--output", "-o", help="Run directory to create.")
 ValFile = typer.Option(None, "--val", help="Validation file (default: a seeded hold-out).")
 ValFraction = typer.Option(0.1, "--val-fraction", help="Hold-out fraction when no --val.")
 TestFile = typer.Option(None, "--test", help="Test file, scored once at the end (never deduplicated).")
+TestFraction = typer.Option(0.0, "--test-fraction", help="Instead of --test: hold out this seeded fraction of the "
+                            "data (after merging duplicates) as the test set, scored once at the end.")
 Overwrite = typer.Option(False, "--overwrite", help="Replace a finished run in OUTPUT.")
 
 
@@ -208,8 +210,7 @@ def pretrain(
     val: Optional[Path] = ValFile,
     val_fraction: float = ValFraction,
     test: Optional[Path] = TestFile,
-    test_fraction: float = typer.Option(0.0, "--test-fraction", help="Instead of --test: hold out this seeded "
-                                        "fraction of the data as the test set."),
+    test_fraction: float = TestFraction,
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (default: 120)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: 512)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default: 1e-3)."),
@@ -278,6 +279,7 @@ def finetune(
     val: Optional[Path] = ValFile,
     val_fraction: float = ValFraction,
     test: Optional[Path] = TestFile,
+    test_fraction: float = TestFraction,
     keep_head: Optional[bool] = typer.Option(None, "--keep-head/--new-head", help="Keep the pretrained output "
                                              "layer (same property) or start a new one (default: keep it, "
                                              "linearly calibrated, only when the source predicts the target "
@@ -317,10 +319,9 @@ def finetune(
         raise InputError(f"--lr must be > 0, got {lr}")
     config = _fit_config(FINETUNE_DEFAULTS, epochs, batch_size, lr, patience, seed)
     run(data, output, source=source, strategy=strategy, val=val, test=test, val_fraction=val_fraction,
-                 keep_head=keep_head, members=ensemble, config=config, device=device, overwrite=overwrite,
-                 duplicates=duplicates,
-                 formula_col=formula_col, target_col=target_col, stability_col=stability_col,
-                 show_progress=not quiet, notices=True)  # notices: the run's summary lines too
+        test_fraction=test_fraction, keep_head=keep_head, members=ensemble, config=config, device=device,
+        overwrite=overwrite, duplicates=duplicates, formula_col=formula_col, target_col=target_col,
+        stability_col=stability_col, show_progress=not quiet, notices=True)  # notices: the run's summary lines too
 
 
 @app.command()

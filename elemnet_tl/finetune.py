@@ -176,6 +176,7 @@ def finetune(
     val: str | Path | None = None,
     test: str | Path | None = None,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
     keep_head: bool | None = None,
     members: int = DEFAULT_MEMBERS,
     config: FitConfig | None = None,
@@ -197,7 +198,8 @@ def finetune(
     which and why). ``keep_head``: keep the pretrained output layer (True), re-initialise
     it (False), or (None) keep it, linearly calibrated, only when the source already predicts the target
     with r ≥ :data:`SAME_PROPERTY_R`; the card's ``head`` says which and why.
-    ``members`` > 1 averages that many fine-tuned models, each validated on its own split.
+    ``members`` > 1 averages that many fine-tuned models, each validated on its own split. ``test`` (a file) or
+    ``test_fraction`` (a seeded hold-out of ``data``, after merging duplicates) is scored once at the end.
     ``source="auto"`` (default) starts from the bundled model whose activations a ridge probe finds most
     predictive of the target on the training rows, formation energy unless another is clearly better
     (:mod:`elemnet_tl.sources`; the card's ``source_choice`` says which and why).
@@ -215,7 +217,8 @@ def finetune(
     if keep_head and parsed.name == "reinit":
         raise InputError(f"--keep-head has no effect with --strategy {strategy}: every layer, the output layer too, "
                          "starts from fresh weights")
-    options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction, keep_head=keep_head,
+    options = _Options(strategy=strategy, val=val, test=test, val_fraction=val_fraction,
+                       test_fraction=test_fraction, keep_head=keep_head,
                        members=members, config=config, device=device, overwrite=overwrite, duplicates=duplicates,
                        formula_col=formula_col, target_col=target_col, stability_col=stability_col,
                        show_progress=show_progress, notices=show_progress if notices is None else notices)
@@ -242,6 +245,7 @@ class _Options:
     val: str | Path | None
     test: str | Path | None
     val_fraction: float
+    test_fraction: float
     keep_head: bool | None
     members: int
     config: FitConfig
@@ -257,7 +261,8 @@ class _Options:
 
 def _load_inputs(data: str | Path, o: _Options) -> TrainingInputs:
     """The training data, validation split or file and test file of a fine-tune."""
-    return load_training_inputs(data, val=o.val, test=o.test, val_fraction=o.val_fraction, seed=o.config.seed,
+    return load_training_inputs(data, val=o.val, test=o.test, val_fraction=o.val_fraction,
+                                test_fraction=o.test_fraction, seed=o.config.seed,
                                 duplicates=o.duplicates, formula_col=o.formula_col, target_col=o.target_col,
                                 stability_col=o.stability_col)
 

@@ -86,7 +86,8 @@ def study_one(name: str, seed: int, work: Path) -> dict | None:
         return None
     train, test = files
     config = replace(FINETUNE_DEFAULTS, seed=seed)
-    options = _Options(strategy="auto", val=None, test=test, val_fraction=0.1, keep_head=None, members=1,
+    options = _Options(strategy="auto", val=None, test=test, val_fraction=0.1, test_fraction=0.0, keep_head=None,
+                       members=1,
                        config=config, device="cpu", overwrite=True, duplicates="auto", formula_col=None,
                        target_col=None, stability_col=None, show_progress=False, notices=False)
     t0 = time.perf_counter()

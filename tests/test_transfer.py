@@ -597,6 +597,27 @@ def test_finetune_bad_source_and_strategy(tmp_path, source_dir, data_dir):
 
 # ---------------------------------------------------------------- the CLI
 
+def test_cli_finetune_test_fraction(tmp_path, source_dir, data_dir):
+    """--test-fraction (as pretrain has): a seeded hold-out of the merged rows, scored once, never trained on."""
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["finetune", str(data_dir / "smooth.csv"), "-o", str(out), "--from",
+                                 str(source_dir), "--epochs", "2", "--strategy", "full", "--ensemble", "2",
+                                 "--test-fraction", "0.25", "-q"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "card.json").read_text())
+    tested = pd.read_csv(out / "test_predictions.csv")
+    kept = card["data"]["train"]["kept"]
+    assert card["split"]["n_test"] == len(tested) == round(0.25 * kept)
+    assert card["data"]["train"]["kept_for_training"] == kept - len(tested)
+    assert card["metrics"]["test_mae"] == pytest.approx((tested["prediction"] - tested["target"]).abs().mean())
+    assert "seeded 0.25 hold-out" in card["metrics_note"] and "test MAE" in result.output
+    assert card["split"]["n_train"] + card["split"]["n_val"] == kept - len(tested)  # the rest train and validate
+    both = runner.invoke(app, ["finetune", str(data_dir / "smooth.csv"), "-o", str(tmp_path / "x"), "--from",
+                               str(source_dir), "--test", str(data_dir / "smooth.csv"), "--test-fraction", "0.2"])
+    assert both.exit_code == 2 and "either --test or --test-fraction" in both.output
+
+
+
 def test_cli_finetune(tmp_path, source_dir, data_dir):
     out = tmp_path / "run"
     result = runner.invoke(app, ["finetune", str(data_dir / "smooth.csv"), "-o", str(out), "--from",
