@@ -490,7 +490,17 @@ def download_timeouts(connect_s: float | None = None, read_s: float | None = Non
         requests.Session.request = original
 
 
-def _check_reachable(name: str, url: str, home: Path) -> None:
+def _offline_route(name: str, url: str) -> str:
+    """How to use dataset ``name`` without a network, and a dataset that ships with the tool of a similar name."""
+    import difflib
+
+    route = (f"; offline: put {url or 'its file'} as {_matminer_cache_path(name)} (the cache; $ELEMTL_CACHE moves it), "
+             "or give a CSV of it (formula and target columns)")
+    near = difflib.get_close_matches(name, list(BUILTIN), n=1, cutoff=0.8)
+    return route + (f"; did you mean {near[0]} (ships with the tool)?" if near else "")
+
+
+def _check_reachable(name: str, url: str) -> None:
     """Fail within CONNECT_TIMEOUT_S when the download server cannot be reached (requests has no
     timeout in matminer). Skipped when a proxy is configured: requests will go through it."""
     parsed = urlparse(url)
@@ -501,10 +511,8 @@ def _check_reachable(name: str, url: str, home: Path) -> None:
         with socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as exc:
-        raise InputError(
-            f"dataset {name} is not in the cache ({home}) and could not be downloaded (no network?): "
-            f"cannot reach {parsed.hostname}: {_short_reason(exc)}"
-        ) from None
+        raise InputError(f"dataset {name} could not be downloaded (no network?): cannot reach {parsed.hostname}: "
+                         f"{_short_reason(exc)}{_offline_route(name, url)}") from None
 
 
 def _formula_string(value: object) -> str | None:
@@ -558,7 +566,7 @@ def _load_matminer(name: str, target_col: str | None) -> tuple[pd.DataFrame, dic
                 "download); delete the file to download it again"
             )
     else:
-        _check_reachable(name, url, home)
+        _check_reachable(name, url)
     try:
         # matminer prints progress to stdout: keep stdout clean for the CLI's own output
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), download_timeouts():
@@ -570,10 +578,8 @@ def _load_matminer(name: str, target_col: str | None) -> tuple[pd.DataFrame, dic
         if path.is_file():  # a partial download would be read later without a hash check
             with contextlib.suppress(OSError):
                 path.unlink()
-        raise InputError(
-            f"dataset {name} is not in the cache ({home}) and could not be downloaded (no network?): "
-            f"{_short_reason(exc)}"
-        ) from None
+        raise InputError(f"dataset {name} could not be downloaded (no network?): {_short_reason(exc)}"
+                         f"{_offline_route(name, url)}") from None
     if not path.is_file():
         raise InputError(f"dataset {name}: matminer loaded it but {path} does not exist")
     sha = sha256_of(path)

@@ -170,6 +170,9 @@ def test_download_offline_connection_error(monkeypatch):
     message = _one_line(exc)
     assert "matbench_steels" in message and "could not be downloaded" in message
     assert "Name or service not known" in message
+    # the offline route: which file, from where, to which path
+    assert f"as {named.cache_dir() / 'matbench_steels.json.gz'} (the cache; $ELEMTL_CACHE moves it)" in message
+    assert "https://" in message and "did you mean" not in message
 
 
 def test_download_unreachable_fails_before_matminer(monkeypatch):
@@ -188,6 +191,8 @@ def test_download_unreachable_fails_before_matminer(monkeypatch):
         named.load_named_dataset("matbench_expt_gap")
     message = _one_line(exc)
     assert "matbench_expt_gap" in message and "could not be downloaded" in message
+    with pytest.raises(InputError, match="did you mean expt-formation-enthalpy \\(ships with the tool\\)"):
+        named.load_named_dataset("expt_formation_enthalpy")  # the download-only one of a similar name
 
 
 def _fake_download(monkeypatch, frame: pd.DataFrame):
