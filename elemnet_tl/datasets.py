@@ -468,6 +468,10 @@ def _companion_column(frame: pd.DataFrame, names: tuple[str, ...], find: Callabl
                          f"{what} column to {wanted!r}") from None
 
 
+_MISSING_WORDS = re.compile(r"(nan|na|n/a|none|null|-+|\?|)")
+"""Cells that hold no value (besides those pandas already reads as missing)."""
+
+
 def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, source: str,
                  required: bool, exclude: tuple[str, ...] = (), optional: bool = False) -> str | None:
     """The target column's name. Not ``required``: None where none is found; ``optional`` (with
@@ -490,8 +494,11 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
     if not numeric:
         swapped = (f"; the formula column {formula_col!r} holds numbers: check --formula-col"
                    if formula_holds_numbers else "")
-        raise InputError(f"{source}: no numeric target column; columns are {', '.join(map(str, frame.columns))}; "
-                         f"name it with --target-col{swapped}")
+        empty = [c for c in columns if not _never_target(c)  # only blanks, NaN, n/a, ?
+                 and frame[c].dropna().astype(str).str.strip().str.fullmatch(_MISSING_WORDS.pattern, case=False).all()]
+        held = f" ({', '.join(map(repr, empty))}: no number in any row)" if empty else ""
+        raise InputError(f"{source}: no numeric target column{held}; columns are "
+                         f"{', '.join(map(str, frame.columns))}; name it with --target-col{swapped}")
     raise InputError(f"{source}: ambiguous target column ({', '.join(numeric)}); choose one with --target-col")
 
 

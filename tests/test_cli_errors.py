@@ -429,3 +429,12 @@ def test_a_feature_directory_as_a_start_is_named(tmp_path):
     (features / "card.json").write_text(json.dumps({"command_kind": COMMAND_KIND}))
     one_line_error(["finetune", str(BAND_GAPS), "-o", str(tmp_path / "run"), "--from", str(features)],
                    str(features), "an extract-features directory", "pretrain or finetune run directory")
+
+
+def test_an_empty_target_column_is_named(tmp_path):
+    """A band_gap column whose cells are all blank, NaN, n/a or ?: "no numeric target column" alone read as if
+    the column were missing; the message names it and says it holds no number."""
+    path = tmp_path / "gaps.csv"
+    path.write_text("formula,band_gap,notes\nNaCl,,bad\nKCl,NaN,ok\nMgO,n/a,fine\nCaO,?,\n")
+    one_line_error(["finetune", str(path), "-o", str(tmp_path / "run")], path,
+                   "no numeric target column ('band_gap': no number in any row); columns are formula, band_gap, notes")
