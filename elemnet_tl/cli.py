@@ -92,12 +92,12 @@ def handles_errors(func: Callable) -> Callable:
 # -- shared options --------------------------------------------------------------------------------
 FormulaCol = typer.Option(None, "--formula-col", help="Formula column (default: found by name: formula, "
                           "composition, formula_pretty, pretty_formula, compound).")
-TargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
-                         "numeric column).")
-TrainTargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
-                              "numeric column)." + target_of_other_files("--val/--test"))
-CompareTargetCol = typer.Option(None, "--target-col", help="Target column (default: 'target', or the only other "
-                                "numeric column)." + target_of_other_files("--test"))
+GUESSED_TARGET = "Target column (default: 'target', or the only other numeric column, ids aside)."
+TargetCol = typer.Option(None, "--target-col", help=GUESSED_TARGET)
+PredictTargetCol = typer.Option(None, "--target-col", help="Column to score the predictions against (default: one "
+                                "named 'target' or as the model's training target; no other is guessed).")
+TrainTargetCol = typer.Option(None, "--target-col", help=GUESSED_TARGET + target_of_other_files("--val/--test"))
+CompareTargetCol = typer.Option(None, "--target-col", help=GUESSED_TARGET + target_of_other_files("--test"))
 Seed = typer.Option(0, "--seed", help="One seed for the split, initialisation and shuffling.")
 Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bar (summaries and warnings still print).")
@@ -169,7 +169,8 @@ def featurize(
 
     Columns: line (in the input file), formula, target, the input's other columns (ids), H ... Pu (+ pa_*).
 
-    A table of formulas alone (no numeric column) gets fractions for every parsed row, no target.
+    A table of formulas alone (no numeric column but ids: id, sample_no, icsd_id, ...) gets fractions for
+    every parsed row, no target.
 
     Rejected rows go to OUTPUT's stem + '.rejected.csv' (line, formula, reason); rows merged as duplicates
     are listed in its stem + '.merged.csv' (line, formula, target, kept_line, kept_target).
@@ -333,7 +334,7 @@ def predict(
                               "elemtl datasets)."),
     output: Path = typer.Option(..., "--output", "-o", help="Predictions table (.csv, .csv.gz, .parquet)."),
     formula_col: Optional[str] = FormulaCol,
-    target_col: Optional[str] = TargetCol,
+    target_col: Optional[str] = PredictTargetCol,
     device: str = Device,
 ) -> None:
     """Predict every row (input order): formula, the input's other columns, prediction, ensemble_std (an

@@ -49,7 +49,8 @@ def extract_features_command(
                                               "name: formula, composition, formula_pretty, pretty_formula, "
                                               "compound)."),
     target_col: Optional[str] = typer.Option(None, "--target-col", help="Target column (default: 'target', or "
-                                             "the only other numeric column)." + target_of_other_files("--test")),
+                                             "the only other numeric column, ids aside)."
+                                             + target_of_other_files("--test")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages (the data summary, "
                                "warnings and results still print)."),
 ) -> None:

@@ -554,7 +554,7 @@ def load_table(
 
     The formula column is found by name (``formula``, ``composition``, ``formula_pretty``,
     ``pretty_formula``, ``compound``; case-insensitive) unless ``formula_col`` names it. The target is
-    ``target_col``, else a column named ``target``, else the only other numeric column.
+    ``target_col``, else a column named ``target``, else the only other numeric column (id columns aside).
     With ``require_target=False`` a table without a target loads (for prediction); with
     ``optional_target=True`` too, but a table with several numeric columns must name one; with
     ``target_names`` (a model's target, for prediction) the target is only a column named ``target`` or
