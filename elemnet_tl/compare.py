@@ -24,13 +24,13 @@ import torch
 
 from .datasets import check_source, sha256_of
 from .errors import InputError, plural
-from .featurize import Featurized, held_out_record, load_and_prepare
+from .featurize import Featurized, check_several_compositions, held_out_record, load_and_prepare
 from .io import jsonable, write_json, write_table, write_text
 from .model import ElemNet
 from .progress import console
 from .report import NON_FINITE
 from .runs import NO_TEST_METRICS, prepare_run_dir, provenance, refuse_both, refuse_non_directory, regression_metrics
-from .training import FitConfig, fit, member_seed, predict_tensor, resolve_device, standardize
+from .training import FitConfig, fit, is_constant, member_seed, predict_tensor, resolve_device, standardize
 from .transfer import fresh_network_config
 from .workflow import split_indices, subset
 
@@ -538,6 +538,7 @@ def compare_scratch(
     out_dir = Path(out_dir)
     check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     full = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
+    check_several_compositions(full)
     test_f = load_and_prepare(test, formula_col, target_col, "keep", like=full) if test else None
     record = comparison_record(full, test_f, test_fraction, source=source, strategy=strategy, members=members,
                                config=config, methods=methods, seeds=seeds, sizes=sizes, stability_col=stability_col)
@@ -637,6 +638,7 @@ def compare_scratch(
         "n_train": splits[-1].train.n_kept if splits else 0,
         "unit": str(full.table.provenance.get("unit", "")),
         "target": target_name(full),
+        "target_constant": is_constant(full.target),
         "provenance": provenance(None, str(resolve_device(device))),
     }
     study = study_key(full.table.source, test)

@@ -243,7 +243,7 @@ def extract_features(
     ``show_progress``: print the steps and cross-validation rows; ``notices``: print the data summary,
     rejected-row files, warnings and the source choice (default: ``show_progress``).
     """
-    from .featurize import held_out_record, load_and_prepare
+    from .featurize import check_several_compositions, held_out_record, load_and_prepare
     from .runs import NO_TEST_METRICS, provenance
     from .sources import bundled_sources, choose_source, is_auto
     from .training import MAX_SEED, SEED_RULE, resolve_device
@@ -268,6 +268,8 @@ def extract_features(
 
     need_target = regressor != "none" or auto_layers
     train = load_and_prepare(data, formula_col, target_col, duplicates, require_target=need_target)
+    if need_target:
+        check_several_compositions(train)
     has_target = train.table.has_target
     auto_source = is_auto(source) and has_target  # without a target, auto is the default bundled model
     givens = bundled_sources() if auto_source else [bundled_sources()[0] if is_auto(source) else _source_given(source)]
@@ -290,15 +292,17 @@ def extract_features(
         say(f"--from auto: probing {', '.join(givens)} ...")
         given, source_choice, fitted_sources = choose_source(x, y, seed, str(dev), layers, max_rows=None,
                                                              transformers=candidates)
-        transformer = fitted_sources[given]
+        transformer = fitted_sources.get(given)  # none when nothing was probed (a constant target, few rows)
         note(f"--from auto: {given} — {source_choice['reason']}")
         timings["source_selection_s"] = round(time.perf_counter() - t0, 2)
     else:
-        transformer, given = candidates[0], givens[0]
+        transformer, given, fitted_sources = candidates[0], givens[0], {}
     t0 = time.perf_counter()
     if auto_layers and not auto_source:
         say(f"choosing a layer: ridge probe, {describe_cv(len(x))} ...")
-    if not auto_source:  # with --from auto, fitted while choosing the source
+    if transformer is None:
+        transformer = candidates[givens.index(given)]
+    if not auto_source or not fitted_sources:  # with --from auto, fitted while choosing the source
         transformer.fit(x, y)
         if transformer.source_members_ > 1:
             note(f"{given}: an ensemble of {transformer.source_members_} networks; the features are its first's")
@@ -327,7 +331,7 @@ def extract_features(
         _save_regressor(out, fitted, transformer, given, source_record, with_pa)
         metrics["val_mae"] = fitted.row["cv_mae"]
         baseline = mean_cv_mae(y, folds)
-        if not fitted.row["cv_mae"] < baseline:
+        if baseline > 0 and not fitted.row["cv_mae"] < baseline:  # 0: a constant target, warned about already
             say(f"warning: the CV MAE of {fitted.kind} ({fitted.row['cv_mae']:.4g}) is no better than predicting the "
                 f"training mean ({baseline:.4g} on the same folds): these features did not learn this target; "
                 "try other --layers or finetune")

@@ -267,6 +267,17 @@ def shared_compositions(rows: np.ndarray, reference: np.ndarray) -> int:
     return int(np.isin(keys(rows), keys(reference)).sum())
 
 
+def check_several_compositions(data: Featurized) -> None:
+    """Raise :class:`InputError` when every kept row has one composition: a model of composition alone has
+    nothing to learn (only an average of the targets), and the feature regressors nothing to scale."""
+    several_rows = data.n_kept > 1 or (data.n_kept == 1 and data.n_merged)  # one row alone: too few rows, said so
+    if several_rows and len(np.unique(composition_keys(data.fractions))) == 1:
+        merged = f" ({data.n_merged} rows merged into it as duplicates)" if data.n_merged else ""
+        raise InputError(f"{data.table.source}: every kept row has one composition, {data.frame['formula'].iloc[0]}"
+                         f"{merged}: a model of composition alone has nothing to learn; give rows of other "
+                         "compositions")
+
+
 def held_out_record(data: Featurized, train: Featurized) -> dict:
     """A validation or test file's card record: :meth:`Featurized.record` plus how many of its rows are
     compositions of the training data (their score flatters; 0 when none)."""
@@ -283,9 +294,14 @@ def overlap_warning(test: Featurized, train: Featurized, role: str = "test") -> 
             f"the training data {train.table.source}: the {role} score will look better than on new compositions")
 
 
-OUTLIER_RANGES = 1000
-"""A target value farther than this many 10-90 % ranges from the median gets a warning (on the
-development sets the farthest is 40 ranges away: piezoelectric coefficients; scripts/target_ranges.py)."""
+OUTLIER_RANGES = 100
+"""A target value farther than this many 10-90 % ranges from the median gets a warning (on the 18
+development and source sets the farthest is 40 ranges away: piezoelectric coefficients;
+scripts/target_ranges.py). Four values x1000 among 300 formation energies (733 ranges away) made a fine-tune
+7x worse."""
+SKEW_DECADES = 3
+"""A positive target whose 10-90 % range spans more decades than this gets a hint to fit its log (the
+development sets: at most 2.7, slme, whose zeros a log would not suit; 10**uniform(-3, 3): 4.8)."""
 
 
 def _targets_before_merging(data: Featurized) -> np.ndarray:
@@ -317,7 +333,23 @@ def target_warning(data: Featurized) -> str | None:
         return (f"warning: {where} takes only two values ({two[0]:g}, {two[1]:g}): if it is a class "
                 "label, note that elemtl fits a regression (predictions are scores between the two; MAE "
                 f"measures them){merged}")
-    return outlier_warning(data)
+    return outlier_warning(data) or skew_warning(data)
+
+
+def skew_warning(data: Featurized) -> str | None:
+    """A hint when a positive target spans more than :data:`SKEW_DECADES` decades in its 10-90 % range: the
+    MAE (and the training loss) then hardly sees the small values; their log is often what to model."""
+    target = np.asarray(data.target, dtype=np.float64)
+    target = target[np.isfinite(target)]
+    if len(target) < 3 or not (target > 0).all():
+        return None
+    p10, p90 = np.percentile(target, 10), np.percentile(target, 90)
+    decades = math.log10(p90 / p10)
+    if decades <= SKEW_DECADES:
+        return None
+    return (f"warning: the target of {data.table.source} is positive and spans {decades:.1f} decades in its 10-90 % "
+            f"range ({p10:.3g} to {p90:.3g}): the MAE is made by the largest values; if relative errors matter, "
+            "train on its log10 (and take 10**prediction)")
 
 
 def outlier_warning(data: Featurized) -> str | None:

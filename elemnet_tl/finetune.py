@@ -89,7 +89,8 @@ def rescale_head(model, old_mean: float, old_std: float, new_mean: float, new_st
     out = model.layers["out"]
     with torch.no_grad():
         out.weight.mul_(slope * old_std / new_std)
-        out.bias.copy_((slope * (out.bias * old_std + old_mean) + intercept - new_mean) / new_std)
+        bias = out.bias.double()  # float64: a target offset by 1e6 keeps the bias's digits
+        out.bias.copy_((slope * (bias * old_std + old_mean) + intercept - new_mean) / new_std)
 
 
 SAME_PROPERTY_R = 0.95

@@ -117,7 +117,7 @@ ONE_SEED_GAP = 0.10
 hundred rows is often about this large (docs/benchmarks.md)."""
 
 
-def verdict(summary: dict, n_test: int | None = None, in_training: int = 0) -> dict:
+def verdict(summary: dict, n_test: int | None = None, in_training: int = 0, constant: bool = False) -> dict:
     """Best transfer vs best from-scratch method, the margin, and why it may not be conclusive
     (methods that failed on every seed or on some, a small test set, a gap within the seed-to-seed spread).
 
@@ -126,7 +126,8 @@ def verdict(summary: dict, n_test: int | None = None, in_training: int = 0) -> d
     is none), so a method that failed on its hard seeds does not look better for it, and a failure of a
     method outside the side does not change the side's ranking. The best transfer and best from-scratch
     methods are then compared paired, on the seeds both succeeded on (``paired_seeds`` of ``seeds``).
-    ``in_training``: test rows whose composition is in the training data (a test file that overlaps it)."""
+    ``in_training``: test rows whose composition is in the training data (a test file that overlaps it);
+    ``constant``: the training target has one value (nothing to compare: never conclusive)."""
     maes = {m: seed_maes(e) for m, e in summary.items()}
     worked = [m for m in summary if maes[m]]
 
@@ -155,7 +156,9 @@ def verdict(summary: dict, n_test: int | None = None, in_training: int = 0) -> d
     if in_training:
         caveats.append(f"{in_training} of the {plural(n_test or in_training, 'test row')} are compositions of the "
                        "training data: every test MAE flatters, most of all for methods that memorize rows (pa-rf)")
-    conclusive = True
+    conclusive = not constant
+    if constant:
+        caveats.append("the training target has one value: there is nothing to learn, and the gaps are rounding")
     if n_test is not None and n_test < MIN_TEST_ROWS:
         caveats.append(f"only {plural(n_test, 'test row')}: too small to be conclusive "
                        f"(at least {MIN_TEST_ROWS} are needed)")
@@ -423,7 +426,8 @@ def write_report(out_dir: Path, outcomes: list, splits: list, setup: dict, study
     summary = summarize(outcomes, 1.0)
     curve = {f"{s:g}": summarize(outcomes, s) for s in sizes} if len(sizes) > 1 else None
     seen = (setup.get("test_data") or {}).get("rows_in_training_data", 0)
-    results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test"), seen), "split": setup["split"],
+    results = {"methods": summary, "verdict": verdict(summary, setup.get("n_test"), seen,
+                                                      bool(setup.get("target_constant"))), "split": setup["split"],
                "target": {"name": setup.get("target") or "target", "unit": setup.get("unit", "")},
                "data": setup["data"], "setup": setup, "failed": failed_methods(summary, curve),
                "std": "test_mae_std: the sample standard deviation (ddof 1) over the seeds that worked"}

@@ -15,6 +15,7 @@ from .elements import element_rows
 from .errors import InputError, plural
 from .featurize import (
     Featurized,
+    check_several_compositions,
     held_out_record,
     input_warnings,
     load_and_prepare,
@@ -94,6 +95,7 @@ def load_training_inputs(
         if not 0 <= value < 1 or (name == "--val-fraction" and not val and value == 0):
             raise InputError(f"{name} must be between 0 and 1, got {value:g}")
     train = load_and_prepare(data, formula_col, target_col, duplicates, stability_col)
+    check_several_compositions(train)
     needed = MIN_TRAINING_ROWS + bool(test_fraction)
     if train.n_kept < needed:
         raise InputError(f"{data}: {plural(train.n_kept, 'usable row')} after rejections and "
@@ -209,7 +211,7 @@ class RunResult:
             parts.append(f"test MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g}, R² {m['test_r2']:.3f}")
         lines.append("; ".join(parts))
         baseline = (card.get("split") or {}).get("val_mae_of_training_mean")
-        if baseline is not None and not m["val_mae"] < baseline:
+        if baseline and not m["val_mae"] < baseline:  # 0: a constant target, warned about already
             lines.append(f"warning: the best validation MAE ({m['val_mae']:.4g}) is no better than predicting the "
                          f"training mean ({baseline:.4g}): the network did not learn this target (a learning rate "
                          "too large? see --lr)")

@@ -538,6 +538,9 @@ def test_verdict_caveats():
     lost = verdict(failed, n_test=100)
     assert lost["best_transfer"] is None
     assert headline(lost) == "Caveats: tl-finetune failed: no transfer method to compare."
+    constant = verdict({"tl-finetune": entry([2e-4, 2e-4]), "pa-rf": entry([0.0, 0.0])}, n_test=100, constant=True)
+    assert not constant["conclusive"] and "the training target has one value" in headline(constant)
+    assert headline(constant).startswith("Not conclusive.")
 
 
 def test_scratch_networks_stop_as_fresh_networks(monkeypatch):

@@ -732,3 +732,13 @@ def test_test_predictions_keep_the_test_files_ids(source, tables, tmp_path):
     assert saved.columns.tolist() == ["line", "formula", "target", "id", "prediction (input)", "prediction"]
     assert saved["id"].tolist() == test["id"].tolist() and (saved["prediction (input)"] == 1.0).all()
     np.testing.assert_allclose(saved["prediction"], result.test_predictions, rtol=1e-12)
+
+
+def test_extract_features_from_auto_on_a_constant_target(tables, tmp_path):
+    """--from auto probes nothing on a constant target: the default source is fitted (a KeyError before)."""
+    constant = pd.read_csv(tables["train"]).assign(target=1.5)
+    path = tmp_path / "const.csv"
+    constant.to_csv(path, index=False)
+    result = FR.extract_features(path, tmp_path / "run", source="auto", layers="auto", regressor="ridge",
+                                 device="cpu", show_progress=False)
+    assert "constant" in result.card["source_choice"]["reason"] and result.card["metrics"]["val_mae"] == 0

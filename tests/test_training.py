@@ -491,9 +491,11 @@ def test_fit_runs_at_least_min_epochs():
     ([1.5] * 6, "is 1.5 on every kept row: there is nothing to learn"),
     ([0, 1, 1, 0, 1, 0], "takes only two values (0, 1): if it is a class label"),
     ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], None),
-    ([0.1, 0.2, 0.3, 0.4, 1e30, 0.6], "has 1 value more than 1000 times its 10-90 % range from the median 0.35 "
+    ([0.1, 0.2, 0.3, 0.4, 1e30, 0.6], "has 1 value more than 100 times its 10-90 % range from the median 0.35 "
                                       "(the farthest: line 6, 1e+30): a typo or another unit?"),
-    ([0.1, 0.2, 0.3, 0.4, 50.0, 0.6], None),  # far, but not absurdly (heavy tails are real)
+    ([0.1, 0.2, 0.3, 0.4, 30.0, 0.6], None),  # far (74 ranges), but not absurdly: heavy tails are real
+    ([1e-4, 1e-2, 1.0, 1e2, 1e4, 3e-3], "is positive and spans 6.5 decades in its 10-90 % range"),  # log10 hint
+    ([1e-4, 1e-2, 1.0, 1e2, 1e4, -3e-3], None),  # not positive: no log
 ])
 def test_target_warning_names_constant_and_two_valued_targets(tmp_path, values, expected):
     from elemnet_tl.featurize import load_and_prepare, target_warning

@@ -928,3 +928,35 @@ def test_a_training_card_says_what_its_metrics_are(card, words):
     note = metrics_note(card, "eV")
     for w in words:
         assert w in note, (w, note)
+
+
+def test_one_composition_is_refused_by_every_training_command(tmp_path):
+    """30 rows of Fe2O3: scikit-learn's 'Found array with 0 feature(s)' leaked out (--duplicates keep), or
+    '1 usable row' without saying why; now one line that names the composition."""
+    from conftest import one_line_error
+
+    path = tmp_path / "same.csv"
+    pd.DataFrame({"formula": ["Fe2O3"] * 30, "target": np.arange(30.0)}).to_csv(path, index=False)
+    for command in (["finetune", str(path), "-o", str(tmp_path / "ft")],
+                    ["finetune", str(path), "-o", str(tmp_path / "ft2"), "--duplicates", "keep"],
+                    ["extract-features", str(path), "-o", str(tmp_path / "fx"), "--duplicates", "keep"],
+                    ["compare-scratch", str(path), "-o", str(tmp_path / "cmp"), "--duplicates", "keep"],
+                    ["pretrain", str(path), "-o", str(tmp_path / "pre")]):
+        one_line_error(command, path, "every kept row has one composition, Fe2O3")
+    assert not any(p.name in ("ft", "ft2", "fx", "cmp", "pre") for p in tmp_path.iterdir())
+
+
+def test_a_kept_head_keeps_the_digits_of_a_large_offset():
+    """The calibration of a kept output layer in float64: with a target offset by 1e6 the float32 arithmetic
+    moved the starting bias by ~0.04 target units."""
+    from elemnet_tl.finetune import rescale_head
+    from elemnet_tl.model import ElemNet
+
+    model = ElemNet("8x1")
+    with torch.no_grad():
+        model.layers["out"].bias.fill_(0.123456)
+    x = torch.rand(5, 86)
+    before = model(x).double() * 0.5 + 1e6  # predictions in target units, source scaler (mean 1e6, std 0.5)
+    rescale_head(model, 1e6, 0.5, 1e6 + 0.25, 0.7)
+    after = model(x).double() * 0.7 + (1e6 + 0.25)
+    assert torch.allclose(before, after, rtol=0, atol=1e-5)
