@@ -142,16 +142,27 @@ def _open_text(path: Path) -> IO[str]:
 
 
 def _sniff_separator(path: Path) -> str:
-    """The separator the header line uses most: ``,``, else ``;`` or tab (spreadsheet exports in some locales;
-    ``id;formula;E (eV, per atom)`` is ``;``-separated); a tie goes to ``,``."""
+    """The separator that splits the header line into the most fields and the first row into as many (quotes
+    respected): ``,``, else ``;`` or tab (spreadsheet exports in some locales; ``id;formula;E (eV, per atom)``
+    is ``;``-separated, ``formula,"gap (eV; PBE)"`` is ``,``-separated); a tie goes to ``,``."""
     try:
         with _open_text(path) as fh:
-            header = fh.readline()
+            header, first = fh.readline(), fh.readline()
     except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile):
         return ","  # pandas names what is wrong with the file
-    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
-    best = max(counts, key=lambda sep: counts[sep])  # the first of equal counts: ","
-    return best if counts[best] else ","
+
+    def width(line: str, sep: str) -> int:
+        try:
+            return len(next(csv.reader([line], delimiter=sep), []))
+        except csv.Error:  # a field longer than the csv module's limit: pandas reads it; count nothing here
+            return -1
+
+    fields = {sep: width(header, sep) for sep in (",", ";", "\t")}
+    firsts = {sep: width(first, sep) for sep in fields} if first.strip() else {}
+    if firsts and -1 not in firsts.values():  # a separator must split the first row as it splits the header
+        fields = {sep: n if firsts[sep] == n else 0 for sep, n in fields.items()}
+    best = max(fields, key=lambda sep: fields[sep])  # the first of equal counts: ","
+    return best if fields[best] > 1 else ","
 
 
 _MAGIC = ((b"\x1f\x8b", "gzip-compressed (name it .csv.gz)"),
@@ -344,16 +355,17 @@ EXACT_INTEGERS = 2**53
 """Integers beyond this lose digits as floats (two ids 90071992547409931 and ...32 would read the same)."""
 
 
-def _numbers_changed(written: pd.Series, parsed: pd.Series) -> bool:
+def _numbers_changed(written: pd.Series, parsed: pd.Series, is_id: bool) -> bool:
     """True when reading a numeric column changed what identifies its cells: zero-padded ids (``007`` -> 7),
-    whole numbers made floats by a blank cell (``123456`` -> 123456.0), or integers too long for a float."""
+    integers too long for a float, or (``is_id``: an id-named column) whole numbers made floats by a blank
+    cell (``123456`` -> 123456.0; a measured column such as ``temperature_K`` stays numeric)."""
     filled = written[written.str.strip() != ""]
     if filled.str.fullmatch(r"\s*[+-]?0\d+\s*").any():
         return True
     whole = filled.str.fullmatch(_INTEGER.pattern)
     if not len(filled) or not whole.all():
         return False
-    return pd.api.types.is_float_dtype(parsed) or bool(
+    return (is_id and pd.api.types.is_float_dtype(parsed)) or bool(
         filled.map(lambda v: abs(int(v)) > EXACT_INTEGERS).any())
 
 
@@ -372,7 +384,7 @@ def cells_as_written(table: Table, columns: list[str]) -> dict[str, pd.Series]:
             continue
         parsed, written = table.frame[col].reset_index(drop=True), text[col]
         if pd.api.types.is_numeric_dtype(parsed):  # numbers stay numbers, unless they are ids
-            if _numbers_changed(written, parsed):
+            if _numbers_changed(written, parsed, _never_target(col)):
                 out[col] = written
         else:  # text: only the cells pandas read as missing (NA, None, n/a) get their words back
             lost = (parsed.isna() & (written.str.strip() != "")).to_numpy()
@@ -427,9 +439,10 @@ _NOT_TARGETS = ("line", "id", "index", "error", "uncertainty", "prediction", "en
 """Numeric columns never guessed as the target: row numbers, ids, and errors/predictions (predict's own output
 read back)."""
 _ID_NAME = re.compile(r"^(u?id|ids|idx|index|row|no|nr|num|number|line|sample|entry|#)$"
-                      r"|[\s_.-](u?id|ids|idx|index|no|nr|num|number)$|^(u?id|idx)[\s_.-]")
+                      r"|[\s_.-](u?id|ids|idx|no|nr)$|^(u?id|idx)[\s_.-]")
 """Names of id and row-number columns (``sample_no``, ``icsd_id``, ``mp-id``, ``uid``, ``#``), never guessed as the
-target either: a table of formulas and sample numbers has no target."""
+target either: a table of formulas and sample numbers has no target (``refractive_index``, ``atomic_number``
+are properties: only ``_id``, ``_no``-like endings mark ids)."""
 
 
 def _never_target(name: str) -> bool:

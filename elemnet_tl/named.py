@@ -23,6 +23,7 @@ on first use.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gzip
 import importlib
 import importlib.resources
@@ -467,27 +468,41 @@ def _proxied(url: str) -> bool:
         return True
 
 
+_TIMEOUTS: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("elemtl_download_timeouts",
+                                                                                       default=None)
+_TIMEOUT_ARG = 8
+"""Position of ``timeout`` among ``requests.Session.request``'s positional arguments after ``self``."""
+
+
+@lru_cache(maxsize=1)
+def _install_timeouts() -> None:
+    """Wrap ``requests.Session.request`` once: inside :func:`download_timeouts` (this thread or task only), a
+    call without its own timeout gets one; elsewhere the wrapper passes every call through unchanged."""
+    import requests
+
+    original = requests.Session.request
+
+    def request(self, *args, **kwargs):
+        timeouts = _TIMEOUTS.get()
+        if timeouts is not None and len(args) <= _TIMEOUT_ARG and kwargs.get("timeout") is None:
+            kwargs["timeout"] = timeouts
+        return original(self, *args, **kwargs)
+
+    requests.Session.request = request
+
+
 @contextlib.contextmanager
 def download_timeouts(connect_s: float | None = None, read_s: float | None = None) -> Iterator[None]:
     """Every ``requests`` call made inside gets a timeout unless it sets its own: matminer's download sets
     none, so a server that accepts the connection and then stays silent would block forever (a captive
     portal, a stalled proxy). ``read_s``: the longest silence between two received bytes."""
-    import requests
-
-    connect_s = CONNECT_TIMEOUT_S if connect_s is None else connect_s
-    read_s = READ_TIMEOUT_S if read_s is None else read_s
-    original = requests.Session.request
-
-    def request(self, method, url, **kwargs):
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = (connect_s, read_s)
-        return original(self, method, url, **kwargs)
-
-    requests.Session.request = request
+    _install_timeouts()
+    token = _TIMEOUTS.set((CONNECT_TIMEOUT_S if connect_s is None else connect_s,
+                           READ_TIMEOUT_S if read_s is None else read_s))
     try:
         yield
     finally:
-        requests.Session.request = original
+        _TIMEOUTS.reset(token)
 
 
 def _offline_route(name: str, url: str) -> str:

@@ -20,6 +20,8 @@ from .featurize import (
     input_warnings,
     load_and_prepare,
     merged_note,
+    overlap_warning,
+    shared_compositions,
     test_predictions_frame,
     write_merged,
     write_rejected,
@@ -128,7 +130,8 @@ def load_training_inputs(
         records["test"] = held_out_record(test_f, train)
         if test_fraction:
             records["test"] = {"source": f"seeded {test_fraction:g} hold-out of {train.table.source}",
-                               "kept": test_f.n_kept, "seed": seed + 1}
+                               "kept": test_f.n_kept, "seed": seed + 1,  # --duplicates keep: twins may stay
+                               "rows_in_training_data": shared_compositions(test_f.fractions, train.fractions)}
         records["train"]["kept_for_training"] = train.n_kept
     return TrainingInputs(train, val_f, test_f, train_idx, val_idx,
                           target_name=train.table.target_name,
@@ -156,6 +159,8 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         held_out = inputs.test.n_kept if name == "train" and carved_test else 0
         notes.append(f"test: {inputs.records['test']['source']} ({plural(f.n_kept, 'row')})" if carved
                      else role + f.summary(held_out))
+        if carved and overlap_warning(f, inputs.train):  # --duplicates keep leaves twins of held-out rows
+            notes.append(overlap_warning(f, inputs.train))
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{plural(f.n_rejected, 'rejected row')} of {f.table.source} listed in {path}")
@@ -235,13 +240,13 @@ def metrics_note(card: dict, unit: str = "") -> str:
     test = data.get("test")
     if test is None:
         tested = NO_TEST_METRICS
-    elif "rows_in_training_data" in test:
-        tested = "test metrics from the --test file, every kept row scored"
-        if test["rows_in_training_data"]:
+    else:
+        carved = "seed" in test  # --test-fraction
+        tested = (f"test metrics from the {test['source']}, never trained or validated on" if carved
+                  else "test metrics from the --test file, every kept row scored")
+        if test.get("rows_in_training_data"):
             tested += (f" ({test['rows_in_training_data']} of them are compositions of the training data: "
                        "the test figure flatters)")
-    else:
-        tested = f"test metrics from the {test['source']}, never trained or validated on"
     return (f"val_mae is {whose} best MAE on {rows}, which also chose {chose} (so it is optimistic); {tested}; "
             f"in {unit or 'the target unit'}")
 

@@ -625,3 +625,28 @@ def test_files_that_are_not_csv_text_are_named_for_what_they_are(tmp_path, conte
     path = tmp_path / "data.csv"
     path.write_bytes(content)
     one_line_error(["featurize", str(path), "-o", str(tmp_path / "o.csv")], path, reason)
+
+
+def test_property_names_that_end_like_ids_are_still_targets(tmp_path):
+    """Only _id/_no-like endings mark ids: refractive_index and coordination_number are properties."""
+    for name in ("refractive_index", "coordination_number", "atomic_number"):
+        pd.DataFrame({"formula": ["NaCl", "KCl", "MgO"], name: [1.5, 1.4, 1.7]}).to_csv(tmp_path / "t.csv",
+                                                                                       index=False)
+        assert load_table(tmp_path / "t.csv").target_col == name
+
+
+def test_a_quoted_semicolon_in_a_comma_header(tmp_path):
+    """Separators are counted as fields, quotes respected: a comma file whose column name holds ';' stays a
+    comma file."""
+    out, _, _ = _featurized(tmp_path, "q.csv", 'formula,"band gap (eV; PBE; indirect)"\nNaCl,5.0\nKCl,6.1\n')
+    assert out["target"].tolist() == ["5.0", "6.1"] and out["formula"].tolist() == ["NaCl", "KCl"]
+
+
+def test_a_measured_column_with_a_blank_stays_numeric(tmp_path):
+    """Whole numbers with a blank cell come back as written only in an id column; temperature_K stays numbers."""
+    (tmp_path / "t.csv").write_text("formula,target,temperature_K,sample_id\nNaCl,1,300,11\nKCl,2,,\nMgO,3,500,13\n")
+    out = tmp_path / "t.parquet"
+    assert CliRunner().invoke(app, ["featurize", str(tmp_path / "t.csv"), "-o", str(out)]).exit_code == 0
+    frame = pd.read_parquet(out)
+    assert pd.api.types.is_float_dtype(frame["temperature_K"]) and frame["temperature_K"].isna().sum() == 1
+    assert frame["sample_id"].tolist() == ["11", "", "13"]

@@ -355,11 +355,15 @@ def test_a_download_that_goes_silent_gives_up(monkeypatch):
     held = []
     threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
     url = f"http://127.0.0.1:{server.getsockname()[1]}/data.json.gz"
-    original, t0 = requests.Session.request, time.perf_counter()
+    t0 = time.perf_counter()
     with download_timeouts(connect_s=2, read_s=0.5), pytest.raises(requests.exceptions.ReadTimeout):
         requests.get(url)
     assert time.perf_counter() - t0 < 10
-    assert requests.Session.request is original  # restored
+    with download_timeouts(connect_s=2, read_s=0.5), pytest.raises(requests.exceptions.ReadTimeout):
+        requests.Session().request("GET", url, None)  # positional arguments pass through
+    with pytest.raises(RuntimeError), download_timeouts(connect_s=2, read_s=0.5):
+        raise RuntimeError("a failure inside")
+    assert named._TIMEOUTS.get() is None  # outside (and after a failure inside): calls pass through unchanged
     server.close()
 
 

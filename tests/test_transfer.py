@@ -612,6 +612,16 @@ def test_cli_finetune_test_fraction(tmp_path, source_dir, data_dir):
     assert card["metrics"]["test_mae"] == pytest.approx((tested["prediction"] - tested["target"]).abs().mean())
     assert "seeded 0.25 hold-out" in card["metrics_note"] and "test MAE" in result.output
     assert card["split"]["n_train"] + card["split"]["n_val"] == kept - len(tested)  # the rest train and validate
+    twice = tmp_path / "twice.csv"  # every row twice, kept twice: the hold-out's twins stay in training
+    pd.concat([pd.read_csv(data_dir / "smooth.csv")] * 2).to_csv(twice, index=False)
+    kept = runner.invoke(app, ["finetune", str(twice), "-o", str(tmp_path / "keep"), "--from", str(source_dir),
+                               "--epochs", "1", "--strategy", "full", "--ensemble", "1", "--test-fraction", "0.25",
+                               "--duplicates", "keep", "-q"])
+    assert kept.exit_code == 0, kept.output
+    card = json.loads((tmp_path / "keep" / "card.json").read_text())
+    seen = card["data"]["test"]["rows_in_training_data"]
+    assert seen > 0 and f"{seen} of them are compositions of the training data" in card["metrics_note"]
+    assert "also in the training data" in " ".join(kept.output.split())
     both = runner.invoke(app, ["finetune", str(data_dir / "smooth.csv"), "-o", str(tmp_path / "x"), "--from",
                                str(source_dir), "--test", str(data_dir / "smooth.csv"), "--test-fraction", "0.2"])
     assert both.exit_code == 2 and "either --test or --test-fraction" in both.output
@@ -919,7 +929,7 @@ def test_api_strategy_and_ensemble_of_the_wrong_type(tmp_path, data_dir):
     ({"split": {"validation": "file", "n_val": 9}, "data": {"test": {"rows_in_training_data": 4}}},
      ["4 of them are compositions of the training data"]),
     ({"split": {"validation": "seeded 5-row hold-out of the data", "n_val": 5},
-      "data": {"test": {"source": "seeded 0.1 hold-out of x.csv"}}},
+      "data": {"test": {"source": "seeded 0.1 hold-out of x.csv", "seed": 1, "rows_in_training_data": 0}}},
      ["test metrics from the seeded 0.1 hold-out of x.csv, never trained or validated on"]),
 ])
 def test_a_training_card_says_what_its_metrics_are(card, words):
