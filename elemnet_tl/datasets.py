@@ -524,6 +524,11 @@ def _named_target(frame: pd.DataFrame, formula_col: str, names: tuple[str, ...])
     return None
 
 
+def _unit_key(unit: str) -> str:
+    """A unit spelled one way: ``eV per atom``, ``eV/atom`` and ``ev / Atom`` compare equal."""
+    return re.sub(r"\s+", "", re.sub(r"\s+per\s+", "/", unit.strip().lower()))
+
+
 def _is_named(name: str) -> bool:
     from . import named
 
@@ -619,7 +624,8 @@ def load_table(
         tcol = _named_target(frame, fcol, target_names)
         unused = None if tcol else _find_target(frame, fcol, None, text, False, exclude_from_target)
         unit = str(provenance.get("unit") or "")
-        if tcol == "target" and provenance.get("name") and unit and target_unit and unit != target_unit:
+        if tcol == "target" and provenance.get("name") and unit and target_unit and \
+                _unit_key(unit) != _unit_key(target_unit):
             # a named dataset's target is another property than the model's: no score against it
             unused, tcol = "target", None
             provenance["target_not_taken_reason"] = (f"the dataset's target, {provenance.get('target')}, is in "

@@ -156,7 +156,8 @@ def verdict(summary: dict, n_test: int | None = None, in_training: int = 0, cons
     if in_training:
         caveats.append(f"{in_training} of the {plural(n_test or in_training, 'test row')} are compositions of the "
                        "training data: every test MAE flatters, most of all for methods that memorize rows (pa-rf)")
-    conclusive = not constant
+    # most test rows seen in training: the comparison measures memory, not prediction
+    conclusive = not constant and not 2 * in_training > (n_test or in_training)
     if constant:
         caveats.append("the training target has one value: there is nothing to learn, and the gaps are rounding")
     if n_test is not None and n_test < MIN_TEST_ROWS:

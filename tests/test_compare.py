@@ -541,6 +541,10 @@ def test_verdict_caveats():
     constant = verdict({"tl-finetune": entry([2e-4, 2e-4]), "pa-rf": entry([0.0, 0.0])}, n_test=100, constant=True)
     assert not constant["conclusive"] and "the training target has one value" in headline(constant)
     assert headline(constant).startswith("Not conclusive.")
+    seen = verdict({"tl-finetune": entry([1.0, 1.02]), "sc-ef": entry([2.01, 2.03])}, n_test=100, in_training=60)
+    assert not seen["conclusive"] and "60 of the 100 test rows are compositions of the training data" in headline(seen)
+    few = verdict({"tl-finetune": entry([1.0, 1.02]), "sc-ef": entry([2.01, 2.03])}, n_test=100, in_training=5)
+    assert few["conclusive"] and "5 of the 100 test rows" in headline(few)
 
 
 def test_scratch_networks_stop_as_fresh_networks(monkeypatch):

@@ -386,3 +386,10 @@ def test_a_dataset_of_several_properties_predicts_without_choosing_one():
     assert not table.has_target and {"S_p", "kappa_n"} <= set(table.frame.columns)
     with pytest.raises(InputError, match="--target-col"):
         load_table("mp-transport")  # training needs one
+
+
+def test_units_compare_however_they_are_spelled():
+    from elemnet_tl.datasets import _unit_key
+
+    assert _unit_key("eV per atom") == _unit_key("eV/atom") == _unit_key(" ev / Atom")
+    assert _unit_key("eV") != _unit_key("eV/atom")
