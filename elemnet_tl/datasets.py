@@ -350,7 +350,8 @@ def _written_text(source: object, n_rows: int) -> pd.DataFrame | None:
     return text if len(text) == n_rows and isinstance(text.index, pd.RangeIndex) else None
 
 
-_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+_INTEGER = r"\s*[+-]?\d+\s*"
+_ZERO_PADDED = r"\s*[+-]?0\d+\s*"
 EXACT_INTEGERS = 2**53
 """Integers beyond this lose digits as floats (two ids 90071992547409931 and ...32 would read the same)."""
 
@@ -360,9 +361,9 @@ def _numbers_changed(written: pd.Series, parsed: pd.Series, is_id: bool) -> bool
     integers too long for a float, or (``is_id``: an id-named column) whole numbers made floats by a blank
     cell (``123456`` -> 123456.0; a measured column such as ``temperature_K`` stays numeric)."""
     filled = written[written.str.strip() != ""]
-    if filled.str.fullmatch(r"\s*[+-]?0\d+\s*").any():
+    if filled.str.fullmatch(_ZERO_PADDED).any():
         return True
-    whole = filled.str.fullmatch(_INTEGER.pattern)
+    whole = filled.str.fullmatch(_INTEGER)
     if not len(filled) or not whole.all():
         return False
     return (is_id and pd.api.types.is_float_dtype(parsed)) or bool(
@@ -438,6 +439,10 @@ def numeric_like(column: pd.Series) -> bool:
 _NOT_TARGETS = ("line", "id", "index", "error", "uncertainty", "prediction", "ensemble_std", "unseen_elements")
 """Numeric columns never guessed as the target: row numbers, ids, and errors/predictions (predict's own output
 read back)."""
+_INDEX_RE = re.compile(r"^(Unnamed: \d+|)$")
+"""A column without a header name (pandas' ``to_csv`` index): row numbers, never the target."""
+_INPUT_SUFFIX = re.compile(r" \(input(?: \d+)?\)$")
+"""The suffix an output gives an input column whose name it uses itself (``line (input)``)."""
 _ID_NAME = re.compile(r"^(u?id|ids|idx|index|row|no|nr|num|number|line|sample|entry|#)$"
                       r"|[\s_.-](u?id|ids|idx|no|nr)$|^(u?id|idx)[\s_.-]")
 """Names of id and row-number columns (``sample_no``, ``icsd_id``, ``mp-id``, ``uid``, ``#``), never guessed as the
@@ -449,9 +454,6 @@ def _never_target(name: str) -> bool:
     """A column that is never guessed as the target (:data:`_NOT_TARGETS`, :data:`_ID_NAME`, an unnamed index)."""
     base = _INPUT_SUFFIX.sub("", name).strip().lower()
     return base in _NOT_TARGETS or bool(_ID_NAME.search(base)) or bool(_INDEX_RE.match(name))
-_INDEX_RE = re.compile(r"^(Unnamed: \d+|)$")
-_INPUT_SUFFIX = re.compile(r" \(input(?: \d+)?\)$")
-"""The suffix an output gives an input column whose name it uses itself (``line (input)``)."""
 
 
 def input_name(name: str, taken: set[str]) -> str:
@@ -461,7 +463,6 @@ def input_name(name: str, taken: set[str]) -> str:
     while candidate in taken:
         candidate, k = f"{name} (input {k})", k + 1
     return candidate
-"""A column without a header name (pandas' ``to_csv`` index): row numbers, never the target."""
 
 
 def _companion_column(frame: pd.DataFrame, names: tuple[str, ...], find: Callable[[str | None], str | None],
@@ -481,7 +482,7 @@ def _companion_column(frame: pd.DataFrame, names: tuple[str, ...], find: Callabl
                          f"{what} column to {wanted!r}") from None
 
 
-_MISSING_WORDS = re.compile(r"(nan|na|n/a|none|null|-+|\?|)")
+_MISSING_WORDS = r"(nan|na|n/a|none|null|-+|\?|)"
 """Cells that hold no value (besides those pandas already reads as missing)."""
 
 
@@ -508,7 +509,7 @@ def _find_target(frame: pd.DataFrame, formula_col: str, wanted: str | None, sour
         swapped = (f"; the formula column {formula_col!r} holds numbers: check --formula-col"
                    if formula_holds_numbers else "")
         empty = [c for c in columns if not _never_target(c)  # only blanks, NaN, n/a, ?
-                 and frame[c].dropna().astype(str).str.strip().str.fullmatch(_MISSING_WORDS.pattern, case=False).all()]
+                 and frame[c].dropna().astype(str).str.strip().str.fullmatch(_MISSING_WORDS, case=False).all()]
         held = f" ({', '.join(map(repr, empty))}: no number in any row)" if empty else ""
         raise InputError(f"{source}: no numeric target column{held}; columns are "
                          f"{', '.join(map(str, frame.columns))}; name it with --target-col{swapped}")

@@ -292,7 +292,8 @@ def extract_features(
         say(f"--from auto: probing {', '.join(givens)} ...")
         given, source_choice, fitted_sources = choose_source(x, y, seed, str(dev), layers, max_rows=None,
                                                              transformers=candidates)
-        transformer = fitted_sources.get(given)  # none when nothing was probed (a constant target, few rows)
+        # nothing probed (a constant target, too few rows): the chosen source is fitted below
+        transformer = fitted_sources.get(given) or candidates[givens.index(given)]
         note(f"--from auto: {given} — {source_choice['reason']}")
         timings["source_selection_s"] = round(time.perf_counter() - t0, 2)
     else:
@@ -300,9 +301,7 @@ def extract_features(
     t0 = time.perf_counter()
     if auto_layers and not auto_source:
         say(f"choosing a layer: ridge probe, {describe_cv(len(x))} ...")
-    if transformer is None:
-        transformer = candidates[givens.index(given)]
-    if not auto_source or not fitted_sources:  # with --from auto, fitted while choosing the source
+    if given not in fitted_sources:  # with --from auto, fitted while choosing the source
         transformer.fit(x, y)
         if transformer.source_members_ > 1:
             note(f"{given}: an ensemble of {transformer.source_members_} networks; the features are its first's")
@@ -332,7 +331,7 @@ def extract_features(
         metrics["val_mae"] = fitted.row["cv_mae"]
         baseline = mean_cv_mae(y, folds)
         if baseline > 0 and not fitted.row["cv_mae"] < baseline:  # 0: a constant target, warned about already
-            say(f"warning: the CV MAE of {fitted.kind} ({fitted.row['cv_mae']:.4g}) is no better than predicting the "
+            note(f"warning: the CV MAE of {fitted.kind} ({fitted.row['cv_mae']:.4g}) is no better than predicting the "
                 f"training mean ({baseline:.4g} on the same folds): these features did not learn this target; "
                 "try other --layers or finetune")
         if test_f is not None:

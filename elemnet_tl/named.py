@@ -300,10 +300,11 @@ def _match_column(wanted: str, columns: list[str]) -> str | None:
 def _load_transport(target_col: str | None, require_target: bool = True) -> tuple[pd.DataFrame, dict]:
     raw, path, sha = _transport_table()
     numeric = _numeric_columns(raw)
+    frame = raw.rename(columns={"pretty_formula": "formula"}).drop(columns=["target", "line"], errors="ignore")
+    info = {"name": TRANSPORT.name, "source": TRANSPORT.source, "target": None, "unit": "", "path": path,
+            "sha256": sha}
     if target_col is None and not require_target and len(numeric) != 1:  # predict: the properties ride along
-        frame = raw.rename(columns={"pretty_formula": "formula"}).drop(columns=["target", "line"], errors="ignore")
-        return frame.reset_index(drop=True), {"name": TRANSPORT.name, "source": TRANSPORT.source, "target": None,
-                                              "unit": "", "path": path, "sha256": sha}
+        return frame.reset_index(drop=True), info
     if target_col is None:
         if len(numeric) != 1:
             raise InputError(
@@ -317,14 +318,9 @@ def _load_transport(target_col: str | None, require_target: bool = True) -> tupl
             raise InputError(
                 f"{TRANSPORT.name}: no target column {target_col!r}; valid: {', '.join(numeric)}"
             )
-    frame = raw.rename(columns={"pretty_formula": "formula"})
-    frame = frame.drop(columns=[c for c in ("target", "line") if c in frame.columns])
     frame.insert(1, "target", frame[column].astype(np.float64))
     frame = frame[["formula", "target"] + [c for c in frame.columns if c not in ("formula", "target")]]
-    info = {
-        "name": TRANSPORT.name, "source": TRANSPORT.source, "target": column,
-        "unit": TRANSPORT_UNITS.get(column, "not stated in the file"), "path": path, "sha256": sha,
-    }
+    info.update(target=column, unit=TRANSPORT_UNITS.get(column, "not stated in the file"))
     return frame.reset_index(drop=True), info
 
 

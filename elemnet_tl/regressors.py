@@ -434,7 +434,7 @@ class ExportedRegressor:
             if x.shape[1] != len(a["x_mean"]):
                 raise ValueError(f"{x.shape[1]} features given, the regressor was fitted on {len(a['x_mean'])}")
             xs = (x - a["x_mean"]) / a["x_scale"]
-            if "x_lo" in a:  # saved before the bound: unbounded, as fitted
+            if "x_lo" in a:  # regressors saved before the bound have none: unbounded, as fitted
                 xs = near_range(xs, a["x_lo"], a["x_hi"])
         if self.kind == "ridge":
             return xs @ a["coef"] + s["intercept"]

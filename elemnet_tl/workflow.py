@@ -159,8 +159,9 @@ def write_rejections(run_dir: Path, inputs: TrainingInputs) -> list[str]:
         held_out = inputs.test.n_kept if name == "train" and carved_test else 0
         notes.append(f"test: {inputs.records['test']['source']} ({plural(f.n_kept, 'row')})" if carved
                      else role + f.summary(held_out))
-        if carved and overlap_warning(f, inputs.train):  # --duplicates keep leaves twins of held-out rows
-            notes.append(overlap_warning(f, inputs.train))
+        twins = overlap_warning(f, inputs.train) if carved else None  # --duplicates keep leaves twins behind
+        if twins:
+            notes.append(twins)
         path = None if carved else write_rejected(f, run_dir / f"{name}.rejected.csv")
         if path is not None:
             notes.append(f"{plural(f.n_rejected, 'rejected row')} of {f.table.source} listed in {path}")

@@ -700,7 +700,7 @@ def test_a_regressor_no_better_than_the_mean_is_pointed_out(source, tables, tmp_
     noise.to_csv(path, index=False)
     runner = CliRunner()
     result = runner.invoke(app, ["extract-features", str(path), "-o", str(tmp_path / "run"), "--from", source,
-                                 "--layers", "fc1", "--regressor", "rf", "--device", "cpu"])
+                                 "--layers", "fc1", "--regressor", "rf", "--device", "cpu", "-q"])  # warned anyway
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     baseline = card["selection"]["cv_mae_of_training_mean"]
