@@ -297,11 +297,11 @@ def overlap_warning(test: Featurized, train: Featurized, role: str = "test") -> 
 OUTLIER_RANGES = 100
 """A target value farther than this many 10-90 % ranges from the median gets a warning (on the 18
 development and source sets the farthest is 40 ranges away: piezoelectric coefficients;
-scripts/target_ranges.py). Four values x1000 among 300 formation energies (733 ranges away) made a fine-tune
-7x worse."""
+scripts/target_ranges.py); a few values typed in another unit (x1000) sit hundreds of ranges away and
+dominate a small set's training loss."""
 SKEW_DECADES = 3
 """A positive target whose 10-90 % range spans more decades than this gets a hint to fit its log (the
-development sets: at most 2.7, slme, whose zeros a log would not suit; 10**uniform(-3, 3): 4.8)."""
+development sets: at most 2.7, slme, whose near-zeros a log would not suit; scripts/target_ranges.py)."""
 
 
 def _targets_before_merging(data: Featurized) -> np.ndarray:
